@@ -1,0 +1,413 @@
+"""Typed, validated experiment configuration.
+
+``ExperimentConfig`` is what every other part reads. It is built from either
+
+* a composed Hydra config (``hardware``, ``model``, ``workload``, ``framework``, ``metrics``,
+  ``simulation`` groups; see ``conf/``), via :func:`from_hydra_layout`, or
+* the seed's dict layout (``simulation``, ``model_characteristics_db_path``, ``hardware_profile``,
+  ``workload``, ``frameworks_to_test``, ``metrics_config``), via :func:`from_seed_layout`.
+
+Validation errors become a one-line :class:`~llmsim.errors.ConfigError` naming the key as the
+user wrote it (``framework.max_num_seqs`` in the Hydra layout, ``frameworks_to_test[0].config...``
+in the seed layout), the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from llmsim.distributions import Distribution, parse_distribution
+from llmsim.errors import ConfigError
+from llmsim.hardware.spec import HardwareConfig
+from llmsim.models import Dtype, ModelProfile
+from llmsim.schema import Schema
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+# ------------------------------------------------------------------------------------------------
+# error formatting
+# ------------------------------------------------------------------------------------------------
+def _join_key(prefix: str, loc: tuple[Any, ...]) -> str:
+    key = prefix
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key = f"{key}.{part}" if key else str(part)
+    return key
+
+
+def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Field names of the (nested) schema at ``loc``, for 'unknown key' errors."""
+    model: Any = schema
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return "known keys are " + ", ".join(model.model_fields)
+    return "this key is not known"
+
+
+def validate_schema(schema: type[SchemaT], data: Any, key: str) -> SchemaT:
+    """Validate ``data`` against ``schema``; the first problem becomes a one-line ConfigError."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        if error["type"] == "extra_forbidden":
+            allowed = "unknown key; " + _allowed_keys(schema, loc)
+            raise ConfigError(_join_key(key, loc), error.get("input"), allowed) from None
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        value = error.get("input")
+        if isinstance(value, Mapping) and error["type"] == "missing":
+            value = None
+        raise ConfigError(_join_key(key, loc), value, message) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# sections
+# ------------------------------------------------------------------------------------------------
+class SimulationConfig(Schema):
+    """How long to simulate and the run seed."""
+
+    max_simulation_time: PositiveFloat = Field(default=3600.0, description="Simulated seconds before the run stops.")
+    random_seed: int = Field(default=42, description="Seed every random stream is derived from.")
+
+
+class ClientProfile(Schema):
+    """One population of clients (the seed's ``client_profiles`` entries)."""
+
+    profile_name: str = "default"
+    weight: PositiveFloat = 1.0
+    inter_arrival_time_dist_config: dict[str, Any] | None = None
+    prompt_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
+    max_output_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
+    conversational_probability: float = Field(default=0.0, ge=0, le=1)
+    conversation_think_time_dist_config: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "Exponential", "rate": 0.2},
+        description="Seconds a user takes to send the next turn after reading the previous answer.",
+    )
+    max_conversation_turns: PositiveInt = Field(default=8, description="Cap on turns per conversation.")
+    streaming_response_probability: float = Field(default=1.0, ge=0, le=1)
+
+
+class WorkloadConfig(Schema):
+    """Where requests come from: open-loop client profiles, an offline batch or a closed loop."""
+
+    kind: Literal["open_loop", "offline", "closed_loop"] = "open_loop"
+    rate: PositiveFloat | None = Field(
+        default=None,
+        description="Total arrival rate in requests/s spread over profiles by weight; null keeps each "
+        "profile's own inter_arrival_time_dist_config.",
+    )
+    total_duration: PositiveFloat | None = Field(default=300.0, description="Seconds during which requests arrive.")
+    num_requests: PositiveInt | None = Field(default=None, description="Stop after this many sessions.")
+    concurrency: PositiveInt | None = Field(default=None, description="Closed loop: clients in flight.")
+    think_time_dist_config: dict[str, Any] | None = Field(
+        default=None, description="Closed loop: pause between a response and the client's next request."
+    )
+    bytes_per_token_estimate_for_network: PositiveFloat = 2.0
+    random_seed: int | None = Field(default=None, description="Workload seed; null uses simulation.random_seed.")
+    client_profiles: tuple[ClientProfile, ...] = Field(min_length=1)
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _finite_rate(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number of requests/s > 0 (use workload=offline for all-at-once)")
+        return value
+
+
+class MetricsConfig(Schema):
+    """What to compute and where to write it (the seed's ``metrics_config``)."""
+
+    percentiles_to_calculate: tuple[PositiveFloat, ...] = (50.0, 90.0, 95.0, 99.0)
+    warm_up_duration_s: NonNegativeFloat = 0.0
+    output_summary_json_path: str | None = "summary.json"
+    output_requests_csv_path: str | None = None
+    output_requests_parquet_path: str | None = "requests.parquet"
+    output_steps_parquet_path: str | None = "steps.parquet"
+    slo_ttft_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on TTFT.")
+    slo_tpot_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on TPOT.")
+    slo_e2el_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on E2EL.")
+
+    @field_validator("percentiles_to_calculate")
+    @classmethod
+    def _as_percents(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        """A list entirely within (0, 1] is read as fractions (the seed's 0.99); otherwise percents."""
+        if values and all(v <= 1.0 for v in values):
+            values = tuple(round(v * 100.0, 10) for v in values)
+        for v in values:
+            if v > 100.0:
+                raise ValueError(f"percentiles are fractions in (0, 1] or percents in (0, 100], got {v}")
+        return tuple(sorted(set(values)))
+
+    @property
+    def slos_ms(self) -> dict[str, float]:
+        """The SLOs given, by metric name (ttft, tpot, e2el)."""
+        slos = {"ttft": self.slo_ttft_ms, "tpot": self.slo_tpot_ms, "e2el": self.slo_e2el_ms}
+        return {k: v for k, v in slos.items() if v is not None}
+
+
+class FrameworkConfig(Schema):
+    """Knobs every framework has; each framework's schema adds its own with the real names."""
+
+    model_profile_id: str
+    gpu_id: str | None = Field(default=None, description="Seed layout: the device the framework runs on.")
+    gpu_ids: tuple[str, ...] | None = Field(default=None, description="Devices to use; default the first tp ones.")
+    tensor_parallel_size: PositiveInt = 1
+    dtype: Dtype | None = Field(default=None, description="Weight/compute dtype; null uses the model's.")
+    kv_cache_dtype: Literal["auto", "fp16", "bf16", "fp8"] = "auto"
+    max_model_len: PositiveInt | None = Field(default=None, description="null: the model's context length.")
+    scheduler_iteration_delay_s: NonNegativeFloat = Field(
+        default=0.0, description="Extra delay added to every engine iteration (the seed's knob)."
+    )
+    bytes_per_token_estimate_for_network: PositiveFloat = 2.0
+    step_overhead_s: NonNegativeFloat | None = Field(
+        default=None, description="CPU time per engine step not hidden behind the GPU; null: framework default."
+    )
+    per_seq_overhead_s: NonNegativeFloat | None = Field(
+        default=None, description="Extra CPU time per scheduled sequence per step; null: framework default."
+    )
+
+
+class FrameworkEntry(Schema):
+    """One framework instance of an experiment (the seed's ``frameworks_to_test`` entries)."""
+
+    name: str
+    type: str
+    is_target_for_workload: bool = True
+    config: dict[str, Any]
+
+
+class ExperimentConfig(Schema):
+    """The whole configuration of one experiment, validated."""
+
+    name: str = "experiment"
+    layout: Literal["hydra", "seed"] = "hydra"
+    simulation: SimulationConfig = SimulationConfig()
+    model_characteristics_db_path: str | None = None
+    models: dict[str, ModelProfile] = Field(
+        default_factory=dict, description="Profiles given inline (Hydra model group)."
+    )
+    hardware_profile: HardwareConfig
+    workload: WorkloadConfig
+    frameworks_to_test: tuple[FrameworkEntry, ...] = Field(min_length=1)
+    metrics_config: MetricsConfig = MetricsConfig()
+
+    # ---- helpers for error keys ----------------------------------------------------------------
+    def framework_key(self, index: int) -> str:
+        """Config path of a framework's knobs, as the user wrote them."""
+        return "framework" if self.layout == "hydra" else f"frameworks_to_test[{index}].config"
+
+    @property
+    def workload_key(self) -> str:
+        """Config path of the workload section."""
+        return "workload"
+
+    @property
+    def workload_seed(self) -> int:
+        """Seed of the workload's random streams (common random numbers across frameworks)."""
+        return self.workload.random_seed if self.workload.random_seed is not None else self.simulation.random_seed
+
+    def framework_config(self, index: int) -> FrameworkConfig:
+        """The typed knobs of framework ``index`` (validated against its type's schema)."""
+        from llmsim.frameworks.registry import framework_spec
+
+        entry = self.frameworks_to_test[index]
+        spec = framework_spec(
+            entry.type, f"{'framework' if self.layout == 'hydra' else f'frameworks_to_test[{index}]'}.type"
+        )
+        return validate_schema(spec.config_schema, entry.config, self.framework_key(index))
+
+    def distributions(self) -> list[dict[str, Distribution | None]]:
+        """Parsed distributions of every client profile (validates them)."""
+        parsed = []
+        for i, profile in enumerate(self.workload.client_profiles):
+            key = f"workload.client_profiles[{i}]"
+            iat = profile.inter_arrival_time_dist_config
+            parsed.append(
+                {
+                    "inter_arrival": parse_distribution(iat, f"{key}.inter_arrival_time_dist_config") if iat else None,
+                    "prompt": parse_distribution(profile.prompt_tokens_dist_config, f"{key}.prompt_tokens_dist_config"),
+                    "output": parse_distribution(
+                        profile.max_output_tokens_dist_config, f"{key}.max_output_tokens_dist_config"
+                    ),
+                    "think": parse_distribution(
+                        profile.conversation_think_time_dist_config, f"{key}.conversation_think_time_dist_config"
+                    ),
+                }
+            )
+        return parsed
+
+
+# ------------------------------------------------------------------------------------------------
+# layouts
+# ------------------------------------------------------------------------------------------------
+SEED_KEYS = {
+    "simulation",
+    "model_characteristics_db_path",
+    "hardware_profile",
+    "workload",
+    "frameworks_to_test",
+    "metrics_config",
+    "name",
+}
+HYDRA_KEYS = {"hardware", "model", "workload", "framework", "metrics", "simulation", "name", "experiment"}
+
+
+def is_seed_layout(data: Mapping[str, Any]) -> bool:
+    """Whether a plain dict uses the seed's section names."""
+    return "frameworks_to_test" in data or "hardware_profile" in data
+
+
+def _mapping(data: Any, key: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(key, data, "a mapping of keys to values")
+    return dict(data)
+
+
+def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
+    if workload.kind == "open_loop":
+        if workload.total_duration is None and workload.num_requests is None:
+            raise ConfigError(
+                f"{key}.total_duration", None, "an open-loop workload needs total_duration or num_requests"
+            )
+        for i, profile in enumerate(workload.client_profiles):
+            if workload.rate is None and profile.inter_arrival_time_dist_config is None:
+                raise ConfigError(
+                    f"{key}.client_profiles[{i}].inter_arrival_time_dist_config",
+                    None,
+                    "needed when workload.rate is null",
+                )
+    elif workload.kind == "offline":
+        if workload.num_requests is None:
+            raise ConfigError(f"{key}.num_requests", None, "an offline workload needs num_requests > 0")
+    elif workload.concurrency is None or workload.num_requests is None:
+        missing = "concurrency" if workload.concurrency is None else "num_requests"
+        raise ConfigError(f"{key}.{missing}", None, "a closed_loop workload needs concurrency and num_requests > 0")
+    if workload.think_time_dist_config is not None:
+        parse_distribution(workload.think_time_dist_config, f"{key}.think_time_dist_config")
+
+
+def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
+    """Checks that span sections: distributions, framework schemas, model ids, names."""
+    _check_workload(config.workload)
+    config.distributions()
+    names = [entry.name for entry in config.frameworks_to_test]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("frameworks_to_test.name", name, "framework names must be unique")
+    if not any(entry.is_target_for_workload for entry in config.frameworks_to_test):
+        raise ConfigError(
+            "frameworks_to_test.is_target_for_workload", False, "at least one framework must receive the workload"
+        )
+    for index in range(len(config.frameworks_to_test)):
+        config.framework_config(index)
+    return config
+
+
+def _seed_metrics(data: Any) -> dict[str, Any]:
+    """The seed's metrics_config writes only the files it names (no Parquet unless asked)."""
+    metrics = _mapping(data, "metrics_config")
+    metrics.setdefault("output_summary_json_path", None)
+    metrics.setdefault("output_requests_parquet_path", None)
+    metrics.setdefault("output_steps_parquet_path", None)
+    return metrics
+
+
+def from_seed_layout(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a config in the seed's layout."""
+    data = dict(data)
+    unknown = sorted(set(data) - SEED_KEYS)
+    if unknown:
+        raise ConfigError(
+            unknown[0], data[unknown[0]], "unknown section; known sections are " + ", ".join(sorted(SEED_KEYS))
+        )
+    frameworks = data.get("frameworks_to_test")
+    if not isinstance(frameworks, (list, tuple)) or not frameworks:
+        raise ConfigError("frameworks_to_test", frameworks, "a non-empty list of frameworks")
+    config = ExperimentConfig(
+        name=str(data.get("name", "experiment")),
+        layout="seed",
+        simulation=validate_schema(SimulationConfig, _mapping(data.get("simulation"), "simulation"), "simulation"),
+        model_characteristics_db_path=data.get("model_characteristics_db_path"),
+        hardware_profile=validate_schema(HardwareConfig, data.get("hardware_profile"), "hardware_profile"),
+        workload=validate_schema(WorkloadConfig, _mapping(data.get("workload"), "workload"), "workload"),
+        frameworks_to_test=tuple(
+            validate_schema(FrameworkEntry, entry, f"frameworks_to_test[{i}]") for i, entry in enumerate(frameworks)
+        ),
+        metrics_config=validate_schema(MetricsConfig, _seed_metrics(data.get("metrics_config")), "metrics_config"),
+    )
+    return finish_validation(config)
+
+
+def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate a composed Hydra config (already converted to plain containers)."""
+    data = dict(data)
+    unknown = sorted(set(data) - HYDRA_KEYS)
+    if unknown:
+        raise ConfigError(
+            unknown[0], data[unknown[0]], "unknown key; known top-level keys are " + ", ".join(sorted(HYDRA_KEYS))
+        )
+    model = validate_schema(ModelProfile, _mapping(data.get("model"), "model"), "model")
+    framework = _mapping(data.get("framework"), "framework")
+    name = framework.pop("name", None)
+    fw_type = framework.pop("type", None)
+    if not isinstance(fw_type, str):
+        raise ConfigError("framework.type", fw_type, "a framework type such as VLLM")
+    entry = {
+        "name": str(name or fw_type.lower()),
+        "type": fw_type,
+        "is_target_for_workload": True,
+        "config": {**framework, "model_profile_id": model.name},
+    }
+    config = ExperimentConfig(
+        name=str(data.get("name") or "experiment"),
+        layout="hydra",
+        simulation=validate_schema(SimulationConfig, _mapping(data.get("simulation"), "simulation"), "simulation"),
+        models={model.name: model},
+        hardware_profile=validate_schema(HardwareConfig, _mapping(data.get("hardware"), "hardware"), "hardware"),
+        workload=validate_schema(WorkloadConfig, _mapping(data.get("workload"), "workload"), "workload"),
+        frameworks_to_test=(FrameworkEntry.model_validate(entry),),
+        metrics_config=validate_schema(MetricsConfig, _mapping(data.get("metrics"), "metrics"), "metrics"),
+    )
+    return finish_validation(config)
+
+
+def load_experiment_config(data: Any) -> ExperimentConfig:
+    """Validate a config in either layout (an ExperimentConfig passes through)."""
+    if isinstance(data, ExperimentConfig):
+        return data
+    if not isinstance(data, Mapping):
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(data, DictConfig):
+                data = OmegaConf.to_container(data, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf is a core dependency
+            pass
+    if not isinstance(data, Mapping):
+        raise ConfigError("config", type(data).__name__, "a mapping (dict, DictConfig or ExperimentConfig)")
+    experiment = data.get("experiment")
+    if isinstance(experiment, Mapping) and is_seed_layout(experiment):
+        # A seed-layout experiment file (conf/experiment/seed_example.yaml) is taken as written.
+        return from_seed_layout(experiment)
+    return from_seed_layout(data) if is_seed_layout(data) else from_hydra_layout(data)

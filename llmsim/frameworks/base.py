@@ -1,0 +1,209 @@
+"""AbstractLLMFramework: the request lifecycle every serving framework shares.
+
+A framework owns a ``request_arrival_queue`` (``simpy.Store``) the workload generator puts
+requests on, and a ``processing_loop`` SimPy process that repeats ``plan = schedule(); yield
+timeout(step time); apply(plan)``: one SimPy event per engine step, never per token. Subclasses
+supply the scheduling policy; this class handles admission checks, token timestamps at the server
+and the client, completion, rejection and metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Mapping
+from typing import Any, ClassVar
+
+import simpy
+
+from llmsim.config import FrameworkConfig, validate_schema
+from llmsim.errors import ConfigError
+from llmsim.hardware.perf_model import BatchShape, PerformanceModel
+from llmsim.hardware.platform import MemoryPlan, VirtualHardwarePlatform
+from llmsim.models import ModelProfile
+from llmsim.workload.request import Request
+
+
+class AbstractLLMFramework(ABC):
+    """Base class of framework models; see the module docstring for the contract."""
+
+    config_schema: ClassVar[type[FrameworkConfig]] = FrameworkConfig
+    type_name: ClassVar[str] = "ABSTRACT"
+    #: CPU time per step that is not hidden behind GPU work, and per scheduled sequence (seconds).
+    default_step_overhead_s: ClassVar[float] = 0.0
+    default_per_seq_overhead_s: ClassVar[float] = 0.0
+
+    def __init__(
+        self,
+        framework_id: str,
+        simpy_env: simpy.Environment,
+        framework_specific_config: FrameworkConfig | Mapping[str, Any],
+        virtual_hardware: VirtualHardwarePlatform,
+        metrics_collector: Any,
+        model_profile: ModelProfile,
+        *,
+        config_key: str = "framework",
+    ) -> None:
+        self.framework_id = framework_id
+        self.env = simpy_env
+        if not isinstance(framework_specific_config, self.config_schema):
+            framework_specific_config = validate_schema(self.config_schema, dict(framework_specific_config), config_key)
+        self.config = framework_specific_config
+        self.config_key = config_key
+        self.hardware = virtual_hardware
+        self.metrics = metrics_collector
+        self.model = model_profile
+        self.request_arrival_queue: simpy.Store = simpy.Store(simpy_env)
+        self.dtype = self.config.dtype or model_profile.dtype
+        self.kv_dtype = self._kv_dtype()
+        self.max_model_len = self.config.max_model_len or model_profile.max_position_embeddings
+        tp = self.config.tensor_parallel_size
+        self._check_tensor_parallel(tp)
+        gpu_ids = self.config.gpu_ids or ((self.config.gpu_id,) if self.config.gpu_id else None)
+        self.gpu_ids = virtual_hardware.claim_devices(framework_id, tp, gpu_ids, f"{config_key}.tensor_parallel_size")
+        self.device = virtual_hardware.devices[self.gpu_ids[0]]
+        assert virtual_hardware.config is not None
+        self.perf_model = PerformanceModel(
+            model_profile,
+            self.device,
+            virtual_hardware.config.efficiency,
+            virtual_hardware.config.interconnect,
+            tensor_parallel_size=tp,
+            dtype=self.dtype,
+            kv_dtype=self.kv_dtype,
+        )
+        self.step_overhead_s = (
+            self.config.step_overhead_s if self.config.step_overhead_s is not None else self.default_step_overhead_s
+        )
+        self.per_seq_overhead_s = (
+            self.config.per_seq_overhead_s
+            if self.config.per_seq_overhead_s is not None
+            else self.default_per_seq_overhead_s
+        )
+        self.memory_plan = self.plan_memory()
+        for device_id in self.gpu_ids:
+            plan = self.memory_plan
+            virtual_hardware.allocate_memory(device_id, f"{framework_id}:weights", plan.weights)
+            virtual_hardware.allocate_memory(device_id, f"{framework_id}:workspace", plan.workspace)
+            virtual_hardware.allocate_memory(device_id, f"{framework_id}:kv_cache", plan.kv_cache)
+        self.num_steps = 0
+        self.num_preemptions = 0
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def _kv_dtype(self) -> str:
+        if self.config.kv_cache_dtype != "auto":
+            return self.config.kv_cache_dtype
+        return self.dtype if self.dtype in ("fp16", "bf16", "fp8") else "bf16"
+
+    def _check_tensor_parallel(self, tp: int) -> None:
+        heads = self.model.num_attention_heads
+        if heads % tp:
+            raise ConfigError(
+                f"{self.config_key}.tensor_parallel_size", tp, f"a divisor of the model's {heads} attention heads"
+            )
+
+    @abstractmethod
+    def plan_memory(self) -> MemoryPlan:
+        """Split each GPU's memory into weights, workspace and KV cache for this framework's knobs."""
+
+    # ---- the loop ------------------------------------------------------------------------------
+    @abstractmethod
+    def processing_loop(self) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: admit arrivals, schedule a step, wait for it, apply its results."""
+
+    def step_duration(self, batch: BatchShape, num_seqs: int) -> float:
+        """GPU time of the batch plus this framework's serial CPU overheads."""
+        return (
+            self.perf_model.step_time(batch)
+            + self.step_overhead_s
+            + self.per_seq_overhead_s * num_seqs
+            + self.config.scheduler_iteration_delay_s
+        )
+
+    def take_arrivals(self) -> list[Request]:
+        """Every request waiting in the arrival queue, oldest first (non-blocking)."""
+        items = self.request_arrival_queue.items
+        if not items:
+            return []
+        taken = list(items)
+        items.clear()
+        return taken
+
+    def admission_error(self, request: Request) -> str | None:
+        """Why a request can never be served (too long for the model or the KV cache), else None."""
+        if request.max_tokens > self.max_model_len:
+            return (
+                f"prompt ({request.prompt_len}) + max output ({request.spec.max_output_tokens}) tokens exceed "
+                f"max_model_len {self.max_model_len}"
+            )
+        capacity = self.memory_plan.kv_capacity_tokens
+        if request.max_tokens > capacity:
+            return f"needs {request.max_tokens} tokens of KV cache but the cache holds {capacity}"
+        return None
+
+    # ---- lifecycle events ----------------------------------------------------------------------
+    def on_token(self, request: Request, now: float) -> None:
+        """Account one generated token at server time ``now`` (timestamps, ITL)."""
+        if request.num_output_tokens == 0:
+            request.first_token_time = now
+        elif request.spec.streaming:
+            self.metrics.record_itl(self.framework_id, request, now - request.last_token_time)
+        request.last_token_time = now
+        request.num_output_tokens += 1
+
+    def finish(self, request: Request, now: float) -> None:
+        """The last token is out: client times, metrics, and tell the workload."""
+        request.status = "completed"
+        request.finish_time = now
+        bytes_per_token = self.config.bytes_per_token_estimate_for_network
+        if request.spec.streaming:
+            one_token = self.hardware.download_delay(1, bytes_per_token)
+            request.client_first_token_time = request.first_token_time + one_token
+            request.client_completion_time = now + one_token
+        else:
+            whole = self.hardware.download_delay(request.num_output_tokens, bytes_per_token)
+            request.client_first_token_time = now + whole
+            request.client_completion_time = now + whole
+        self.metrics.record_request(request)
+        if request.on_done is not None:
+            request.on_done(request)
+
+    def reject(self, request: Request, reason: str) -> None:
+        """Refuse a request that can never be served; it counts as failed."""
+        request.status = "rejected"
+        request.reason = reason
+        request.finish_time = self.env.now
+        request.client_completion_time = self.env.now + self.hardware.client_link.latency_s
+        self.metrics.record_request(request)
+        if request.on_done is not None:
+            request.on_done(request)
+
+    @abstractmethod
+    def in_flight(self) -> list[Request]:
+        """Requests the framework holds that have not finished (for end-of-run accounting)."""
+
+    def in_transit(self) -> list[Request]:
+        """Requests that reached the arrival queue but were not taken yet."""
+        return list(self.request_arrival_queue.items)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this deployment for the summary (GPUs, memory plan, resolved knobs)."""
+        plan = self.memory_plan
+        return {
+            "type": self.type_name,
+            "model": self.model.name,
+            "gpus": list(self.gpu_ids),
+            "tensor_parallel_size": self.config.tensor_parallel_size,
+            "dtype": self.dtype,
+            "kv_cache_dtype": self.kv_dtype,
+            "max_model_len": self.max_model_len,
+            "weights_gib_per_gpu": round(plan.weights / 2**30, 3),
+            "kv_cache_gib_per_gpu": round(plan.kv_cache / 2**30, 3),
+            "kv_cache_blocks": plan.num_blocks,
+            "kv_cache_tokens": plan.kv_capacity_tokens,
+        }
+
+
+def clamp_positive(value: float) -> float:
+    """``value`` if finite and positive, else 0 (used for durations)."""
+    return value if math.isfinite(value) and value > 0 else 0.0

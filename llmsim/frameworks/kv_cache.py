@@ -1,0 +1,192 @@
+"""Paged KV-cache mechanism: a block pool with prefix caching, and a per-request slot manager.
+
+Mechanism only: these classes answer "does it fit", allocate, free and look up cached prefixes;
+which request gets blocks, and who is preempted, is each framework's policy.
+
+Prefix caching follows vLLM's design: a full block is identified by a hash chained over the
+content of every block before it; freed blocks keep their hash and stay findable until the pool
+reuses them, least recently freed first (a request frees its blocks tail first, so a prefix's
+leading blocks survive longest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from llmsim.workload.request import Request, Segment
+
+
+class BlockPool:
+    """Fixed set of KV blocks with reference counts, an LRU free queue and a hash -> block map."""
+
+    def __init__(self, num_blocks: int, enable_caching: bool = True) -> None:
+        if num_blocks < 1:
+            raise ValueError("a block pool needs at least one block")
+        self.num_blocks = num_blocks
+        self.enable_caching = enable_caching
+        self.ref_counts = [0] * num_blocks
+        self.block_hash: list[int | None] = [None] * num_blocks
+        self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+        self.cached: dict[int, int] = {}
+
+    @property
+    def num_free(self) -> int:
+        """Blocks not referenced by any request (cached ones included: they can be evicted)."""
+        return len(self.free_queue)
+
+    @property
+    def num_used(self) -> int:
+        """Blocks referenced by at least one request."""
+        return self.num_blocks - len(self.free_queue)
+
+    def longest_cached_prefix(self, hashes: Sequence[int]) -> list[int]:
+        """Blocks holding the longest run of ``hashes`` from the start that is still cached."""
+        blocks = []
+        if not self.enable_caching:
+            return blocks
+        for h in hashes:
+            block = self.cached.get(h)
+            if block is None:
+                break
+            blocks.append(block)
+        return blocks
+
+    def touch(self, blocks: Sequence[int]) -> None:
+        """Take a reference on blocks found in the cache (removing free ones from the free queue)."""
+        for block in blocks:
+            if self.ref_counts[block] == 0:
+                del self.free_queue[block]
+            self.ref_counts[block] += 1
+
+    def allocate(self, count: int) -> list[int]:
+        """Take ``count`` blocks from the front of the free queue, evicting their cached content."""
+        if count > len(self.free_queue):
+            raise RuntimeError(f"asked for {count} blocks with {len(self.free_queue)} free")
+        blocks = []
+        for _ in range(count):
+            block, _ = self.free_queue.popitem(last=False)
+            old = self.block_hash[block]
+            if old is not None:
+                if self.cached.get(old) == block:
+                    del self.cached[old]
+                self.block_hash[block] = None
+            self.ref_counts[block] = 1
+            blocks.append(block)
+        return blocks
+
+    def release(self, blocks: Sequence[int]) -> None:
+        """Drop one reference on each block, tail first; unreferenced blocks join the free queue."""
+        for block in reversed(blocks):
+            self.ref_counts[block] -= 1
+            if self.ref_counts[block] == 0:
+                self.free_queue[block] = None
+            elif self.ref_counts[block] < 0:  # pragma: no cover - a scheduler bug
+                raise RuntimeError(f"block {block} released more often than taken")
+
+    def register(self, block: int, block_hash: int) -> None:
+        """Make a full block findable by its content hash (the first copy wins)."""
+        if self.enable_caching and block_hash not in self.cached and self.block_hash[block] is None:
+            self.cached[block_hash] = block
+            self.block_hash[block] = block_hash
+
+
+def block_hashes(
+    segments: Sequence[Segment], block_size: int, start_block: int, end_block: int, parent: int
+) -> list[int]:
+    """Chained content hashes of blocks ``start_block..end_block-1`` of a token sequence.
+
+    ``segments`` describe the sequence as runs of (segment id, length); ``parent`` is the hash of
+    block ``start_block - 1`` (0 for the first block). Integer tuples hash identically in every
+    process, so the result is deterministic.
+    """
+    hashes: list[int] = []
+    if end_block <= start_block:
+        return hashes
+    seg_index = 0
+    seg_start = 0  # token position where segments[seg_index] begins
+    position = start_block * block_size
+    while seg_index < len(segments) and seg_start + segments[seg_index][1] <= position:
+        seg_start += segments[seg_index][1]
+        seg_index += 1
+    for _ in range(start_block, end_block):
+        block_end = position + block_size
+        pieces = []
+        while position < block_end and seg_index < len(segments):
+            seg_id, length = segments[seg_index]
+            take_end = min(block_end, seg_start + length)
+            pieces.append((seg_id, position - seg_start, take_end - seg_start))
+            position = take_end
+            if position >= seg_start + length:
+                seg_start += length
+                seg_index += 1
+        parent = hash((parent, tuple(pieces)))
+        hashes.append(parent)
+    return hashes
+
+
+class KVCacheManager:
+    """Per-framework view of a :class:`BlockPool`: slots for requests, prefix hits, freeing."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_caching: bool) -> None:
+        self.block_size = block_size
+        self.pool = BlockPool(num_blocks, enable_caching)
+
+    @property
+    def enable_caching(self) -> bool:
+        """Whether full blocks are shared by content."""
+        return self.pool.enable_caching
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        """Blocks that hold ``num_tokens`` tokens."""
+        return math.ceil(num_tokens / self.block_size)
+
+    def _hashes(self, request: Request, num_blocks: int) -> list[int]:
+        known = request.block_hashes
+        if len(known) < num_blocks:
+            parent = known[-1] if known else 0
+            known.extend(block_hashes(request.spec.token_segments, self.block_size, len(known), num_blocks, parent))
+        return known[:num_blocks]
+
+    def get_computed_blocks(self, request: Request) -> list[int]:
+        """Cached blocks that hold a prefix of the request (at most ``num_tokens - 1`` tokens)."""
+        if not self.enable_caching or request.num_computed_tokens:
+            return []
+        max_blocks = (request.num_tokens - 1) // self.block_size
+        if max_blocks <= 0:
+            return []
+        return self.pool.longest_cached_prefix(self._hashes(request, max_blocks))
+
+    def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int] = ()) -> bool:
+        """Give the request room for ``num_new_tokens`` more tokens (after ``computed_blocks``), or refuse."""
+        total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
+        need = self.blocks_needed(total) - len(request.blocks) - len(computed_blocks)
+        reusable_free = sum(1 for b in computed_blocks if self.pool.ref_counts[b] == 0)
+        if need > self.pool.num_free - reusable_free:
+            return False
+        if computed_blocks:
+            self.pool.touch(computed_blocks)
+            request.blocks.extend(computed_blocks)
+            request.num_hashed_blocks = len(request.blocks)
+        if need > 0:
+            request.blocks.extend(self.pool.allocate(need))
+        return True
+
+    def cache_full_blocks(self, request: Request) -> None:
+        """Register every block the request has completely computed."""
+        if not self.enable_caching:
+            return
+        full = min(request.num_computed_tokens // self.block_size, len(request.blocks))
+        if full <= request.num_hashed_blocks:
+            return
+        hashes = self._hashes(request, full)
+        for i in range(request.num_hashed_blocks, full):
+            self.pool.register(request.blocks[i], hashes[i])
+        request.num_hashed_blocks = full
+
+    def free(self, request: Request) -> None:
+        """Return the request's blocks (they stay cached until reused)."""
+        self.pool.release(request.blocks)
+        request.blocks = []
+        request.num_hashed_blocks = 0

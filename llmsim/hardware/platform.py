@@ -1,0 +1,197 @@
+"""The virtual node: devices with a memory ledger, links, and the memory plan of a deployment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from llmsim.errors import CapacityError, ConfigError
+from llmsim.hardware.spec import GIB, ComputeDevice, HardwareConfig, NetworkLink
+from llmsim.models import DTYPE_BYTES, ModelProfile
+
+# Memory outside PyTorch's caching allocator and activations: CUDA context, NCCL buffers, CUDA
+# graphs. A modelling assumption (vLLM's start-up log reports "non-torch memory" and "CUDA graph"
+# sizes of this order for 8B-70B models); it is not taken from the reference files.
+NON_TORCH_BYTES = 1.0 * GIB
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How one GPU of a deployment's tensor-parallel group spends its memory (bytes)."""
+
+    device_capacity: float
+    usable: float  # capacity x utilisation fraction
+    weights: float
+    workspace: float
+    kv_cache: float
+    kv_bytes_per_token: float  # per GPU
+    block_size: int
+    num_blocks: int
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """Tokens the KV cache holds."""
+        return self.num_blocks * self.block_size
+
+    def describe(self) -> str:
+        """One line for logs: weights, workspace, KV cache and its capacity."""
+        return (
+            f"weights {self.weights / GIB:.2f} GiB + workspace {self.workspace / GIB:.2f} GiB + "
+            f"KV cache {self.kv_cache / GIB:.2f} GiB ({self.num_blocks} blocks x {self.block_size} tokens) "
+            f"of {self.usable / GIB:.2f} GiB usable per GPU"
+        )
+
+
+def weights_per_gpu(model: ModelProfile, dtype: str, tp: int) -> float:
+    """Bytes of weights on each GPU: every matrix (embeddings included) is sharded ``tp`` ways."""
+    return model.total_params * DTYPE_BYTES[dtype] / tp
+
+
+def activation_workspace(model: ModelProfile, tp: int, max_batched_tokens: int, max_seqs: int) -> float:
+    """Peak activation memory of the largest step plus logits and non-torch allocations.
+
+    Mirrors what vLLM's profiling run measures: hidden states, QKV and MLP intermediates for
+    ``max_batched_tokens`` tokens (16-bit) and fp32 logits for ``max_seqs`` rows.
+    """
+    h = model.hidden_size
+    inter = model.expert_intermediate_size * (model.num_experts_per_tok if model.is_moe else 1)
+    per_token = 2.0 * (4 * h + (model.q_dim + 2 * model.kv_dim) / tp + 2 * inter / tp)
+    logits = 4.0 * max_seqs * model.vocab_size / tp
+    return max_batched_tokens * per_token + logits + NON_TORCH_BYTES
+
+
+def fitting_tp_sizes(
+    model: ModelProfile, dtype: str, device: ComputeDevice, utilisation: float, limit: int
+) -> list[int]:
+    """Tensor-parallel sizes (powers of two up to ``limit``) at which the weights fit on each GPU."""
+    sizes = []
+    tp = 1
+    while tp <= limit:
+        if weights_per_gpu(model, dtype, tp) + NON_TORCH_BYTES < device.memory_capacity_bytes * utilisation:
+            sizes.append(tp)
+        tp *= 2
+    return sizes
+
+
+def plan_memory(
+    model: ModelProfile,
+    device: ComputeDevice,
+    *,
+    dtype: str,
+    kv_dtype: str,
+    tp: int,
+    utilisation: float,
+    block_size: int,
+    max_batched_tokens: int,
+    max_seqs: int,
+    num_gpus_in_node: int,
+    key: str = "framework.tensor_parallel_size",
+) -> MemoryPlan:
+    """Split a GPU's memory into weights, workspace and KV blocks; a model that does not fit is an error."""
+    usable = device.memory_capacity_bytes * utilisation
+    weights = weights_per_gpu(model, dtype, tp)
+    workspace = activation_workspace(model, tp, max_batched_tokens, max_seqs)
+    kv_bytes = model.kv_bytes_per_token(kv_dtype) / min(tp, model.num_key_value_heads)
+    kv_cache = usable - weights - workspace
+    num_blocks = int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
+    if num_blocks < 1:
+        fits = [s for s in fitting_tp_sizes(model, dtype, device, utilisation, 64) if s > tp]
+        hint = (
+            f"tensor_parallel_size={fits[0]} would fit"
+            + ("" if fits[0] <= num_gpus_in_node else f" but the node has only {num_gpus_in_node} GPUs")
+            if fits
+            else "no tensor-parallel size up to 64 fits"
+        )
+        raise CapacityError(
+            f"{key}={tp}: {model.name} ({dtype}) needs {weights / GIB:.1f} GiB of weights + "
+            f"{workspace / GIB:.1f} GiB workspace per GPU, but {device.name or device.device_id} offers "
+            f"{usable / GIB:.1f} GiB ({utilisation:g} x {device.memory_capacity_bytes / GIB:.1f} GiB); {hint}"
+        )
+    return MemoryPlan(
+        device.memory_capacity_bytes, usable, weights, workspace, kv_cache, kv_bytes, block_size, num_blocks
+    )
+
+
+class VirtualHardwarePlatform:
+    """The node a simulation runs on: devices with a memory ledger and the client network link."""
+
+    def __init__(self) -> None:
+        self.config: HardwareConfig | None = None
+        self.devices: dict[str, ComputeDevice] = {}
+        self.links: dict[str, NetworkLink] = {}
+        self.ledger: dict[str, dict[str, float]] = {}
+        self.simpy_env: Any = None
+        self.model_characteristics_db: dict[str, ModelProfile] = {}
+        self._claimed: dict[str, str] = {}
+
+    def initialize(self, hardware_profile: HardwareConfig, simpy_env: Any, model_characteristics_db: dict) -> None:
+        """Build devices and links from the hardware profile (the seed's two-step set-up)."""
+        self.config = hardware_profile
+        self.simpy_env = simpy_env
+        self.model_characteristics_db = model_characteristics_db
+        self.devices = {d.device_id: d for d in hardware_profile.compute_devices}
+        self.links = {link.link_id: link for link in hardware_profile.network_links}
+        self.ledger = {device_id: {} for device_id in self.devices}
+
+    @property
+    def client_link(self) -> NetworkLink:
+        """The link between clients and the serving frameworks."""
+        assert self.config is not None, "initialize() first"
+        return self.config.client_link
+
+    def upload_delay(self, num_tokens: int, bytes_per_token: float) -> float:
+        """Seconds for a request of ``num_tokens`` to reach the server over the client link."""
+        link = self.client_link
+        return link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
+
+    def download_delay(self, num_tokens: int, bytes_per_token: float) -> float:
+        """Seconds for ``num_tokens`` of response to reach the client."""
+        link = self.client_link
+        return link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
+
+    def claim_devices(self, owner: str, tp: int, gpu_ids: tuple[str, ...] | None, key: str) -> list[str]:
+        """Give ``owner`` exclusive use of ``tp`` devices (the named ones, or the next free ones)."""
+        if gpu_ids is None:
+            free = [d for d in self.devices if d not in self._claimed]
+            if len(free) < tp:
+                raise ConfigError(
+                    key,
+                    tp,
+                    f"the node has {len(self.devices)} GPUs and {len(free)} are free; use at most {len(free)}",
+                )
+            gpu_ids = tuple(free[:tp])
+        for device_id in gpu_ids:
+            if device_id not in self.devices:
+                raise ConfigError(key.rsplit(".", 1)[0] + ".gpu_ids", device_id, f"one of {', '.join(self.devices)}")
+            if device_id in self._claimed:
+                raise ConfigError(
+                    key.rsplit(".", 1)[0] + ".gpu_ids",
+                    device_id,
+                    f"a GPU not already used by {self._claimed[device_id]}",
+                )
+        if len(gpu_ids) != tp:
+            raise ConfigError(key, tp, f"equal to the number of GPUs given ({len(gpu_ids)})")
+        for device_id in gpu_ids:
+            self._claimed[device_id] = owner
+        return list(gpu_ids)
+
+    def allocate_memory(self, device_id: str, owner: str, nbytes: float) -> None:
+        """Record ``nbytes`` on a device's ledger; more than its capacity is a CapacityError."""
+        device = self.devices[device_id]
+        used = sum(self.ledger[device_id].values())
+        if used + nbytes > device.memory_capacity_bytes * (1 + 1e-9):
+            raise CapacityError(
+                f"{device_id}: {owner} needs {nbytes / GIB:.2f} GiB but only "
+                f"{(device.memory_capacity_bytes - used) / GIB:.2f} GiB are free"
+            )
+        self.ledger[device_id][owner] = self.ledger[device_id].get(owner, 0.0) + nbytes
+
+    def memory_used(self, device_id: str) -> float:
+        """Bytes allocated on a device."""
+        return sum(self.ledger[device_id].values())
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    """KV blocks needed to hold ``tokens`` tokens."""
+    return math.ceil(tokens / block_size)

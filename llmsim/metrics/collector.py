@@ -1,0 +1,159 @@
+"""MetricsCollector: columnar per-request records, per-step series and pooled inter-token gaps.
+
+Nothing is stored per token: inter-token latencies are pooled as (gap, count) pairs, where each
+engine step adds one pair per distinct gap, so memory grows with steps, not tokens.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from llmsim.config import MetricsConfig
+from llmsim.workload.request import Request
+
+REQUEST_COLUMNS = (
+    "framework",
+    "request_id",
+    "session_id",
+    "turn",
+    "profile",
+    "streaming",
+    "status",
+    "reason",
+    "send_time",
+    "arrival_time",
+    "first_scheduled_time",
+    "first_token_time",
+    "completion_time",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "output_tokens",
+    "max_output_tokens",
+    "preemptions",
+)
+STEP_COLUMNS = (
+    "framework",
+    "time",
+    "duration",
+    "num_seqs",
+    "num_tokens",
+    "num_prefill_tokens",
+    "num_decode_seqs",
+    "kv_blocks_used",
+    "kv_blocks_total",
+    "num_running",
+    "num_waiting",
+    "num_preempted",
+)
+
+
+class MetricsCollector:
+    """Collects what the frameworks report; summaries come from :mod:`llmsim.metrics.summary`."""
+
+    def __init__(self, simpy_env: simpy.Environment, metrics_config: MetricsConfig) -> None:
+        self.env = simpy_env
+        self.config = metrics_config
+        self.requests: dict[str, list[Any]] = {name: [] for name in REQUEST_COLUMNS}
+        self.steps: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
+        self._itl: dict[str, dict[float, int]] = defaultdict(lambda: defaultdict(int))
+        self.frameworks: list[str] = []
+        self.framework_info: dict[str, dict[str, Any]] = {}
+
+    def register_framework(self, framework_id: str, info: dict[str, Any]) -> None:
+        """Declare a framework so it appears in the summary even if it served nothing."""
+        if framework_id not in self.frameworks:
+            self.frameworks.append(framework_id)
+        self.framework_info[framework_id] = info
+
+    # ---- recording -----------------------------------------------------------------------------
+    def record_request(self, request: Request, status: str | None = None) -> None:
+        """Append one request's final record (completed, rejected or incomplete)."""
+        spec = request.spec
+        row = self.requests
+        row["framework"].append(request.framework_id)
+        row["request_id"].append(spec.request_id)
+        row["session_id"].append(spec.session_id)
+        row["turn"].append(spec.turn)
+        row["profile"].append(spec.profile)
+        row["streaming"].append(spec.streaming)
+        row["status"].append(status or request.status)
+        row["reason"].append(request.reason)
+        row["send_time"].append(request.send_time)
+        row["arrival_time"].append(request.arrival_time)
+        row["first_scheduled_time"].append(request.first_scheduled_time)
+        row["first_token_time"].append(request.client_first_token_time)
+        row["completion_time"].append(request.client_completion_time)
+        row["prompt_tokens"].append(spec.prompt_tokens)
+        row["cached_prompt_tokens"].append(max(request.num_cached_tokens, 0))
+        row["output_tokens"].append(request.num_output_tokens)
+        row["max_output_tokens"].append(spec.max_output_tokens)
+        row["preemptions"].append(request.preemptions)
+
+    def record_itl(self, framework_id: str, request: Request, gap: float) -> None:
+        """Pool one inter-token gap of a streamed request (requests sent during warm-up excluded)."""
+        if request.send_time >= self.config.warm_up_duration_s:
+            self._itl[framework_id][gap] += 1
+
+    def record_step(self, framework_id: str, time: float, duration: float, **values: Any) -> None:
+        """Append one engine step to the per-step series."""
+        steps = self.steps
+        steps["framework"].append(framework_id)
+        steps["time"].append(time)
+        steps["duration"].append(duration)
+        for name in STEP_COLUMNS[3:]:
+            steps[name].append(values[name])
+
+    # ---- tables --------------------------------------------------------------------------------
+    def get_all_request_metrics_df(self) -> pd.DataFrame:
+        """One row per request with client-side latencies in ms (NaN where not applicable)."""
+        df = pd.DataFrame({name: self.requests[name] for name in REQUEST_COLUMNS})
+        df = df.astype(
+            {
+                "request_id": "int64",
+                "session_id": "int64",
+                "turn": "int64",
+                "streaming": "bool",
+                "prompt_tokens": "int64",
+                "cached_prompt_tokens": "int64",
+                "output_tokens": "int64",
+                "max_output_tokens": "int64",
+                "preemptions": "int64",
+                "send_time": "float64",
+                "arrival_time": "float64",
+                "first_scheduled_time": "float64",
+                "first_token_time": "float64",
+                "completion_time": "float64",
+            }
+        )
+        done = df["status"] == "completed"
+        df["ttft_ms"] = np.where(done, (df["first_token_time"] - df["send_time"]) * 1e3, np.nan)
+        df["e2el_ms"] = np.where(done, (df["completion_time"] - df["send_time"]) * 1e3, np.nan)
+        # TPOT needs token timing at the client: streamed requests with more than one token only.
+        multi = done & df["streaming"] & (df["output_tokens"] > 1)
+        df["tpot_ms"] = np.where(
+            multi, (df["e2el_ms"] - df["ttft_ms"]) / np.maximum(df["output_tokens"] - 1, 1), np.nan
+        )
+        df["queue_ms"] = (df["first_scheduled_time"] - df["arrival_time"]) * 1e3
+        return df.sort_values(["framework", "request_id"], kind="stable").reset_index(drop=True)
+
+    def get_step_series_df(self) -> pd.DataFrame:
+        """One row per engine step."""
+        return pd.DataFrame({name: self.steps[name] for name in STEP_COLUMNS})
+
+    def itl_samples(self, framework_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled inter-token gaps (seconds) and their counts for a framework."""
+        pooled = self._itl.get(framework_id, {})
+        values = np.fromiter(pooled.keys(), dtype=np.float64, count=len(pooled))
+        counts = np.fromiter(pooled.values(), dtype=np.int64, count=len(pooled))
+        return values, counts
+
+    def generate_summary_report(self, simulation_actual_duration: float) -> dict[str, Any]:
+        """Summary per framework with vLLM benchmark metric names (see :mod:`llmsim.metrics.summary`)."""
+        from llmsim.metrics.summary import summarize
+
+        return summarize(self, simulation_actual_duration)

@@ -1,0 +1,128 @@
+"""Summary metrics per framework, named and defined as ``vllm bench serve`` reports them.
+
+Per request (client side): TTFT = first token received - sent; E2EL = last token received - sent;
+TPOT = (E2EL - TTFT) / (output tokens - 1) for requests with more than one output token; ITL =
+every gap between consecutive streamed tokens, pooled over requests. Latencies are in ms, as
+``mean_*``, ``median_*``, ``std_*`` (population) and ``p{P}_*`` (numpy linear interpolation).
+Throughputs divide by the benchmark duration: first send to last completion of the measured
+requests. Requests sent before ``warm_up_duration_s`` are left out of every statistic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from llmsim.metrics.stats import weighted_mean_std, weighted_percentiles
+
+if TYPE_CHECKING:
+    from llmsim.metrics.collector import MetricsCollector
+
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
+
+
+def percentile_label(p: float) -> str:
+    """``99`` -> ``p99``, ``99.9`` -> ``p99.9`` (vLLM's naming)."""
+    return f"p{int(p)}" if float(p).is_integer() else f"p{p:g}"
+
+
+def _latency_stats(
+    name: str, values: np.ndarray, counts: np.ndarray | None, percents: tuple[float, ...]
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if counts is None:
+        counts = np.ones(len(values), dtype=np.int64)
+    if len(values) == 0 or counts.sum() == 0:
+        out[f"mean_{name}_ms"] = out[f"median_{name}_ms"] = out[f"std_{name}_ms"] = 0.0
+        for p in percents:
+            out[f"{percentile_label(p)}_{name}_ms"] = 0.0
+        return out
+    mean, std = weighted_mean_std(values, counts)
+    median, *pcts = weighted_percentiles(values, counts, [50.0, *percents])
+    out[f"mean_{name}_ms"] = mean
+    out[f"median_{name}_ms"] = median
+    out[f"std_{name}_ms"] = std
+    for p, value in zip(percents, pcts, strict=True):
+        out[f"{percentile_label(p)}_{name}_ms"] = value
+    return out
+
+
+def _time_weighted(values: pd.Series, weights: pd.Series) -> float:
+    total = float(weights.sum())
+    return float((values * weights).sum() / total) if total > 0 else 0.0
+
+
+def summarize_framework(
+    collector: MetricsCollector, framework: str, requests: pd.DataFrame, steps: pd.DataFrame
+) -> dict[str, Any]:
+    """Every summary metric of one framework."""
+    cfg = collector.config
+    percents = cfg.percentiles_to_calculate
+    measured = requests[requests["send_time"] >= cfg.warm_up_duration_s]
+    done = measured[measured["status"] == "completed"]
+    out: dict[str, Any] = {}
+    duration = float(done["completion_time"].max() - done["send_time"].min()) if len(done) else 0.0
+    out["completed"] = len(done)
+    out["failed"] = int((measured["status"] == "rejected").sum())
+    out["incomplete"] = int((measured["status"] == "incomplete").sum())
+    out["duration_s"] = duration
+    out["total_input_tokens"] = int(done["prompt_tokens"].sum())
+    out["total_output_tokens"] = int(done["output_tokens"].sum())
+    rate = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+    out["request_throughput"] = rate(len(done))
+    out["output_throughput"] = rate(out["total_output_tokens"])
+    out["total_token_throughput"] = rate(out["total_input_tokens"] + out["total_output_tokens"])
+    slos = cfg.slos_ms
+    if slos:
+        good = np.ones(len(done), dtype=bool)
+        for metric, limit in slos.items():
+            column = done[f"{metric}_ms"].to_numpy()
+            good &= np.isnan(column) | (column <= limit) if metric == "tpot" else column <= limit
+        out["request_goodput"] = rate(int(good.sum()))
+        out["slo_attainment"] = float(good.mean()) if len(done) else 0.0
+    for name in ("ttft", "tpot", "e2el"):
+        column = done[f"{name}_ms"].to_numpy()
+        out.update(_latency_stats(name, column[~np.isnan(column)], None, percents))
+    gaps, counts = collector.itl_samples(framework)
+    out.update(_latency_stats("itl", gaps * 1e3, counts, percents))
+    prompt = int(measured["prompt_tokens"][measured["status"] == "completed"].sum())
+    cached = int(measured["cached_prompt_tokens"][measured["status"] == "completed"].sum())
+    out["prefix_cache_hit_rate"] = cached / prompt if prompt else 0.0
+    out["preemptions"] = int(requests["preemptions"].sum())
+    out["num_steps"] = len(steps)
+    if len(steps):
+        usage = steps["kv_blocks_used"] / steps["kv_blocks_total"]
+        out["mean_kv_cache_usage"] = _time_weighted(usage, steps["duration"])
+        out["max_kv_cache_usage"] = float(usage.max())
+        out["mean_batch_size"] = _time_weighted(steps["num_seqs"], steps["duration"])
+        out["max_batch_size"] = int(steps["num_seqs"].max())
+        out["mean_waiting_requests"] = _time_weighted(steps["num_waiting"], steps["duration"])
+    else:
+        out["mean_kv_cache_usage"] = out["max_kv_cache_usage"] = out["mean_batch_size"] = 0.0
+        out["max_batch_size"] = 0
+        out["mean_waiting_requests"] = 0.0
+    return {k: (float(v) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+
+def summarize(collector: MetricsCollector, simulation_actual_duration: float) -> dict[str, Any]:
+    """The run's summary: ``{"frameworks": {name: metrics}, "deployments": ..., "simulated_time_s": ...}``."""
+    requests = collector.get_all_request_metrics_df()
+    steps = collector.get_step_series_df()
+    frameworks = {}
+    for framework in collector.frameworks:
+        frameworks[framework] = summarize_framework(
+            collector,
+            framework,
+            requests[requests["framework"] == framework],
+            steps[steps["framework"] == framework],
+        )
+    return {
+        "frameworks": frameworks,
+        "deployments": dict(collector.framework_info),
+        "simulated_time_s": float(simulation_actual_duration),
+        "warm_up_duration_s": collector.config.warm_up_duration_s,
+        "percentiles": list(collector.config.percentiles_to_calculate),
+    }

@@ -1,0 +1,131 @@
+"""ExperimentOrchestrator: builds every component from one config, runs the simulation, reports.
+
+The seed's API: ``ExperimentOrchestrator(config_data).run() -> dict``. ``config_data`` may use the
+seed's layout or be a composed Hydra config; both validate into :class:`ExperimentConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from llmsim.config import ExperimentConfig, load_experiment_config
+from llmsim.engine import SimulationEnvironment
+from llmsim.errors import ConfigError
+from llmsim.frameworks.base import AbstractLLMFramework
+from llmsim.frameworks.registry import framework_spec
+from llmsim.hardware.platform import VirtualHardwarePlatform
+from llmsim.metrics.collector import MetricsCollector
+from llmsim.models import ModelDatabase
+from llmsim.workload.generator import WorkloadGenerator
+
+log = logging.getLogger(__name__)
+
+
+class ExperimentOrchestrator:
+    """Sets up and runs one experiment (see the seed document, "Experiment Configuration and Orchestration")."""
+
+    def __init__(self, config_data: Any, output_dir: str | Path | None = None) -> None:
+        self.config: ExperimentConfig = load_experiment_config(config_data)
+        self.output_dir = Path(output_dir) if output_dir is not None else Path.cwd()
+        self.model_characteristics_db = self._load_model_db()
+        self.sim_env_wrapper: SimulationEnvironment | None = None
+        self.virtual_hardware: VirtualHardwarePlatform | None = None
+        self.metrics_collector: MetricsCollector | None = None
+        self.workload_generator: WorkloadGenerator | None = None
+        self.llm_framework_instances: list[AbstractLLMFramework] = []
+        self.summary: dict[str, Any] | None = None
+
+    def _load_model_db(self) -> ModelDatabase:
+        path = self.config.model_characteristics_db_path
+        resolved = None
+        if path:
+            candidate = Path(path)
+            if candidate.exists():
+                resolved = candidate
+            else:
+                log.warning("model_characteristics_db_path %s not found; using the built-in model database", path)
+        return ModelDatabase.load(resolved, extra=self.config.models)
+
+    def setup_simulation(self) -> None:
+        """Create the environment, metrics, hardware, frameworks and workload (validating as it goes)."""
+        cfg = self.config
+        self.sim_env_wrapper = SimulationEnvironment(cfg.simulation)
+        env = self.sim_env_wrapper.get_simpy_env()
+        self.metrics_collector = MetricsCollector(env, cfg.metrics_config)
+        self.virtual_hardware = VirtualHardwarePlatform()
+        self.virtual_hardware.initialize(cfg.hardware_profile, env, self.model_characteristics_db)
+        self.llm_framework_instances = []
+        for index, entry in enumerate(cfg.frameworks_to_test):
+            type_key = "framework.type" if cfg.layout == "hydra" else f"frameworks_to_test[{index}].type"
+            framework_class = framework_spec(entry.type, type_key)
+            framework_config = cfg.framework_config(index)
+            model_profile = self.model_characteristics_db.get(framework_config.model_profile_id)
+            if model_profile is None:
+                raise ConfigError(
+                    f"{cfg.framework_key(index)}.model_profile_id",
+                    framework_config.model_profile_id,
+                    f"Model profile ID {framework_config.model_profile_id} not found in database for framework "
+                    f"{entry.name}; known ids: {', '.join(sorted(self.model_characteristics_db))}",
+                )
+            instance = framework_class(
+                framework_id=entry.name,
+                simpy_env=env,
+                framework_specific_config=framework_config,
+                virtual_hardware=self.virtual_hardware,
+                metrics_collector=self.metrics_collector,
+                model_profile=model_profile,
+                config_key=cfg.framework_key(index),
+            )
+            self.metrics_collector.register_framework(entry.name, instance.describe())
+            self.llm_framework_instances.append(instance)
+        target_dispatch_points = {
+            fw.framework_id: fw.request_arrival_queue
+            for fw, entry in zip(self.llm_framework_instances, cfg.frameworks_to_test, strict=True)
+            if entry.is_target_for_workload
+        }
+        self.workload_generator = WorkloadGenerator(
+            env,
+            cfg.workload,
+            target_dispatch_points,
+            self.metrics_collector,
+            self.virtual_hardware,
+            distributions=cfg.distributions(),
+            seed=cfg.workload_seed,
+            on_all_done=self.sim_env_wrapper.signal_work_done,
+        )
+
+    def run(self) -> dict[str, Any]:
+        """Set up, simulate, write the configured outputs and return the summary report."""
+        from llmsim.outputs import print_summary, write_outputs
+
+        self.setup_simulation()
+        assert self.sim_env_wrapper and self.workload_generator and self.metrics_collector
+        log.info(
+            "experiment %s: %d framework(s), %d sessions",
+            self.config.name,
+            len(self.llm_framework_instances),
+            self.workload_generator.num_sessions,
+        )
+        for fw_instance in self.llm_framework_instances:
+            self.sim_env_wrapper.schedule_process(fw_instance.processing_loop)
+        self.sim_env_wrapper.schedule_process(self.workload_generator.generate_requests_process)
+        self.sim_env_wrapper.run()
+        self._record_incomplete()
+        simulation_actual_duration = self.sim_env_wrapper.now()
+        summary = self.metrics_collector.generate_summary_report(simulation_actual_duration)
+        summary["stopped_by_time_limit"] = self.sim_env_wrapper.stopped_by_time_limit
+        summary["experiment"] = self.config.name
+        self.summary = summary
+        print_summary(summary)
+        write_outputs(self, summary)
+        log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)
+        return summary
+
+    def _record_incomplete(self) -> None:
+        """Requests still in flight when the run stopped are reported as incomplete, never dropped."""
+        assert self.metrics_collector is not None
+        for fw in self.llm_framework_instances:
+            for request in [*fw.in_flight(), *fw.in_transit()]:
+                self.metrics_collector.record_request(request, status="incomplete")

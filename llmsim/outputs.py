@@ -1,0 +1,135 @@
+"""Writing a run's results (atomically) and printing its summary as a table."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from llmsim.metrics.summary import percentile_label
+
+if TYPE_CHECKING:
+    from llmsim.orchestrator import ExperimentOrchestrator
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename: no half-written outputs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Pretty JSON, written atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"))
+
+
+def _resolve(base: Path, configured: str | None) -> Path | None:
+    if not configured:
+        return None
+    path = Path(configured)
+    return path if path.is_absolute() else base / path
+
+
+def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any]) -> dict[str, Path]:
+    """Write summary JSON, per-request Parquet/CSV and the step series where the metrics config asks."""
+    cfg = orchestrator.config.metrics_config
+    collector = orchestrator.metrics_collector
+    assert collector is not None
+    base = orchestrator.output_dir
+    written: dict[str, Path] = {}
+    requests = collector.get_all_request_metrics_df()
+    if (path := _resolve(base, cfg.output_summary_json_path)) is not None:
+        write_json(path, summary)
+        written["summary"] = path
+    if (path := _resolve(base, cfg.output_requests_parquet_path)) is not None:
+        atomic_write(path, lambda tmp: requests.to_parquet(tmp, index=False))
+        written["requests"] = path
+    if (path := _resolve(base, cfg.output_requests_csv_path)) is not None:
+        atomic_write(path, lambda tmp: requests.to_csv(tmp, index=False))
+        written["requests_csv"] = path
+    if (path := _resolve(base, cfg.output_steps_parquet_path)) is not None:
+        steps = collector.get_step_series_df()
+        atomic_write(path, lambda tmp: steps.to_parquet(tmp, index=False))
+        written["steps"] = path
+    return written
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.1f}"
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    return str(value)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, metric key) rows of the console table, in reading order."""
+    percents = summary.get("percentiles", [99])
+    rows = [
+        ("Completed / failed / incomplete", "_counts"),
+        ("Benchmark duration (s)", "duration_s"),
+        ("Request throughput (req/s)", "request_throughput"),
+        ("Output token throughput (tok/s)", "output_throughput"),
+        ("Total token throughput (tok/s)", "total_token_throughput"),
+    ]
+    if any("request_goodput" in m for m in summary["frameworks"].values()):
+        rows.append(("Request goodput (req/s)", "request_goodput"))
+    for name, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL")):
+        rows.append((f"{label} mean (ms)", f"mean_{name}_ms"))
+        rows.append((f"{label} median (ms)", f"median_{name}_ms"))
+        high = [p for p in percents if p > 50]
+        if high:
+            p = high[-1]
+            rows.append((f"{label} {percentile_label(p)} (ms)", f"{percentile_label(p)}_{name}_ms"))
+    rows += [
+        ("Prefix cache hit rate", "prefix_cache_hit_rate"),
+        ("Preemptions", "preemptions"),
+        ("Mean batch size", "mean_batch_size"),
+        ("KV cache usage mean / max", "_kv"),
+    ]
+    return rows
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    """Print one table: a row per metric, a column per framework."""
+    console = console or Console(highlight=False)
+    frameworks = summary["frameworks"]
+    title = f"llmsim — {summary.get('experiment', 'experiment')} (simulated {summary['simulated_time_s']:.1f} s"
+    title += ", stopped at max_simulation_time)" if summary.get("stopped_by_time_limit") else ")"
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for name in frameworks:
+        table.add_column(name, justify="right")
+    for label, key in summary_rows(summary):
+        cells = []
+        for metrics in frameworks.values():
+            if key == "_counts":
+                cells.append(f"{metrics['completed']:,} / {metrics['failed']:,} / {metrics['incomplete']:,}")
+            elif key == "_kv":
+                cells.append(f"{metrics['mean_kv_cache_usage']:.1%} / {metrics['max_kv_cache_usage']:.1%}")
+            elif key == "prefix_cache_hit_rate":
+                cells.append(f"{metrics[key]:.1%}")
+            else:
+                cells.append(_fmt(metrics.get(key, "")))
+        table.add_row(label, *cells)
+    console.print(table)

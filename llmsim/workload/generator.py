@@ -1,0 +1,130 @@
+"""WorkloadGenerator: sends sessions' turns to every target framework over the client link.
+
+Open-loop and offline workloads send each session's first turn at its sampled time to every
+target framework (each gets its own copy of the same request); later turns of a conversation are
+sent a think time after the client has received the previous answer from *that* framework.
+Closed-loop workloads keep ``concurrency`` clients busy per framework: each client sends its
+session's turns one after another and then takes the next session, ``num_requests`` in all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import simpy
+
+from llmsim.config import WorkloadConfig
+from llmsim.distributions import Distribution, parse_distribution
+from llmsim.rng import stream_rng
+from llmsim.workload.request import Request
+from llmsim.workload.sessions import Session, SessionSampler
+
+
+class WorkloadGenerator:
+    """Creates the request stream and delivers it to each target's ``request_arrival_queue``."""
+
+    def __init__(
+        self,
+        simpy_env: simpy.Environment,
+        workload_config: WorkloadConfig,
+        target_dispatch_points: Mapping[str, simpy.Store],
+        metrics_collector: Any,
+        virtual_hardware: Any,
+        *,
+        distributions: list[dict[str, Distribution | None]],
+        seed: int,
+        on_all_done: Any = None,
+    ) -> None:
+        self.env = simpy_env
+        self.config = workload_config
+        self.targets = dict(target_dispatch_points)
+        self.metrics = metrics_collector
+        self.hardware = virtual_hardware
+        self.seed = seed
+        self.on_all_done = on_all_done
+        sampler = SessionSampler(workload_config, distributions, seed)
+        if workload_config.kind == "open_loop":
+            self.sessions: list[Session] = sampler.open_loop_sessions()
+        else:
+            self.sessions = sampler.batch_sessions()
+        self.outstanding = 0
+        self.arrivals_done = False
+        self.requests_sent = 0
+        self._closed_next: dict[str, int] = dict.fromkeys(self.targets, 0)
+        self._closed_think = self._closed_loop_think_times()
+
+    # ---- public --------------------------------------------------------------------------------
+    def generate_requests_process(self) -> Generator[simpy.Event, Any, None]:
+        """SimPy process: release first turns at their send times (or start the closed loop)."""
+        if self.config.kind == "closed_loop":
+            for target in self.targets:
+                for _ in range(min(self.config.concurrency or 0, len(self.sessions))):
+                    self._start_next_closed_session(target, self.env.now)
+        else:
+            for session in self.sessions:
+                if session.start_time > self.env.now:
+                    yield self.env.timeout(session.start_time - self.env.now)
+                for target in self.targets:
+                    self._send(target, session, 0, session.start_time)
+        self.arrivals_done = self.config.kind != "closed_loop"
+        self._check_done()
+
+    @property
+    def num_sessions(self) -> int:
+        """Sessions in the sampled workload."""
+        return len(self.sessions)
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _closed_loop_think_times(self) -> list[float]:
+        if self.config.kind != "closed_loop" or self.config.think_time_dist_config is None:
+            return [0.0] * len(self.sessions)
+        dist = parse_distribution(self.config.think_time_dist_config, "workload.think_time_dist_config")
+        return [float(x) for x in dist.sample(stream_rng(self.seed, "closed_loop_think"), len(self.sessions))]
+
+    def _start_next_closed_session(self, target: str, free_at: float) -> None:
+        index = self._closed_next[target]
+        if index >= len(self.sessions):
+            if all(i >= len(self.sessions) for i in self._closed_next.values()):
+                self.arrivals_done = True
+            return
+        self._closed_next[target] = index + 1
+        if all(i >= len(self.sessions) for i in self._closed_next.values()):
+            self.arrivals_done = True
+        send_time = free_at + (self._closed_think[index] if index >= (self.config.concurrency or 0) else 0.0)
+        self._send(target, self.sessions[index], 0, send_time)
+
+    def _send(self, target: str, session: Session, turn: int, send_time: float) -> None:
+        """Send one turn: it reaches the server after the upload delay."""
+        spec = session.turns[turn]
+        arrival = send_time + self.hardware.upload_delay(
+            spec.prompt_tokens, self.config.bytes_per_token_estimate_for_network
+        )
+        request = Request(spec, target, send_time, arrival, on_done=self._on_request_done)
+        request.extra = {"session": session}
+        self.outstanding += 1
+        self.requests_sent += 1
+        store = self.targets[target]
+        delay = arrival - self.env.now
+        if delay <= 0:
+            store.put(request)
+        else:
+            self.env.timeout(delay).callbacks.append(lambda _event, r=request: store.put(r))
+
+    def _on_request_done(self, request: Request) -> None:
+        """A framework finished (or rejected) a request: send the next turn or session."""
+        self.outstanding -= 1
+        session: Session = request.extra["session"]  # type: ignore[index]
+        turn = request.spec.turn
+        client_done = request.client_completion_time
+        if request.status == "completed" and turn + 1 < len(session.turns):
+            following = session.turns[turn + 1]
+            self._send(request.framework_id, session, turn + 1, client_done + following.think_time_s)
+        elif self.config.kind == "closed_loop":
+            free_at = client_done if request.status == "completed" else self.env.now
+            self._start_next_closed_session(request.framework_id, free_at)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.arrivals_done and self.outstanding == 0 and self.on_all_done is not None:
+            self.on_all_done()

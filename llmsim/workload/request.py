@@ -1,0 +1,119 @@
+"""Requests: the immutable content every framework sees, and one framework's copy with its state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Segment ids name runs of token content: two requests share a KV block exactly when the block
+# covers the same (segment, offset) pieces in the same order after the same prefix.
+Segment = tuple[int, int]  # (segment id, number of tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """What a client sends: identical for every framework of an experiment (common random numbers)."""
+
+    request_id: int
+    session_id: int
+    turn: int
+    profile: str
+    prompt_tokens: int
+    max_output_tokens: int
+    streaming: bool
+    prompt_segments: tuple[Segment, ...]
+    output_segment: int
+    think_time_s: float = 0.0  # pause before this turn (turns after the first)
+
+    @property
+    def token_segments(self) -> tuple[Segment, ...]:
+        """Content of the whole sequence: the prompt, then the tokens the model will generate."""
+        return (*self.prompt_segments, (self.output_segment, self.max_output_tokens))
+
+
+class Request:
+    """One framework's copy of a request: lifecycle timestamps and scheduler state."""
+
+    __slots__ = (
+        "spec",
+        "framework_id",
+        "send_time",
+        "arrival_time",
+        "on_done",
+        # scheduler state
+        "num_computed_tokens",
+        "num_output_tokens",
+        "blocks",
+        "block_hashes",
+        "num_hashed_blocks",
+        "num_cached_tokens",
+        "preemptions",
+        "status",
+        "reason",
+        # server-side times
+        "first_scheduled_time",
+        "first_token_time",
+        "last_token_time",
+        "finish_time",
+        # client-side times
+        "client_first_token_time",
+        "client_completion_time",
+        "extra",
+    )
+
+    def __init__(
+        self,
+        spec: RequestSpec,
+        framework_id: str,
+        send_time: float,
+        arrival_time: float,
+        on_done: Callable[[Request], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.framework_id = framework_id
+        self.send_time = send_time
+        self.arrival_time = arrival_time
+        self.on_done = on_done
+        self.num_computed_tokens = 0
+        self.num_output_tokens = 0
+        self.blocks: list[int] = []
+        self.block_hashes: list[int] = []
+        self.num_hashed_blocks = 0  # leading blocks already registered in the prefix cache
+        self.num_cached_tokens = -1  # prompt tokens found in the prefix cache at first admission
+        self.preemptions = 0
+        self.status = "queued"
+        self.reason = ""
+        self.first_scheduled_time = float("nan")
+        self.first_token_time = float("nan")
+        self.last_token_time = float("nan")
+        self.finish_time = float("nan")
+        self.client_first_token_time = float("nan")
+        self.client_completion_time = float("nan")
+        self.extra: dict[str, Any] | None = None
+
+    @property
+    def prompt_len(self) -> int:
+        """Prompt tokens."""
+        return self.spec.prompt_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens known so far: the prompt plus what has been generated."""
+        return self.spec.prompt_tokens + self.num_output_tokens
+
+    @property
+    def max_tokens(self) -> int:
+        """Length of the sequence once finished."""
+        return self.spec.prompt_tokens + self.spec.max_output_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether every output token has been generated."""
+        return self.num_output_tokens >= self.spec.max_output_tokens
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return (
+            f"Request(id={self.spec.request_id}, fw={self.framework_id}, computed={self.num_computed_tokens}, "
+            f"out={self.num_output_tokens}/{self.spec.max_output_tokens}, status={self.status})"
+        )

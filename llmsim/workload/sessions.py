@@ -1,0 +1,189 @@
+"""Sampling the request stream: sessions (one or more conversation turns) with their send times.
+
+Everything here depends only on the workload config and its seed, so every framework, hardware
+or knob variant at the same workload sees exactly the same requests (common random numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmsim.config import ClientProfile, WorkloadConfig
+from llmsim.distributions import Distribution
+from llmsim.rng import stream_rng
+from llmsim.workload.request import RequestSpec
+
+# Segment ids: prompt text of request r is 2r+1, its generated text 2r+2 (0 is never used).
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A conversation: its first turn is sent at ``start_time`` (open loop); later turns follow replies."""
+
+    session_id: int
+    start_time: float
+    turns: tuple[RequestSpec, ...]
+
+
+def _arrival_times(
+    dist: Distribution, scale: float, duration: float | None, max_count: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Cumulative arrival times from inter-arrival samples x scale, up to ``duration`` or ``max_count``."""
+    mean_gap = dist.mean() * scale
+    if duration is not None:
+        expected = duration / mean_gap if mean_gap > 0 else float(max_count or 1)
+        if max_count is not None:
+            expected = min(expected, max_count)
+    else:
+        expected = float(max_count or 1)
+    chunk = int(expected * 1.1 + 10 * np.sqrt(expected) + 16)
+    times = np.empty(0)
+    last = 0.0
+    while True:
+        gaps = dist.sample(rng, chunk).astype(np.float64) * scale
+        new = last + np.cumsum(gaps)
+        times = np.concatenate([times, new])
+        last = float(new[-1])
+        if (duration is not None and last >= duration) or (max_count is not None and len(times) >= max_count):
+            break
+        if duration is None and max_count is None:  # pragma: no cover - rejected by config checks
+            break
+    if duration is not None:
+        times = times[times < duration]
+    if max_count is not None:
+        times = times[:max_count]
+    return times
+
+
+class SessionSampler:
+    """Draws sessions for a workload, one independent random stream per purpose and profile."""
+
+    def __init__(self, workload: WorkloadConfig, distributions: list[dict[str, Distribution | None]], seed: int):
+        self.workload = workload
+        self.dists = distributions
+        self.seed = seed
+
+    def _profile_rates(self) -> list[tuple[Distribution | None, float]]:
+        """(inter-arrival distribution, scale) per profile; ``workload.rate`` splits by weight."""
+        profiles = self.workload.client_profiles
+        total_weight = sum(p.weight for p in profiles)
+        out = []
+        for profile, dists in zip(profiles, self.dists, strict=True):
+            dist = dists["inter_arrival"]
+            if self.workload.rate is None:
+                out.append((dist, 1.0))
+                continue
+            target_mean_gap = total_weight / (self.workload.rate * profile.weight)
+            if dist is None or dist.mean() <= 0:
+                out.append((Distribution("Exponential", (("rate", 1.0 / target_mean_gap),)), 1.0))
+            else:
+                out.append((dist, target_mean_gap / dist.mean()))
+        return out
+
+    def open_loop_sessions(self) -> list[Session]:
+        """Sessions whose first turns arrive by each profile's open-loop process."""
+        starts: list[tuple[float, int]] = []
+        for index, (dist, scale) in enumerate(self._profile_rates()):
+            assert dist is not None
+            rng = stream_rng(self.seed, "arrivals", index)
+            times = _arrival_times(dist, scale, self.workload.total_duration, self.workload.num_requests, rng)
+            starts.extend((float(t), index) for t in times)
+        starts.sort()
+        if self.workload.num_requests is not None:
+            starts = starts[: self.workload.num_requests]
+        return self._build(starts)
+
+    def batch_sessions(self) -> list[Session]:
+        """``num_requests`` sessions with profiles drawn by weight, all starting at t=0."""
+        count = self.workload.num_requests or 0
+        profiles = self.workload.client_profiles
+        weights = np.array([p.weight for p in profiles], dtype=np.float64)
+        rng = stream_rng(self.seed, "profile_choice")
+        choice = (
+            rng.choice(len(profiles), size=count, p=weights / weights.sum())
+            if len(profiles) > 1
+            else np.zeros(count, int)
+        )
+        return self._build([(0.0, int(i)) for i in choice])
+
+    def _build(self, starts: list[tuple[float, int]]) -> list[Session]:
+        """Attach lengths, streaming and follow-up turns to each (start time, profile index)."""
+        by_profile: dict[int, list[int]] = {}
+        for position, (_, index) in enumerate(starts):
+            by_profile.setdefault(index, []).append(position)
+        drawn: dict[int, dict[str, np.ndarray]] = {}
+        for index, positions in by_profile.items():
+            drawn[index] = self._draw_profile(index, len(positions))
+        cursor = dict.fromkeys(by_profile, 0)
+        followup_cursor = dict.fromkeys(by_profile, 0)
+        sessions = []
+        next_request_id = 0
+        for session_id, (start, index) in enumerate(starts):
+            profile = self.workload.client_profiles[index]
+            d = drawn[index]
+            k = cursor[index]
+            cursor[index] += 1
+            turns = []
+            prompt_len = int(d["prompt"][k])
+            output_len = int(d["output"][k])
+            streaming = bool(d["streaming"][k])
+            history: tuple[tuple[int, int], ...] = ()
+            think = 0.0
+            for turn in range(1 + int(d["extra_turns"][k])):
+                if turn > 0:
+                    j = followup_cursor[index]
+                    followup_cursor[index] += 1
+                    prompt_len = int(d["followup_prompt"][j])
+                    output_len = int(d["followup_output"][j])
+                    think = float(d["think"][j])
+                rid = next_request_id
+                next_request_id += 1
+                segments = (*history, (2 * rid + 1, prompt_len))
+                spec = RequestSpec(
+                    request_id=rid,
+                    session_id=session_id,
+                    turn=turn,
+                    profile=profile.profile_name,
+                    prompt_tokens=sum(n for _, n in segments),
+                    max_output_tokens=output_len,
+                    streaming=streaming,
+                    prompt_segments=segments,
+                    output_segment=2 * rid + 2,
+                    think_time_s=think,
+                )
+                turns.append(spec)
+                history = spec.token_segments
+            sessions.append(Session(session_id, start, tuple(turns)))
+        return sessions
+
+    def _draw_profile(self, index: int, count: int) -> dict[str, np.ndarray]:
+        profile: ClientProfile = self.workload.client_profiles[index]
+        dists = self.dists[index]
+        rng = lambda name: stream_rng(self.seed, name, index)  # noqa: E731
+        prompt = np.maximum(dists["prompt"].sample(rng("prompt"), count), 1)
+        output = np.maximum(dists["output"].sample(rng("output"), count), 1)
+        streaming = rng("streaming").random(count) < profile.streaming_response_probability
+        p = profile.conversational_probability
+        if p > 0:
+            extra = np.minimum(
+                rng("turns").geometric(1.0 - p, count) - 1 if p < 1 else np.full(count, 10**9),
+                profile.max_conversation_turns - 1,
+            )
+        else:
+            extra = np.zeros(count, dtype=np.int64)
+        followups = int(extra.sum())
+        return {
+            "prompt": prompt.astype(np.int64),
+            "output": output.astype(np.int64),
+            "streaming": streaming,
+            "extra_turns": extra.astype(np.int64),
+            "followup_prompt": np.maximum(dists["prompt"].sample(rng("followup_prompt"), followups), 1).astype(
+                np.int64
+            ),
+            "followup_output": np.maximum(dists["output"].sample(rng("followup_output"), followups), 1).astype(
+                np.int64
+            ),
+            "think": dists["think"].sample(rng("think"), followups).astype(np.float64),
+        }
