@@ -15,6 +15,7 @@ Policy, as in vLLM v1 (``vllm/v1/core/sched/scheduler.py``, around v0.10):
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Generator
 from typing import Any, ClassVar, Literal
@@ -48,6 +49,9 @@ class VLLMConfig(FrameworkConfig):
     preemption_mode: Literal["recompute"] = "recompute"
     policy: Literal["fcfs"] = "fcfs"
     swap_space: float = Field(default=4.0, ge=0, description="GiB of host memory per GPU for swapping (v0).")
+    num_gpu_blocks_override: PositiveInt | None = Field(
+        default=None, description="Use exactly this many KV blocks instead of what memory allows (vLLM's knob)."
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> VLLMConfig:
@@ -98,7 +102,7 @@ class VLLMFramework(AbstractLLMFramework):
     def plan_memory(self) -> MemoryPlan:
         """Weights, profiled activation workspace and KV blocks under ``gpu_memory_utilization``."""
         seqs, tokens = self._limits()
-        return plan_memory(
+        plan = plan_memory(
             self.model,
             self.device,
             dtype=self.dtype,
@@ -111,6 +115,12 @@ class VLLMFramework(AbstractLLMFramework):
             num_gpus_in_node=len(self.hardware.devices),
             key=f"{self.config_key}.tensor_parallel_size",
         )
+        override = self.config.num_gpu_blocks_override
+        if override is not None:
+            plan = dataclasses.replace(
+                plan, num_blocks=override, kv_cache=override * plan.block_size * plan.kv_bytes_per_token
+            )
+        return plan
 
     # ---- the loop ------------------------------------------------------------------------------
     def _admit_arrivals(self) -> None:
