@@ -104,6 +104,7 @@ def block_hashes(
     hashes: list[int] = []
     if end_block <= start_block:
         return hashes
+    segments = [segment for segment in segments if segment[1] > 0]
     seg_index = 0
     seg_start = 0  # token position where segments[seg_index] begins
     position = start_block * block_size

@@ -120,17 +120,17 @@ class PerformanceModel:
     # ---- one operator ----------------------------------------------------------------------------
     def _gemm(
         self, tokens: float, params: float, weight_params_read: float | None = None
-    ) -> tuple[float, float, float]:
-        """(time, flops, bytes) of a linear layer: ``tokens`` x ``params`` weights on this GPU."""
+    ) -> tuple[float, float, float, bool]:
+        """(time, flops, bytes, compute-bound?) of a linear layer: ``tokens`` x ``params`` weights on this GPU."""
         if tokens <= 0:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, False
         read = params if weight_params_read is None else weight_params_read
         flops = 2.0 * tokens * params
         eff = self.gemm_eff * tokens / (tokens + self.eff.gemm_half_tokens)
         compute = flops / (self.peak_flops * eff)
         nbytes = read * self.weight_bytes
         memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
-        return max(compute, memory, KERNEL_FLOOR_S), flops, nbytes
+        return max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory
 
     def _stream(self, nbytes: float, efficiency: float) -> float:
         return max(nbytes / (self.peak_bw * efficiency), KERNEL_FLOOR_S) if nbytes > 0 else 0.0
@@ -158,18 +158,15 @@ class PerformanceModel:
         qkv_params = h * (m.q_dim + 2 * m.kv_dim) / tp
         o_params = m.q_dim * h / tp
         for params in (qkv_params, o_params):
-            t, f, b = self._gemm(tokens, params)
-            add(t, f, b, f / (self.peak_flops * self.gemm_eff) >= b / (self.peak_bw * self.eff.hbm_bandwidth))
+            add(*self._gemm(tokens, params))
         expert = m.mlp_params_per_expert / tp
         if m.is_moe:
             e, k = m.num_local_experts, m.num_experts_per_tok
             touched = e * (1.0 - (1.0 - k / e) ** tokens)
-            t, f, b = self._gemm(tokens, h * e, h * e)  # router
-            add(t, f, b, False)
-            t, f, b = self._gemm(tokens * k, expert, touched * expert)
+            add(*self._gemm(tokens, h * e))  # router
+            add(*self._gemm(tokens * k, expert, touched * expert))
         else:
-            t, f, b = self._gemm(tokens, expert)
-        add(t, f, b, f / (self.peak_flops * self.gemm_eff) >= b / (self.peak_bw * self.eff.hbm_bandwidth))
+            add(*self._gemm(tokens, expert))
 
         # attention
         heads_flops = 4.0 * m.num_attention_heads / tp * m.head_size  # QK^T and PV per query-key pair
@@ -207,12 +204,12 @@ class PerformanceModel:
         layer = self.layer_cost(batch)
         layers = m.num_hidden_layers
         comm = 2 * layers * self.allreduce_time(batch.num_tokens * m.hidden_size * ACTIVATION_BYTES)
-        head_t, head_f, head_b = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)
+        head_t, head_f, head_b, head_compute = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)
         time = layer.time_s * layers + comm + head_t
         return StepCost(
             time_s=time,
-            compute_s=layer.compute_s * layers,
-            memory_s=layer.memory_s * layers + head_t,
+            compute_s=layer.compute_s * layers + (head_t if head_compute else 0.0),
+            memory_s=layer.memory_s * layers + (0.0 if head_compute else head_t),
             comm_s=comm,
             flops=layer.flops * layers + head_f,
             bytes=layer.bytes * layers + head_b,

@@ -61,19 +61,6 @@ def activation_workspace(model: ModelProfile, tp: int, max_batched_tokens: int, 
     return max_batched_tokens * per_token + logits + NON_TORCH_BYTES
 
 
-def fitting_tp_sizes(
-    model: ModelProfile, dtype: str, device: ComputeDevice, utilisation: float, limit: int
-) -> list[int]:
-    """Tensor-parallel sizes (powers of two up to ``limit``) at which the weights fit on each GPU."""
-    sizes = []
-    tp = 1
-    while tp <= limit:
-        if weights_per_gpu(model, dtype, tp) + NON_TORCH_BYTES < device.memory_capacity_bytes * utilisation:
-            sizes.append(tp)
-        tp *= 2
-    return sizes
-
-
 def plan_memory(
     model: ModelProfile,
     device: ComputeDevice,
@@ -89,27 +76,33 @@ def plan_memory(
     key: str = "framework.tensor_parallel_size",
 ) -> MemoryPlan:
     """Split a GPU's memory into weights, workspace and KV blocks; a model that does not fit is an error."""
-    usable = device.memory_capacity_bytes * utilisation
-    weights = weights_per_gpu(model, dtype, tp)
-    workspace = activation_workspace(model, tp, max_batched_tokens, max_seqs)
-    kv_bytes = model.kv_bytes_per_token(kv_dtype) / min(tp, model.num_key_value_heads)
-    kv_cache = usable - weights - workspace
-    num_blocks = int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
-    if num_blocks < 1:
-        fits = [s for s in fitting_tp_sizes(model, dtype, device, utilisation, 64) if s > tp]
-        hint = (
-            f"tensor_parallel_size={fits[0]} would fit"
-            + ("" if fits[0] <= num_gpus_in_node else f" but the node has only {num_gpus_in_node} GPUs")
-            if fits
-            else "no tensor-parallel size up to 64 fits"
+
+    def plan_at(size: int) -> MemoryPlan:
+        usable = device.memory_capacity_bytes * utilisation
+        weights = weights_per_gpu(model, dtype, size)
+        workspace = activation_workspace(model, size, max_batched_tokens, max_seqs)
+        kv_bytes = model.kv_bytes_per_token(kv_dtype) / min(size, model.num_key_value_heads)
+        kv_cache = usable - weights - workspace
+        num_blocks = int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
+        return MemoryPlan(
+            device.memory_capacity_bytes, usable, weights, workspace, kv_cache, kv_bytes, block_size, num_blocks
         )
-        raise CapacityError(
-            f"{key}={tp}: {model.name} ({dtype}) needs {weights / GIB:.1f} GiB of weights + "
-            f"{workspace / GIB:.1f} GiB workspace per GPU, but {device.name or device.device_id} offers "
-            f"{usable / GIB:.1f} GiB ({utilisation:g} x {device.memory_capacity_bytes / GIB:.1f} GiB); {hint}"
-        )
-    return MemoryPlan(
-        device.memory_capacity_bytes, usable, weights, workspace, kv_cache, kv_bytes, block_size, num_blocks
+
+    plan = plan_at(tp)
+    if plan.num_blocks >= 1:
+        return plan
+    larger = [2**i for i in range(7) if 2**i > tp and model.num_attention_heads % 2**i == 0]
+    fits = [size for size in larger if plan_at(size).num_blocks >= 1]
+    if fits:
+        hint = f"tensor_parallel_size={fits[0]} would fit"
+        if fits[0] > num_gpus_in_node:
+            hint += f" but the node has only {num_gpus_in_node} GPUs"
+    else:
+        hint = "no tensor-parallel size up to 64 fits"
+    raise CapacityError(
+        f"{key}={tp}: {model.name} ({dtype}) needs {plan.weights / GIB:.1f} GiB of weights + "
+        f"{plan.workspace / GIB:.1f} GiB workspace per GPU, but {device.name or device.device_id} offers "
+        f"{plan.usable / GIB:.1f} GiB ({utilisation:g} x {device.memory_capacity_bytes / GIB:.1f} GiB); {hint}"
     )
 
 
