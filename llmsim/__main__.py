@@ -6,28 +6,34 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from llmsim.cli import is_user_error, preflight, report_error, run
+from llmsim.cli import execute_job, is_user_error, preflight, report_error
+from llmsim.sweep.naming import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
-    """One Hydra job: simulate, write outputs in the job's directory."""
-    output_dir = HydraConfig.get().runtime.output_dir
+    """One Hydra job: simulate, write outputs and ``run.json`` in the job's directory."""
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg, output_dir)
-    except Exception as exc:
+        summary = execute_job(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), multirun=multirun)
+    except Exception as exc:  # user errors get one line; anything else keeps its traceback
         if not is_user_error(exc):
             raise
         report_error(exc)
         sys.exit(2)
+    if summary is None:
+        return None
     first = next(iter(summary["frameworks"].values()))
     return float(first["output_throughput"])
 
 
 def main() -> None:
     """Entry point: validate the command line, then hand over to Hydra."""
+    register_resolvers()
     try:
         preflight(sys.argv[1:])
     except Exception as exc:

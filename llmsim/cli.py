@@ -14,12 +14,13 @@ from llmsim.models import CONF_DIR
 
 log = logging.getLogger("llmsim")
 
-CONFIG_GROUPS = ("hardware", "model", "workload", "framework", "metrics", "simulation", "experiment")
+CONFIG_GROUPS = ("hardware", "model", "workload", "framework", "metrics", "simulation", "experiment", "sweeps")
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """Options of a config group: its YAML file names."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    """Options of a config group: its YAML file names (``sweeps`` lives beside ``conf``)."""
+    folder = conf_dir.parent / "sweeps" if group == "sweeps" else conf_dir / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -66,13 +67,85 @@ def preflight(args: list[str]) -> None:
     ExperimentOrchestrator(OmegaConf.to_container(cfg, resolve=True), output_dir=None).setup_simulation()
 
 
-def run(cfg: DictConfig | dict[str, Any], output_dir: str | Path) -> dict[str, Any]:
-    """Run one experiment from a composed config and write its outputs into ``output_dir``."""
+RUN_CONTROL_KEYS = ("resume",)
+
+
+def experiment_container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The resolved experiment config, without Hydra's settings and run-control switches."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return {k: v for k, v in container.items() if k not in ("hydra", *RUN_CONTROL_KEYS)}
+
+
+def run(cfg: DictConfig | dict[str, Any], output_dir: str | Path, *, in_sweep: bool = False) -> dict[str, Any]:
+    """Run one experiment from a composed config and write its outputs into ``output_dir``.
+
+    In a sweep the job prints one line instead of the table and shows no progress bar.
+    """
     from llmsim.orchestrator import ExperimentOrchestrator
 
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    orchestrator = ExperimentOrchestrator(container, output_dir=output_dir)
-    return orchestrator.run()
+    orchestrator = ExperimentOrchestrator(experiment_container(cfg), output_dir=output_dir)
+    summary = orchestrator.run(show_progress=False if in_sweep else None, print_table=not in_sweep)
+    if in_sweep:
+        for name, metrics in summary["frameworks"].items():
+            log.info(
+                "%s %s: %d completed, %.1f output tok/s, p50 TTFT %.1f ms, p50 TPOT %.2f ms",
+                Path(output_dir).name,
+                name,
+                metrics["completed"],
+                metrics["output_throughput"],
+                metrics["median_ttft_ms"],
+                metrics["median_tpot_ms"],
+            )
+    return summary
+
+
+def _error_line(exc: BaseException) -> str:
+    return str(exc) if is_user_error(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def execute_job(
+    cfg: DictConfig, output_dir: str | Path, overrides: list[str], *, multirun: bool
+) -> dict[str, Any] | None:
+    """One Hydra job: skip it if an identical run already succeeded here, else run it and record ``run.json``.
+
+    In a sweep a failing job is recorded (status ``failed`` and its one-line reason) and does not
+    stop the others; a single run re-raises so the command exits non-zero.
+    """
+    import json
+    import time
+
+    from llmsim.runinfo import base_run_info, read_run_info, write_run_info
+
+    output_dir = Path(output_dir)
+    container = experiment_container(cfg)
+    info = base_run_info(container, overrides)
+    framework = (container.get("framework") or {}).get("name", "")
+    info["framework"] = framework
+    previous = read_run_info(output_dir)
+    resume = bool(OmegaConf.select(cfg, "resume", default=True)) if isinstance(cfg, DictConfig) else True
+    if (
+        resume
+        and previous is not None
+        and previous.get("status") == "ok"
+        and previous.get("config_hash") == info["config_hash"]
+        and (output_dir / "summary.json").exists()
+    ):
+        log.info("skipping %s: finished before with the same config (resume=false to force)", output_dir)
+        return json.loads((output_dir / "summary.json").read_text())
+    write_run_info(output_dir, info)
+    started = time.perf_counter()
+    try:
+        summary = run(cfg, output_dir, in_sweep=multirun)
+    except Exception as exc:
+        info.update(status="failed", error=_error_line(exc), wall_time_s=time.perf_counter() - started)
+        write_run_info(output_dir, info)
+        if not multirun:
+            raise
+        log.error("run %s failed: %s", output_dir.name, info["error"])
+        return None
+    info.update(status="ok", error="", wall_time_s=time.perf_counter() - started)
+    write_run_info(output_dir, info)
+    return summary
 
 
 def report_error(exc: BaseException) -> None:

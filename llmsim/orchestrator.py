@@ -96,9 +96,14 @@ class ExperimentOrchestrator:
             on_all_done=self.sim_env_wrapper.signal_work_done,
         )
 
-    def run(self) -> dict[str, Any]:
-        """Set up, simulate, write the configured outputs and return the summary report."""
+    def run(self, show_progress: bool | None = None, print_table: bool = True) -> dict[str, Any]:
+        """Set up, simulate, write the configured outputs and return the summary report.
+
+        ``show_progress``: a progress bar in simulated time on stderr (default: when it is a terminal);
+        ``print_table``: print the summary table (sweeps print one line per job instead).
+        """
         from llmsim.outputs import print_summary, write_outputs
+        from llmsim.progress import SimulationProgress
 
         self.setup_simulation()
         assert self.sim_env_wrapper and self.workload_generator and self.metrics_collector
@@ -111,17 +116,29 @@ class ExperimentOrchestrator:
         for fw_instance in self.llm_framework_instances:
             self.sim_env_wrapper.schedule_process(fw_instance.processing_loop)
         self.sim_env_wrapper.schedule_process(self.workload_generator.generate_requests_process)
-        self.sim_env_wrapper.run()
+        with SimulationProgress(self._horizon(), show_progress) as progress:
+            if progress.enabled:
+                collector = self.metrics_collector
+                done = lambda: len(collector.requests["request_id"])  # noqa: E731
+                self.sim_env_wrapper.schedule_process(progress.process(self.sim_env_wrapper.env, done))
+            self.sim_env_wrapper.run()
         self._record_incomplete()
         simulation_actual_duration = self.sim_env_wrapper.now()
         summary = self.metrics_collector.generate_summary_report(simulation_actual_duration)
         summary["stopped_by_time_limit"] = self.sim_env_wrapper.stopped_by_time_limit
         summary["experiment"] = self.config.name
         self.summary = summary
-        print_summary(summary)
+        if print_table:
+            print_summary(summary)
         write_outputs(self, summary)
         log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)
         return summary
+
+    def _horizon(self) -> float:
+        """Simulated seconds the run is expected to take (for progress only)."""
+        limit = self.config.simulation.max_simulation_time
+        duration = self.config.workload.total_duration
+        return min(limit, duration) if self.config.workload.kind == "open_loop" and duration else limit
 
     def _record_incomplete(self) -> None:
         """Requests still in flight when the run stopped are reported as incomplete, never dropped."""

@@ -1,0 +1,86 @@
+"""``run.json``: what a run directory needs to say how it was made and whether it succeeded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llmsim.outputs import write_json
+
+RUN_FILE = "run.json"
+KEY_PACKAGES = ("hydra-core", "omegaconf", "simpy", "numpy", "pandas", "pyarrow", "pydantic", "joblib")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 of the resolved experiment config (Hydra's own settings excluded)."""
+    payload = {k: v for k, v in config.items() if k not in ("hydra", "resume")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` when it has local changes), or None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results."""
+    versions = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def base_run_info(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Everything about a run that is known before it starts."""
+    from llmsim import __version__
+
+    simulation = config.get("simulation") or {}
+    workload = config.get("workload") or {}
+    return {
+        "llmsim_version": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "overrides": list(overrides),
+        "seed": simulation.get("random_seed"),
+        "workload_seed": workload.get("random_seed")
+        if workload.get("random_seed") is not None
+        else simulation.get("random_seed"),
+        "config_hash": config_hash(config),
+        "status": "running",
+    }
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    """Write ``run.json`` atomically."""
+    write_json(run_dir / RUN_FILE, info)
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any] | None:
+    """``run.json`` of a run directory, or None when missing or unreadable."""
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,1 @@
+"""Sweeps: job directory names, the parallel launcher, sweep tables, comparison and plots."""

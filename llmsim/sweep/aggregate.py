@@ -1,0 +1,244 @@
+"""Sweep tables: ``runs.parquet`` (one row per run and framework) and ``requests.parquet``.
+
+Built from whatever job directories of a sweep exist, so an interrupted or partly failed sweep still
+gives its tables. Only the jobs that belong to the sweep count: the combinations its
+``multirun.yaml`` describes (stale directories from an earlier, larger sweep into the same folder are
+ignored). Corrupt or partial job directories are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from llmsim.outputs import atomic_write
+from llmsim.runinfo import read_run_info
+
+log = logging.getLogger(__name__)
+
+RUNS_TABLE = "runs.parquet"
+REQUESTS_TABLE = "requests.parquet"
+RUN_COLUMNS = ("run", "framework", "status", "error", "seed", "config_hash", "wall_time_s")
+
+
+@dataclass
+class SweepTables:
+    """What aggregation produced: the tables, the job directories read and those skipped."""
+
+    runs: pd.DataFrame
+    jobs: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    override_keys: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """Rows of runs that failed."""
+        return self.runs[self.runs["status"] != "ok"] if len(self.runs) else self.runs
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``workload.rate=5`` -> (``workload.rate``, 5) with Hydra's own typing of the value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_overrides([text])[0]
+    key = override.get_key_element().lstrip("+~")
+    try:
+        value = override.value()
+    except Exception:
+        value = override.get_value_element_as_str()
+    return key, value
+
+
+def expected_combinations(sweep_dir: Path) -> list[frozenset[str]] | None:
+    """Override sets of every job the sweep launches, from its ``multirun.yaml`` (None if absent)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    path = sweep_dir / "multirun.yaml"
+    if not path.exists():
+        return None
+    config = yaml.safe_load(path.read_text()) or {}
+    hydra_cfg = config.get("hydra", {})
+    task = list(hydra_cfg.get("overrides", {}).get("task", []))
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + task
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [frozenset(job) for batch in batches for job in batch]
+
+
+def job_dirs(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Job directories that belong to the sweep (and those skipped, with why)."""
+    combos = expected_combinations(sweep_dir)
+    wanted = set(combos) if combos is not None else None
+    found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        overrides_file = path / ".hydra" / "overrides.yaml"
+        if not overrides_file.exists():
+            if (path / ".hydra").exists() or (path / "run.json").exists():
+                skipped.append((path, "no .hydra/overrides.yaml"))
+            continue
+        try:
+            overrides = frozenset(yaml.safe_load(overrides_file.read_text()) or [])
+        except yaml.YAMLError as exc:
+            skipped.append((path, f"unreadable overrides.yaml: {exc}"))
+            continue
+        if wanted is not None and overrides not in wanted:
+            continue  # a job of another sweep into the same directory
+        found.append(path)
+    return found, skipped
+
+
+def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    info = read_run_info(path)
+    if info is None:
+        return [], "missing or corrupt run.json"
+    base = {
+        **keys,
+        "run": path.name,
+        "status": "ok" if info.get("status") == "ok" else "failed",
+        "error": info.get("error") or ("" if info.get("status") == "ok" else f"run status: {info.get('status')}"),
+        "seed": info.get("seed"),
+        "config_hash": info.get("config_hash"),
+        "wall_time_s": info.get("wall_time_s"),
+    }
+    summary_path = path / "summary.json"
+    if base["status"] != "ok":
+        return [{**base, "framework": info.get("framework", "")}], None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return [{**base, "status": "failed", "error": "summary.json missing or corrupt", "framework": ""}], None
+    return [{**base, "framework": name, **metrics} for name, metrics in summary["frameworks"].items()], None
+
+
+def _sorted_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Order rows by the swept values (numbers numerically), then run and framework names."""
+    order = []
+    for key in keys:
+        column = runs[key]
+        numeric = pd.to_numeric(column, errors="coerce")
+        order.append(numeric if numeric.notna().all() else column.astype(str))
+    frame = pd.DataFrame({f"_k{i}": col for i, col in enumerate(order)})
+    frame["_run"], frame["_fw"] = runs["run"], runs["framework"].astype(str)
+    index = frame.sort_values(list(frame.columns), kind="stable").index
+    return runs.loc[index].reset_index(drop=True)
+
+
+def aggregate(sweep_dir: str | Path, *, write: bool = True) -> SweepTables:
+    """Build (and write) ``runs.parquet`` and ``requests.parquet`` of a sweep directory."""
+    sweep_dir = Path(sweep_dir)
+    jobs, skipped = job_dirs(sweep_dir)
+    rows: list[dict[str, Any]] = []
+    override_keys: list[str] = []
+    used: list[Path] = []
+    for path in jobs:
+        overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+        keys = dict(parse_override(o) for o in overrides)
+        for key in keys:
+            if key not in override_keys:
+                override_keys.append(key)
+        job_rows, problem = _job_rows(path, keys)
+        if problem:
+            skipped.append((path, problem))
+            continue
+        rows.extend(job_rows)
+        used.append(path)
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        front = [k for k in override_keys if k in runs] + [c for c in RUN_COLUMNS if c in runs]
+        runs = runs[front + [c for c in runs.columns if c not in front]]
+        runs = _sorted_runs(runs, [k for k in override_keys if k in runs])
+    for path, why in skipped:
+        log.warning("skipped %s: %s", path, why)
+    tables = SweepTables(runs, used, skipped, [k for k in override_keys if k in runs])
+    if write:
+        atomic_write(sweep_dir / RUNS_TABLE, lambda tmp: write_runs_table(tmp, tables))
+        _write_requests(sweep_dir, tables)
+    return tables
+
+
+OVERRIDE_KEYS_META = b"llmsim.override_keys"
+
+
+def write_runs_table(path: Path, tables: SweepTables) -> None:
+    """``runs.parquet`` with the swept keys recorded in its schema metadata."""
+    table = pa.Table.from_pandas(tables.runs, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[OVERRIDE_KEYS_META] = json.dumps(tables.override_keys).encode()
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def read_override_keys(path: Path) -> list[str] | None:
+    """The swept keys recorded in a ``runs.parquet`` (None for other Parquet files)."""
+    metadata = pq.read_schema(path).metadata or {}
+    raw = metadata.get(OVERRIDE_KEYS_META)
+    return json.loads(raw) if raw else None
+
+
+def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
+    """All per-request rows of ok runs, with the run's key columns in front (streamed, one run at a time)."""
+    runs = tables.runs
+    key_columns = ["run", *tables.override_keys]
+
+    def write(tmp: Path) -> None:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for path in tables.jobs:
+                request_file = path / "requests.parquet"
+                if not request_file.exists():
+                    continue
+                keys = runs.loc[runs["run"] == path.name, key_columns].head(1)
+                if keys.empty:
+                    continue
+                frame = pd.read_parquet(request_file)
+                for column in reversed(key_columns):
+                    frame.insert(0, column, keys.iloc[0][column])
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            if writer is None:
+                pq.write_table(pa.table({c: pa.array([], pa.string()) for c in key_columns}), tmp)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write(sweep_dir / REQUESTS_TABLE, write)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmsim.aggregate SWEEP_DIR``: (re)build a sweep's tables and list failed runs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m llmsim.aggregate", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"llmsim: error: {args.sweep_dir} is not a directory", flush=True)
+        return 2
+    tables = aggregate(args.sweep_dir)
+    print(describe(tables, args.sweep_dir))
+    return 0
+
+
+def describe(tables: SweepTables, sweep_dir: Path) -> str:
+    """A few lines: how many runs, which failed and why, where the tables are."""
+    runs = tables.runs
+    run_status = runs.drop_duplicates("run")[["run", "status", "error"]] if len(runs) else runs
+    ok = int((run_status["status"] == "ok").sum()) if len(runs) else 0
+    lines = [f"{len(run_status)} runs aggregated ({ok} ok, {len(run_status) - ok} failed) -> {sweep_dir / RUNS_TABLE}"]
+    for _, row in run_status[run_status["status"] != "ok"].iterrows() if len(runs) else []:
+        lines.append(f"  FAILED {row['run']}: {row['error']}")
+    for path, why in tables.skipped:
+        lines.append(f"  skipped {path.name}: {why}")
+    return "\n".join(lines)

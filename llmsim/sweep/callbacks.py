@@ -1,0 +1,121 @@
+"""Hydra callbacks for sweeps: a jobs-done progress bar while it runs, its tables when it ends.
+
+Callbacks run in the launching process whatever the launcher (joblib, Ray, submitit), while jobs
+run elsewhere; progress is therefore read from the sweep directory itself: a job is done once its
+``run.json`` says ``ok`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llmsim.runinfo import read_run_info
+
+log = logging.getLogger(__name__)
+
+
+def count_done(sweep_dir: Path, wanted: set[frozenset[str]]) -> int:
+    """Jobs of the sweep whose ``run.json`` has a final status."""
+    done = 0
+    if not sweep_dir.is_dir():
+        return 0
+    for path in sweep_dir.iterdir():
+        overrides_file = path / ".hydra" / "overrides.yaml"
+        info = read_run_info(path) if overrides_file.exists() else None
+        if info is None or info.get("status") not in ("ok", "failed"):
+            continue
+        try:
+            overrides = frozenset(yaml.safe_load(overrides_file.read_text()) or [])
+        except (OSError, yaml.YAMLError):
+            continue
+        done += overrides in wanted
+    return done
+
+
+class SweepProgress:
+    """Polls a sweep directory in a thread and shows jobs done / total on stderr."""
+
+    def __init__(self, sweep_dir: Path, interval_s: float = 0.5, enabled: bool | None = None) -> None:
+        self.sweep_dir = sweep_dir
+        self.interval = interval_s
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="llmsim-sweep-progress", daemon=True)
+
+    def start(self) -> None:
+        """Start polling (no-op when not on a terminal)."""
+        if self.enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling and wait for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _poll(self) -> None:
+        from llmsim.sweep.aggregate import expected_combinations
+
+        progress = Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("jobs done"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        with progress:
+            task = progress.add_task("jobs", total=None)
+            wanted: set[frozenset[str]] | None = None
+            while not self._stop.wait(self.interval):
+                if wanted is None:
+                    try:
+                        combos = expected_combinations(self.sweep_dir)
+                    except Exception:  # multirun.yaml not written yet, or half-written
+                        combos = None
+                    if combos is None:
+                        continue
+                    wanted = set(combos)
+                    progress.update(task, total=len(wanted))
+                progress.update(task, completed=count_done(self.sweep_dir, wanted))
+
+
+class SweepTablesCallback(Callback):
+    """Shows progress during a sweep and runs :func:`llmsim.sweep.aggregate.aggregate` at its end."""
+
+    def __init__(self, progress: bool | None = None) -> None:
+        self.progress_enabled = progress
+        self._progress: SweepProgress | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Hydra ships its callbacks to every job worker: the progress thread stays here.
+        return {"progress_enabled": self.progress_enabled, "_progress": None}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Start the progress display."""
+        self._progress = SweepProgress(Path(str(config.hydra.sweep.dir)), enabled=self.progress_enabled)
+        self._progress.start()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Aggregate the sweep directory and print a short report."""
+        from llmsim.sweep.aggregate import aggregate, describe
+
+        if self._progress is not None:
+            self._progress.stop()
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            tables = aggregate(sweep_dir)
+        except Exception as exc:  # the jobs' own outputs stay; aggregation can be rerun by hand
+            log.error("could not aggregate %s: %s (run python -m llmsim.aggregate %s)", sweep_dir, exc, sweep_dir)
+            return
+        print(describe(tables, sweep_dir), flush=True)
