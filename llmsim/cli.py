@@ -64,7 +64,7 @@ def preflight(args: list[str]) -> None:
     except (HydraException, OmegaConfBaseException) as exc:
         message = " ".join(str(exc).split())
         raise ConfigError("override", " ".join(overrides), message) from None
-    ExperimentOrchestrator(OmegaConf.to_container(cfg, resolve=True), output_dir=None).setup_simulation()
+    ExperimentOrchestrator(experiment_container(cfg), output_dir=None).setup_simulation()
 
 
 RUN_CONTROL_KEYS = ("resume",)

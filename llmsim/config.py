@@ -268,7 +268,7 @@ SEED_KEYS = {
     "metrics_config",
     "name",
 }
-HYDRA_KEYS = {"hardware", "model", "workload", "framework", "metrics", "simulation", "name", "experiment"}
+HYDRA_KEYS = {"hardware", "model", "workload", "framework", "metrics", "simulation", "name", "experiment", "resume"}
 
 
 def is_seed_layout(data: Mapping[str, Any]) -> bool:
