@@ -20,14 +20,26 @@ from pydantic import Field, PositiveInt, model_validator
 from llmsim.errors import ConfigError
 from llmsim.schema import Schema
 
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4.0,
+    "fp16": 2.0,
+    "bf16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+    "fp4": 0.5,
+}
+Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4", "fp4"]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class ModelProfile(Schema):
-    """Architecture of one decoder-only transformer, as its ``config.json`` states it."""
+    """Architecture of one decoder-only transformer, as its ``config.json`` states it.
+
+    Covers dense GQA models, mixtures of experts (routed plus shared experts, leading dense layers),
+    sliding-window attention on all or some layers, and DeepSeek's multi-head latent attention (MLA).
+    """
 
     name: str = Field(description="Profile id, the conf/model file name (e.g. llama3_8b).")
     display_name: str = ""
@@ -39,7 +51,7 @@ class ModelProfile(Schema):
     num_attention_heads: PositiveInt
     num_key_value_heads: PositiveInt
     head_dim: PositiveInt | None = Field(default=None, description="Defaults to hidden_size / heads.")
-    intermediate_size: PositiveInt
+    intermediate_size: PositiveInt = Field(description="Width of the dense MLP (the dense layers of an MoE).")
     vocab_size: PositiveInt
     max_position_embeddings: PositiveInt
     tie_word_embeddings: bool = False
@@ -48,24 +60,45 @@ class ModelProfile(Schema):
     dtype: Dtype = "bf16"
     num_local_experts: int = Field(default=0, ge=0, description="Routed experts per MoE layer; 0 = dense.")
     num_experts_per_tok: int = Field(default=0, ge=0)
-    moe_intermediate_size: int | None = Field(default=None, gt=0)
+    moe_intermediate_size: int | None = Field(default=None, gt=0, description="Width of one expert.")
+    num_shared_experts: int = Field(default=0, ge=0, description="Experts every token uses (DeepSeek, Qwen2-MoE).")
+    first_k_dense_replace: int = Field(default=0, ge=0, description="Leading layers with a dense MLP (DeepSeek).")
+    expert_dtype: Dtype | None = Field(
+        default=None, description="Storage dtype of expert weights when it differs (gpt-oss ships MXFP4 experts)."
+    )
     sliding_window: int | None = Field(default=None, gt=0)
     sliding_window_layers: int | None = Field(
         default=None, ge=0, description="Layers that use the sliding window (default: all when set)."
     )
+    kv_lora_rank: int | None = Field(default=None, gt=0, description="MLA: width of the compressed KV latent.")
+    q_lora_rank: int | None = Field(default=None, gt=0, description="MLA: width of the compressed query.")
+    qk_nope_head_dim: int | None = Field(default=None, gt=0)
+    qk_rope_head_dim: int | None = Field(default=None, gt=0)
+    v_head_dim: int | None = Field(default=None, gt=0)
     params_published_b: float | None = Field(default=None, gt=0, description="Published total, 1e9.")
     active_params_published_b: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _check_moe(self) -> ModelProfile:
+    def _check_architecture(self) -> ModelProfile:
         if self.num_local_experts and not 0 < self.num_experts_per_tok <= self.num_local_experts:
             raise ValueError("num_experts_per_tok must be between 1 and num_local_experts for an MoE model")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.first_k_dense_replace > self.num_hidden_layers:
+            raise ValueError("first_k_dense_replace cannot exceed num_hidden_layers")
+        if self.sliding_window_layers is not None and self.sliding_window_layers > self.num_hidden_layers:
+            raise ValueError("sliding_window_layers cannot exceed num_hidden_layers")
+        mla = (self.kv_lora_rank, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim)
+        if any(v is not None for v in mla) and any(v is None for v in mla):
+            raise ValueError("MLA needs kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim and v_head_dim together")
         return self
 
     # ---- shapes -------------------------------------------------------------------------------
     @property
     def head_size(self) -> int:
-        """Dimension of one attention head."""
+        """Dimension of one attention head (query/key; for MLA the nope + rope parts)."""
+        if self.is_mla:
+            return self.qk_nope_head_dim + self.qk_rope_head_dim  # type: ignore[operator]
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
     @property
@@ -79,6 +112,11 @@ class ModelProfile(Schema):
         return self.num_key_value_heads * self.head_size
 
     @property
+    def is_mla(self) -> bool:
+        """Whether attention is DeepSeek-style multi-head latent attention."""
+        return self.kv_lora_rank is not None
+
+    @property
     def is_moe(self) -> bool:
         """Whether MLP layers are mixtures of experts."""
         return self.num_local_experts > 0
@@ -88,14 +126,46 @@ class ModelProfile(Schema):
         """MLP width of one expert (or of the dense MLP)."""
         return self.moe_intermediate_size or self.intermediate_size
 
+    @property
+    def num_moe_layers(self) -> int:
+        """Layers whose MLP is a mixture of experts."""
+        return self.num_hidden_layers - self.first_k_dense_replace if self.is_moe else 0
+
+    @property
+    def num_dense_layers(self) -> int:
+        """Layers with a dense MLP."""
+        return self.num_hidden_layers - self.num_moe_layers
+
+    @property
+    def num_window_layers(self) -> int:
+        """Layers whose attention only sees the last ``sliding_window`` tokens."""
+        if self.sliding_window is None:
+            return 0
+        return self.num_hidden_layers if self.sliding_window_layers is None else self.sliding_window_layers
+
     # ---- parameter counts ---------------------------------------------------------------------
     @cached_property
-    def attention_params_per_layer(self) -> int:
-        """Q, K, V and O projection weights (and QKV bias) of one layer."""
+    def attention_projections(self) -> tuple[tuple[str, int], ...]:
+        """(name, weights) of each attention projection of one layer."""
         h = self.hidden_size
-        params = h * self.q_dim + 2 * h * self.kv_dim + self.q_dim * h
-        if self.qkv_bias:
-            params += self.q_dim + 2 * self.kv_dim
+        heads = self.num_attention_heads
+        if self.is_mla:
+            rope, nope, v, kv_lora = self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim, self.kv_lora_rank
+            q = (
+                (("q_a", h * self.q_lora_rank), ("q_b", self.q_lora_rank * heads * (nope + rope)))
+                if self.q_lora_rank
+                else (("q", h * heads * (nope + rope)),)
+            )
+            return (*q, ("kv_a", h * (kv_lora + rope)), ("kv_b", kv_lora * heads * (nope + v)), ("o", heads * v * h))
+        qkv = h * (self.q_dim + 2 * self.kv_dim) + ((self.q_dim + 2 * self.kv_dim) if self.qkv_bias else 0)
+        return (("qkv", qkv), ("o", self.q_dim * h))
+
+    @cached_property
+    def attention_params_per_layer(self) -> int:
+        """Attention projection weights of one layer (MLA latent norms included)."""
+        params = sum(p for _, p in self.attention_projections)
+        if self.is_mla:
+            params += self.kv_lora_rank + (self.q_lora_rank or 0)  # type: ignore[operator]
         return params
 
     @property
@@ -104,19 +174,31 @@ class ModelProfile(Schema):
         matrices = 3 if self.gated_mlp else 2
         return matrices * self.hidden_size * self.expert_intermediate_size
 
+    @property
+    def dense_mlp_params(self) -> int:
+        """Weights of a dense layer's MLP."""
+        return (3 if self.gated_mlp else 2) * self.hidden_size * self.intermediate_size
+
+    @property
+    def router_params(self) -> int:
+        """Router weights of one MoE layer."""
+        return self.hidden_size * self.num_local_experts
+
     @cached_property
     def mlp_params_per_layer(self) -> int:
-        """All MLP weights of one layer (every expert plus the router for MoE)."""
+        """All MLP weights of one MoE layer (every expert, shared experts and router), or of a dense layer."""
         if self.is_moe:
-            return self.num_local_experts * self.mlp_params_per_expert + self.hidden_size * self.num_local_experts
-        return self.mlp_params_per_expert
+            experts = self.num_local_experts + self.num_shared_experts
+            return experts * self.mlp_params_per_expert + self.router_params
+        return self.dense_mlp_params
 
     @property
     def active_mlp_params_per_layer(self) -> int:
-        """MLP weights one token uses (top-k experts plus the router for MoE)."""
+        """MLP weights one token uses in an MoE layer (top-k + shared experts + router), or a dense one."""
         if self.is_moe:
-            return self.num_experts_per_tok * self.mlp_params_per_expert + self.hidden_size * self.num_local_experts
-        return self.mlp_params_per_expert
+            experts = self.num_experts_per_tok + self.num_shared_experts
+            return experts * self.mlp_params_per_expert + self.router_params
+        return self.dense_mlp_params
 
     @property
     def embedding_params(self) -> int:
@@ -124,23 +206,50 @@ class ModelProfile(Schema):
         per_matrix = self.vocab_size * self.hidden_size
         return per_matrix if self.tie_word_embeddings else 2 * per_matrix
 
+    @property
+    def _norm_params(self) -> int:
+        return 2 * self.hidden_size * self.num_hidden_layers + self.hidden_size
+
+    @cached_property
+    def expert_params(self) -> int:
+        """Weights of all routed and shared experts (the part ``expert_dtype`` applies to)."""
+        experts = self.num_local_experts + self.num_shared_experts
+        return self.num_moe_layers * experts * self.mlp_params_per_expert if self.is_moe else 0
+
     @cached_property
     def total_params(self) -> int:
         """Every weight of the model."""
-        norms = 2 * self.hidden_size * self.num_hidden_layers + self.hidden_size
-        per_layer = self.attention_params_per_layer + self.mlp_params_per_layer
-        return per_layer * self.num_hidden_layers + self.embedding_params + norms
+        moe = self.num_moe_layers * self.mlp_params_per_layer if self.is_moe else 0
+        dense = self.num_dense_layers * self.dense_mlp_params
+        attention = self.attention_params_per_layer * self.num_hidden_layers
+        return attention + moe + dense + self.embedding_params + self._norm_params
 
     @cached_property
     def active_params(self) -> int:
         """Weights one token touches (equal to total_params for dense models)."""
-        norms = 2 * self.hidden_size * self.num_hidden_layers + self.hidden_size
-        per_layer = self.attention_params_per_layer + self.active_mlp_params_per_layer
-        return per_layer * self.num_hidden_layers + self.embedding_params + norms
+        moe = self.num_moe_layers * self.active_mlp_params_per_layer if self.is_moe else 0
+        dense = self.num_dense_layers * self.dense_mlp_params
+        attention = self.attention_params_per_layer * self.num_hidden_layers
+        return attention + moe + dense + self.embedding_params + self._norm_params
+
+    def weight_bytes(self, dtype: str) -> float:
+        """Bytes of all weights when stored in ``dtype`` (experts in ``expert_dtype`` when set)."""
+        expert_bytes = DTYPE_BYTES[self.expert_dtype or dtype]
+        return (self.total_params - self.expert_params) * DTYPE_BYTES[dtype] + self.expert_params * expert_bytes
+
+    def kv_bytes_per_token_layer(self, kv_dtype: str) -> float:
+        """KV-cache bytes of one token in one layer (the compressed latent for MLA)."""
+        if self.is_mla:
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * DTYPE_BYTES[kv_dtype]  # type: ignore[operator]
+        return 2 * self.kv_dim * DTYPE_BYTES[kv_dtype]
 
     def kv_bytes_per_token(self, kv_dtype: str) -> float:
         """Bytes of K and V one token occupies across all layers."""
-        return 2 * self.num_hidden_layers * self.kv_dim * DTYPE_BYTES[kv_dtype]
+        return self.num_hidden_layers * self.kv_bytes_per_token_layer(kv_dtype)
+
+    def kv_shards(self, tp: int) -> int:
+        """Ways the KV cache splits over ``tp`` GPUs: KV heads (at least one per GPU); MLA's latent is replicated."""
+        return 1 if self.is_mla else min(tp, self.num_key_value_heads)
 
 
 def _profile_from_mapping(data: Mapping[str, Any], key: str) -> ModelProfile:

@@ -100,15 +100,26 @@ def test_sliding_window_caps_the_context_attention_reads():
     batch = BatchShape(window=8)
     batch.add_prefill(4, 20, samples_token=False)
     batch.add_decode(100)
-    assert batch.prefill_attn_pairs == 4 * (8 + 2.5)
-    assert batch.prefill_kv_tokens == 12
-    assert batch.decode_kv_tokens == 8
+    # full-attention aggregates see everything; windowed ones see at most 8 keys per query
+    assert batch.prefill_attn_pairs == 4 * (20 + 2.5)
+    assert batch.windowed_prefill_attn_pairs == 4 * 8
+    assert batch.windowed_prefill_kv_tokens == 8 + 4
+    assert batch.windowed_decode_kv_tokens == 8
+    assert batch.decode_kv_tokens == 100
 
 
-def test_new_batch_applies_the_window_of_a_model_whose_every_layer_slides():
+def test_window_only_caps_queries_whose_context_exceeds_it():
+    batch = BatchShape(window=8)
+    batch.add_prefill(6, 4, samples_token=False)  # queries see 5, 6, 7, 8, 8, 8 keys
+    assert batch.windowed_prefill_attn_pairs == 5 + 6 + 7 + 8 + 8 + 8
+    assert batch.prefill_attn_pairs == sum(4 + i for i in range(1, 7))
+
+
+def test_new_batch_tracks_the_window_and_layer_groups_split_windowed_layers():
     assert perf(model=tiny_model(sliding_window=32)).new_batch().window == 32
-    assert perf(model=tiny_model(sliding_window=32, sliding_window_layers=1)).new_batch().window is None
     assert perf().new_batch().window is None
+    groups = perf(model=tiny_model(sliding_window=32, sliding_window_layers=1)).layer_groups
+    assert sorted((count, kind.windowed) for count, kind in groups) == [(1, False), (1, True)]
 
 
 # ------------------------------------------------------------------------------------------------

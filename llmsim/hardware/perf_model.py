@@ -2,11 +2,14 @@
 
 A batch is summarised by a :class:`BatchShape` (tokens through the GEMMs, attention work of the
 prefill chunks, KV tokens the decode sequences read, how many rows reach the LM head). For each
-operator of one transformer layer the model takes the larger of its compute time (FLOPs at the
-achieved fraction of dense peak, which falls for small token counts) and its memory time (bytes at
-the achieved fraction of HBM bandwidth), plus a per-kernel launch floor; layers are identical, so
-one layer is costed and multiplied. Tensor parallelism divides weights, heads and FLOPs by ``tp``
-and adds two all-reduces per layer (bandwidth term plus latency floor).
+operator the model takes the larger of its compute time (FLOPs at the achieved fraction of dense
+peak, which falls for small token counts) and its memory time (bytes at the achieved fraction of
+HBM bandwidth), with a per-kernel launch floor. Layers come in kinds — dense or MoE MLP, full or
+sliding-window attention — each costed once and multiplied by how many layers have it. Tensor
+parallelism divides weights, heads and FLOPs by ``tp`` and adds two all-reduces per layer
+(bandwidth term plus latency floor). MoE layers read the weights of the experts the batch touches
+(the expected number of distinct experts among ``tokens x top_k`` picks). MLA attention reads the
+compressed latent and computes in the absorbed form.
 
 The efficiency factors live in each ``conf/hardware`` file with their sources
 (``shared/reference/efficiency.md``).
@@ -25,7 +28,11 @@ KERNEL_FLOOR_S = 4e-6  # smallest duration of one GPU kernel (launch + tail), pe
 
 @dataclass(slots=True)
 class BatchShape:
-    """Aggregate work of one step; build it with :meth:`add_prefill` and :meth:`add_decode`."""
+    """Aggregate work of one step; build it with :meth:`add_prefill` and :meth:`add_decode`.
+
+    The plain aggregates see the whole context; the ``windowed_*`` ones cap every context at
+    ``window`` (what sliding-window layers read). Without a window they are equal.
+    """
 
     prefill_tokens: int = 0
     prefill_attn_pairs: float = 0.0  # sum over chunks of n * (c + (n + 1) / 2): causal query-key pairs
@@ -34,22 +41,33 @@ class BatchShape:
     decode_kv_tokens: int = 0  # sum over decode sequences of their context length (incl. new token)
     logits_rows: int = 0  # sequences that sample a token this step
     window: int | None = field(default=None, repr=False)
+    windowed_prefill_attn_pairs: float = 0.0
+    windowed_prefill_kv_tokens: int = 0
+    windowed_decode_kv_tokens: int = 0
 
     def add_prefill(self, num_new_tokens: int, num_context_tokens: int, samples_token: bool) -> None:
         """Add a prefill chunk of ``num_new_tokens`` on top of ``num_context_tokens`` already cached."""
         n, c = num_new_tokens, num_context_tokens
-        if self.window is not None:
-            c = min(c, self.window)
         self.prefill_tokens += n
         self.prefill_attn_pairs += n * (c + (n + 1) / 2.0)
         self.prefill_kv_tokens += c + n
+        if self.window is None:
+            self.windowed_prefill_attn_pairs += n * (c + (n + 1) / 2.0)
+            self.windowed_prefill_kv_tokens += c + n
+        else:
+            w = self.window
+            # query i (1-based) sees min(c + i, w) keys
+            full = max(0, min(n, w - c))  # queries that still see everything
+            self.windowed_prefill_attn_pairs += full * c + full * (full + 1) / 2.0 + (n - full) * w
+            self.windowed_prefill_kv_tokens += min(c, w) + n
         if samples_token:
             self.logits_rows += 1
 
     def add_decode(self, context_len: int) -> None:
         """Add one decode sequence whose context (including the new token) is ``context_len``."""
         self.decode_seqs += 1
-        self.decode_kv_tokens += context_len if self.window is None else min(context_len, self.window)
+        self.decode_kv_tokens += context_len
+        self.windowed_decode_kv_tokens += context_len if self.window is None else min(context_len, self.window)
         self.logits_rows += 1
 
     @property
@@ -66,6 +84,9 @@ class BatchShape:
             self.decode_seqs,
             self.decode_kv_tokens,
             self.logits_rows,
+            self.windowed_prefill_attn_pairs,
+            self.windowed_prefill_kv_tokens,
+            self.windowed_decode_kv_tokens,
         )
 
 
@@ -79,6 +100,32 @@ class StepCost:
     comm_s: float
     flops: float
     bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class LayerKind:
+    """What distinguishes layers of one model: an MoE or dense MLP, windowed or full attention."""
+
+    moe: bool
+    windowed: bool
+
+
+class _Tally:
+    """Accumulates operator costs into totals split by what bounded each operator."""
+
+    __slots__ = ("bytes", "compute", "flops", "memory", "time")
+
+    def __init__(self) -> None:
+        self.time = self.flops = self.bytes = self.compute = self.memory = 0.0
+
+    def add(self, time: float, flops: float, nbytes: float, compute_bound: bool) -> None:
+        self.time += time
+        self.flops += flops
+        self.bytes += nbytes
+        if compute_bound:
+            self.compute += time
+        else:
+            self.memory += time
 
 
 class PerformanceModel:
@@ -99,27 +146,47 @@ class PerformanceModel:
         self.eff = efficiency
         self.interconnect = interconnect
         self.weight_bytes = DTYPE_BYTES[dtype]
-        compute_dtype = "fp8" if dtype == "fp8" else ("bf16" if dtype in ("int8", "int4", "fp32") else dtype)
+        self.expert_weight_bytes = DTYPE_BYTES[model.expert_dtype or dtype]
+        compute_dtype = "fp8" if dtype == "fp8" else ("bf16" if dtype in ("int8", "int4", "fp4", "fp32") else dtype)
         self.peak_flops = device.peak_flops(compute_dtype)
         self.gemm_eff = (
             efficiency.gemm_flops_fp8 if compute_dtype == "fp8" and efficiency.gemm_flops_fp8 else efficiency.gemm_flops
         )
         self.peak_bw = device.memory_gbps * 1e9
-        self.kv_bytes_per_token_layer = model.kv_bytes_per_token(kv_dtype) / model.num_hidden_layers
-        # KV heads are split over tp ranks, but never below one head per rank.
-        kv_shards = min(self.tp, model.num_key_value_heads)
-        self.kv_bytes_per_token_layer_gpu = self.kv_bytes_per_token_layer / kv_shards
+        self.kv_bytes_per_token_layer = model.kv_bytes_per_token_layer(kv_dtype)
+        self.kv_bytes_per_token_layer_gpu = self.kv_bytes_per_token_layer / model.kv_shards(self.tp)
+        if model.is_mla:
+            # absorbed MLA: scores against the latent + rope key, values from the latent, per head
+            per_pair = 2.0 * (model.kv_lora_rank + model.qk_rope_head_dim) + 2.0 * model.kv_lora_rank  # type: ignore[operator]
+        else:
+            per_pair = 4.0 * model.head_size  # QK^T and PV
+        self.attn_flops_per_pair = per_pair * model.num_attention_heads / self.tp
+        self.layer_groups = self._layer_groups()
         self._cache: dict[tuple, float] = {}
 
-    def new_batch(self) -> BatchShape:
-        """An empty batch that applies this model's sliding window (when every layer has one)."""
+    def _layer_groups(self) -> list[tuple[int, LayerKind]]:
+        """(count, kind) for every kind of layer the model has, dense/MoE x windowed/full."""
         m = self.model
-        full_window = m.sliding_window is not None and m.sliding_window_layers in (None, m.num_hidden_layers)
-        return BatchShape(window=m.sliding_window if full_window else None)
+        groups: dict[LayerKind, int] = {}
+        for index in range(m.num_hidden_layers):
+            moe = m.is_moe and index >= m.first_k_dense_replace
+            # windowed layers are spread evenly among the layers (alternating in Gemma-2, gpt-oss)
+            windowed = (
+                m.num_window_layers > 0
+                and (index * m.num_window_layers) // m.num_hidden_layers
+                != ((index + 1) * m.num_window_layers) // m.num_hidden_layers
+            )
+            kind = LayerKind(moe, windowed)
+            groups[kind] = groups.get(kind, 0) + 1
+        return [(count, kind) for kind, count in groups.items()]
+
+    def new_batch(self) -> BatchShape:
+        """An empty batch that tracks this model's sliding window (if it has one)."""
+        return BatchShape(window=self.model.sliding_window)
 
     # ---- one operator ----------------------------------------------------------------------------
     def _gemm(
-        self, tokens: float, params: float, weight_params_read: float | None = None
+        self, tokens: float, params: float, weight_params_read: float | None = None, weight_bytes: float | None = None
     ) -> tuple[float, float, float, bool]:
         """(time, flops, bytes, compute-bound?) of a linear layer: ``tokens`` x ``params`` weights on this GPU."""
         if tokens <= 0:
@@ -128,7 +195,13 @@ class PerformanceModel:
         flops = 2.0 * tokens * params
         eff = self.gemm_eff * tokens / (tokens + self.eff.gemm_half_tokens)
         compute = flops / (self.peak_flops * eff)
-        nbytes = read * self.weight_bytes
+        nbytes = read * (self.weight_bytes if weight_bytes is None else weight_bytes)
+        memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
+        return max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory
+
+    def _attention(self, flops: float, kv_tokens: float) -> tuple[float, float, float, bool]:
+        nbytes = kv_tokens * self.kv_bytes_per_token_layer_gpu
+        compute = flops / (self.peak_flops * self.eff.attention_flops)
         memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
         return max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory
 
@@ -136,60 +209,52 @@ class PerformanceModel:
         return max(nbytes / (self.peak_bw * efficiency), KERNEL_FLOOR_S) if nbytes > 0 else 0.0
 
     # ---- one layer -------------------------------------------------------------------------------
-    def layer_cost(self, batch: BatchShape) -> StepCost:
-        """Cost of one transformer layer for the batch, on one GPU of the tensor-parallel group."""
+    def default_kind(self) -> LayerKind:
+        """The kind of the model's most common layer."""
+        return max(self.layer_groups, key=lambda group: group[0])[1]
+
+    def layer_cost(self, batch: BatchShape, kind: LayerKind | None = None) -> StepCost:
+        """Cost of one transformer layer of ``kind`` (default: the most common) on one GPU of the group."""
+        kind = kind or self.default_kind()
         m, tp = self.model, self.tp
         tokens = batch.num_tokens
         h = m.hidden_size
-        total_t = total_f = total_b = 0.0
-        compute_t = memory_t = 0.0
-
-        def add(time: float, flops: float, nbytes: float, bound_compute: bool) -> None:
-            nonlocal total_t, total_f, total_b, compute_t, memory_t
-            total_t += time
-            total_f += flops
-            total_b += nbytes
-            if bound_compute:
-                compute_t += time
-            else:
-                memory_t += time
-
-        # linear layers
-        qkv_params = h * (m.q_dim + 2 * m.kv_dim) / tp
-        o_params = m.q_dim * h / tp
-        for params in (qkv_params, o_params):
-            add(*self._gemm(tokens, params))
-        expert = m.mlp_params_per_expert / tp
-        if m.is_moe:
+        tally = _Tally()
+        for _, params in m.attention_projections:
+            tally.add(*self._gemm(tokens, params / tp))
+        if kind.moe:
             e, k = m.num_local_experts, m.num_experts_per_tok
+            expert = m.mlp_params_per_expert / tp
             touched = e * (1.0 - (1.0 - k / e) ** tokens)
-            add(*self._gemm(tokens, h * e))  # router
-            add(*self._gemm(tokens * k, expert, touched * expert))
+            tally.add(*self._gemm(tokens, m.router_params, m.router_params))
+            tally.add(*self._gemm(tokens * k, expert, touched * expert, self.expert_weight_bytes))
+            if m.num_shared_experts:
+                shared = m.num_shared_experts * expert
+                tally.add(*self._gemm(tokens, shared, shared, self.expert_weight_bytes))
+            active_width = m.expert_intermediate_size * (k + m.num_shared_experts)
         else:
-            add(*self._gemm(tokens, expert))
-
-        # attention
-        heads_flops = 4.0 * m.num_attention_heads / tp * m.head_size  # QK^T and PV per query-key pair
+            tally.add(*self._gemm(tokens, m.dense_mlp_params / tp))
+            active_width = m.intermediate_size
+        if kind.windowed:
+            pairs, prefill_kv, decode_kv = (
+                batch.windowed_prefill_attn_pairs,
+                batch.windowed_prefill_kv_tokens,
+                batch.windowed_decode_kv_tokens,
+            )
+        else:
+            pairs, prefill_kv, decode_kv = batch.prefill_attn_pairs, batch.prefill_kv_tokens, batch.decode_kv_tokens
         if batch.prefill_tokens:
-            flops = heads_flops * batch.prefill_attn_pairs
-            nbytes = batch.prefill_kv_tokens * self.kv_bytes_per_token_layer_gpu
-            compute = flops / (self.peak_flops * self.eff.attention_flops)
-            memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
-            add(max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory)
+            tally.add(*self._attention(self.attn_flops_per_pair * pairs, prefill_kv))
         if batch.decode_seqs:
-            flops = heads_flops * batch.decode_kv_tokens
-            nbytes = batch.decode_kv_tokens * self.kv_bytes_per_token_layer_gpu
-            compute = flops / (self.peak_flops * self.eff.attention_flops)
-            memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
-            add(max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory)
-
+            tally.add(*self._attention(self.attn_flops_per_pair * decode_kv, decode_kv))
         # elementwise: 2 RMSNorms, 2 residual adds, rotary on q/k, KV write, MLP activation
         act = ACTIVATION_BYTES
-        inter = m.expert_intermediate_size * (m.num_experts_per_tok if m.is_moe else 1) / tp
-        elementwise = tokens * act * (2 * 2 * h + 2 * 3 * h + 2 * (m.q_dim + m.kv_dim) / tp + 3 * inter)
+        elementwise = tokens * act * (2 * 2 * h + 2 * 3 * h + 2 * (m.q_dim + m.kv_dim) / tp + 3 * active_width / tp)
         kv_write = tokens * self.kv_bytes_per_token_layer_gpu
-        add(self._stream(elementwise + kv_write, self.eff.elementwise_bandwidth), 0.0, elementwise + kv_write, False)
-        return StepCost(total_t, compute_t, memory_t, 0.0, total_f, total_b)
+        tally.add(
+            self._stream(elementwise + kv_write, self.eff.elementwise_bandwidth), 0.0, elementwise + kv_write, False
+        )
+        return StepCost(tally.time, tally.compute, tally.memory, 0.0, tally.flops, tally.bytes)
 
     def allreduce_time(self, nbytes: float) -> float:
         """One ring all-reduce of ``nbytes`` over the tensor-parallel group."""
@@ -199,20 +264,24 @@ class PerformanceModel:
         return self.interconnect.latency_s + nbytes * 2.0 * (self.tp - 1) / self.tp / bus_bw
 
     def step_cost(self, batch: BatchShape) -> StepCost:
-        """Whole-model GPU cost of one step (all layers, LM head, all-reduces)."""
+        """Whole-model GPU cost of one step (every layer, LM head, all-reduces)."""
         m = self.model
-        layer = self.layer_cost(batch)
-        layers = m.num_hidden_layers
-        comm = 2 * layers * self.allreduce_time(batch.num_tokens * m.hidden_size * ACTIVATION_BYTES)
+        total = _Tally()
+        compute = memory = 0.0
+        for count, kind in self.layer_groups:
+            layer = self.layer_cost(batch, kind)
+            total.add(layer.time_s * count, layer.flops * count, layer.bytes * count, False)
+            compute += layer.compute_s * count
+            memory += layer.memory_s * count
+        comm = 2 * m.num_hidden_layers * self.allreduce_time(batch.num_tokens * m.hidden_size * ACTIVATION_BYTES)
         head_t, head_f, head_b, head_compute = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)
-        time = layer.time_s * layers + comm + head_t
         return StepCost(
-            time_s=time,
-            compute_s=layer.compute_s * layers + (head_t if head_compute else 0.0),
-            memory_s=layer.memory_s * layers + (0.0 if head_compute else head_t),
+            time_s=total.time + comm + head_t,
+            compute_s=compute + (head_t if head_compute else 0.0),
+            memory_s=memory + (0.0 if head_compute else head_t),
             comm_s=comm,
-            flops=layer.flops * layers + head_f,
-            bytes=layer.bytes * layers + head_b,
+            flops=total.flops + head_f,
+            bytes=total.bytes + head_b,
         )
 
     def step_time(self, batch: BatchShape) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 
 from llmsim.errors import CapacityError, ConfigError
 from llmsim.hardware.spec import GIB, ComputeDevice, HardwareConfig, NetworkLink
-from llmsim.models import DTYPE_BYTES, ModelProfile
+from llmsim.models import ModelProfile
 
 # Memory outside PyTorch's caching allocator and activations: CUDA context, NCCL buffers, CUDA
 # graphs. A modelling assumption (vLLM's start-up log reports "non-torch memory" and "CUDA graph"
@@ -45,7 +45,7 @@ class MemoryPlan:
 
 def weights_per_gpu(model: ModelProfile, dtype: str, tp: int) -> float:
     """Bytes of weights on each GPU: every matrix (embeddings included) is sharded ``tp`` ways."""
-    return model.total_params * DTYPE_BYTES[dtype] / tp
+    return model.weight_bytes(dtype) / tp
 
 
 def activation_workspace(model: ModelProfile, tp: int, max_batched_tokens: int, max_seqs: int) -> float:
@@ -81,7 +81,7 @@ def plan_memory(
         usable = device.memory_capacity_bytes * utilisation
         weights = weights_per_gpu(model, dtype, size)
         workspace = activation_workspace(model, size, max_batched_tokens, max_seqs)
-        kv_bytes = model.kv_bytes_per_token(kv_dtype) / min(size, model.num_key_value_heads)
+        kv_bytes = model.kv_bytes_per_token(kv_dtype) / model.kv_shards(size)
         kv_cache = usable - weights - workspace
         num_blocks = int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
         return MemoryPlan(
