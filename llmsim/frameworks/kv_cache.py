@@ -139,6 +139,16 @@ class KVCacheManager:
         """Whether full blocks are shared by content."""
         return self.pool.enable_caching
 
+    @property
+    def num_used(self) -> int:
+        """Blocks referenced by running requests."""
+        return self.pool.num_used
+
+    @property
+    def capacity(self) -> int:
+        """Blocks in the pool."""
+        return self.pool.num_blocks
+
     def blocks_needed(self, num_tokens: int) -> int:
         """Blocks that hold ``num_tokens`` tokens."""
         return math.ceil(num_tokens / self.block_size)

@@ -1,6 +1,6 @@
-"""VLLMFramework: the vLLM v1 engine's scheduler over a paged, prefix-cached KV cache.
+"""VLLMFramework: vLLM's schedulers over a paged, prefix-cached KV cache.
 
-Policy, as in vLLM v1 (``vllm/v1/core/sched/scheduler.py``, around v0.10):
+``engine_version: v1`` (default) models the v1 engine (``vllm/v1/core/sched/scheduler.py`` ~v0.10):
 
 * no prefill/decode phases: each request has computed vs known tokens and gets a share of the
   step's ``max_num_batched_tokens`` budget; long prompts are chunked (``enable_chunked_prefill``);
@@ -9,23 +9,26 @@ Policy, as in vLLM v1 (``vllm/v1/core/sched/scheduler.py``, around v0.10):
   there is room or the request itself was the victim;
 * waiting requests are admitted first-come first-served, only in steps without preemption, while
   fewer than ``max_num_seqs`` run and budget is left; with prefix caching a new request starts
-  from its longest cached prefix of full blocks (capped at prompt length - 1);
-* a request whose computed tokens reach its known tokens samples one token in that step.
+  from its longest cached prefix of full blocks (capped at prompt length - 1).
+
+``engine_version: v0`` models the v0 scheduler (``vllm/core/scheduler.py``): a step either
+prefills whole prompts of waiting requests (prefill first, no chunking by default) or decodes every
+running request; when blocks run out the last running request is preempted by ``recompute`` or,
+with ``preemption_mode: swap``, its blocks are copied to ``swap_space`` GiB of host memory over
+the host link and copied back before it resumes. Prefix caching and chunked prefill are off by
+default in v0 and on in v1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
-from collections.abc import Generator
 from typing import Any, ClassVar, Literal
 
-import simpy
 from pydantic import Field, PositiveInt, model_validator
 
 from llmsim.config import FrameworkConfig
-from llmsim.errors import ConfigError, SimulationError
-from llmsim.frameworks.base import AbstractLLMFramework
+from llmsim.errors import ConfigError
+from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
 from llmsim.hardware.platform import MemoryPlan, plan_memory
 from llmsim.hardware.spec import GIB
@@ -35,67 +38,95 @@ from llmsim.workload.request import Request
 class VLLMConfig(FrameworkConfig):
     """vLLM engine arguments (real names and defaults; ``shared/reference/conventions.md``)."""
 
-    engine_version: Literal["v1"] = "v1"
+    engine_version: Literal["v1", "v0"] = "v1"
     max_num_seqs: PositiveInt | None = Field(
-        default=None, description="null: vLLM v1's hardware default (1024 on >=70 GiB non-A100 GPUs, else 256)."
+        default=None, description="null: v1's hardware default (1024 on >=70 GiB non-A100 GPUs, else 256); v0: 256."
     )
     max_num_batched_tokens: PositiveInt | None = Field(
-        default=None, description="null: vLLM v1's server default (8192 on >=70 GiB non-A100 GPUs, else 2048)."
+        default=None,
+        description="null: v1's server default (8192 on >=70 GiB non-A100 GPUs, else 2048); "
+        "v0 without chunked prefill: max(max_model_len, 2048).",
     )
     block_size: Literal[1, 8, 16, 32, 64, 128] = 16
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = True
-    preemption_mode: Literal["recompute"] = "recompute"
+    enable_chunked_prefill: bool | None = Field(default=None, description="null: on in v1, off in v0.")
+    enable_prefix_caching: bool | None = Field(default=None, description="null: on in v1, off in v0.")
+    preemption_mode: Literal["recompute", "swap"] = "recompute"
     policy: Literal["fcfs"] = "fcfs"
-    swap_space: float = Field(default=4.0, ge=0, description="GiB of host memory per GPU for swapping (v0).")
+    swap_space: float = Field(default=4.0, ge=0, description="GiB of host memory per GPU for swapped KV (v0).")
     num_gpu_blocks_override: PositiveInt | None = Field(
         default=None, description="Use exactly this many KV blocks instead of what memory allows (vLLM's knob)."
     )
 
     @model_validator(mode="after")
-    def _sizes(self) -> VLLMConfig:
+    def _consistent(self) -> VLLMConfig:
         seqs, tokens = self.max_num_seqs, self.max_num_batched_tokens
         if seqs is not None and tokens is not None and tokens < seqs:
-            raise ValueError(
-                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs})"
-            )
+            raise ValueError(f"max_num_batched_tokens ({tokens}) must be >= max_num_seqs ({seqs})")
+        if self.engine_version == "v1" and self.preemption_mode == "swap":
+            raise ValueError("preemption_mode 'swap' exists only in engine_version v0 (v1 always recomputes)")
         return self
 
+    @property
+    def chunked_prefill(self) -> bool:
+        """Resolved ``enable_chunked_prefill``."""
+        return self.engine_version == "v1" if self.enable_chunked_prefill is None else self.enable_chunked_prefill
 
-class VLLMFramework(AbstractLLMFramework):
-    """vLLM v1: continuous batching with chunked prefill, prefix caching and recompute preemption."""
+    @property
+    def prefix_caching(self) -> bool:
+        """Resolved ``enable_prefix_caching``."""
+        return self.engine_version == "v1" if self.enable_prefix_caching is None else self.enable_prefix_caching
+
+
+class VLLMFramework(ContinuousBatchingFramework):
+    """vLLM v1 (default) or v0 scheduling; see the module docstring."""
 
     config_schema: ClassVar[type[FrameworkConfig]] = VLLMConfig
     type_name: ClassVar[str] = "VLLM"
     # Serial CPU time per step (scheduling, input preparation, sampling, output processing) that the
-    # v1 engine does not overlap with the GPU; see efficiency.md section 4. Calibrated in issue 5.
-    default_step_overhead_s: ClassVar[float] = 1.5e-3
-    default_per_seq_overhead_s: ClassVar[float] = 1.0e-5
+    # engine does not overlap with the GPU; efficiency.md section 4 (Vidur's vLLM-style engine on A100:
+    # ~3 ms at batch 8 rising ~0.07 ms per sequence; v1 cut CPU overheads for up to 1.7x throughput).
+    OVERHEADS: ClassVar[dict[str, tuple[float, float]]] = {"v1": (1.5e-3, 1.0e-5), "v0": (3.0e-3, 6.0e-5)}
     config: VLLMConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._resolved_limits: tuple[int, int] | None = None
         super().__init__(*args, **kwargs)
+        step, per_seq = self.OVERHEADS[self.config.engine_version]
+        if self.config.step_overhead_s is None:
+            self.step_overhead_s = step
+        if self.config.per_seq_overhead_s is None:
+            self.per_seq_overhead_s = per_seq
         self.max_num_seqs, self.max_num_batched_tokens = self._limits()
-        if not self.config.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+        self.chunked_prefill = self.config.chunked_prefill
+        if not self.chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             raise ConfigError(
                 f"{self.config_key}.max_num_batched_tokens",
                 self.max_num_batched_tokens,
                 f">= max_model_len ({self.max_model_len}) when enable_chunked_prefill is false",
             )
-        self.kv = KVCacheManager(self.memory_plan.num_blocks, self.config.block_size, self.config.enable_prefix_caching)
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
+        self.kv = KVCacheManager(self.memory_plan.num_blocks, self.config.block_size, self.config.prefix_caching)
+        self.swapped: list[Request] = []
+        self.swap_capacity_blocks = int(
+            self.config.swap_space * GIB // (self.config.block_size * self.memory_plan.kv_bytes_per_token)
+        )
+        self.swapped_blocks = 0
 
     # ---- set-up --------------------------------------------------------------------------------
     def _limits(self) -> tuple[int, int]:
-        """``max_num_seqs`` and ``max_num_batched_tokens``, with v1's hardware-dependent defaults."""
+        """``max_num_seqs`` and ``max_num_batched_tokens`` with the engine version's defaults."""
         if self._resolved_limits is None:
-            device = self.hardware.devices[self.gpu_ids[0]]
-            big = device.memory_capacity_bytes >= 70 * GIB and "A100" not in device.name.upper()
-            seqs = self.config.max_num_seqs or (1024 if big else 256)
-            tokens = self.config.max_num_batched_tokens or (8192 if big else 2048)
+            cfg = self.config
+            max_model_len = cfg.max_model_len or self.model.max_position_embeddings
+            if cfg.engine_version == "v1":
+                device = self.hardware.devices[self.gpu_ids[0]]
+                big = device.memory_capacity_bytes >= 70 * GIB and "A100" not in device.name.upper()
+                seqs = cfg.max_num_seqs or (1024 if big else 256)
+                tokens = cfg.max_num_batched_tokens or (8192 if big else 2048)
+            else:
+                seqs = cfg.max_num_seqs or 256
+                default_tokens = 2048 if cfg.chunked_prefill else max(max_model_len, 2048)
+                tokens = cfg.max_num_batched_tokens or default_tokens
             self._resolved_limits = (seqs, max(tokens, seqs))
         return self._resolved_limits
 
@@ -122,143 +153,130 @@ class VLLMFramework(AbstractLLMFramework):
             )
         return plan
 
-    # ---- the loop ------------------------------------------------------------------------------
-    def _admit_arrivals(self) -> None:
-        for request in self.take_arrivals():
-            error = self.admission_error(request)
-            if error is not None:
-                self.reject(request, error)
-            else:
-                request.status = "waiting"
-                self.waiting.append(request)
-
-    def processing_loop(self) -> Generator[simpy.Event, Any, None]:
-        """Repeat: take arrivals, schedule one step, wait its duration, apply its outcome."""
-        env = self.env
-        while True:
-            self._admit_arrivals()
-            if not self.running and not self.waiting:
-                request = yield self.request_arrival_queue.get()
-                self.request_arrival_queue.items.insert(0, request)
-                continue
-            scheduled, preempted = self.schedule()
-            if not scheduled:
-                self._unblock()
-                continue
-            batch = self.perf_model.new_batch()
-            for request, num_new in scheduled:
-                if request.num_computed_tokens + num_new < request.num_tokens:
-                    batch.add_prefill(num_new, request.num_computed_tokens, samples_token=False)
-                elif num_new == 1 and request.num_output_tokens > 0:
-                    batch.add_decode(request.num_computed_tokens + 1)
-                else:
-                    batch.add_prefill(num_new, request.num_computed_tokens, samples_token=True)
-            start = env.now
-            duration = self.step_duration(batch, len(scheduled))
-            yield env.timeout(duration)
-            self.apply(scheduled)
-            self.num_steps += 1
-            self.metrics.record_step(
-                self.framework_id,
-                start,
-                duration,
-                num_seqs=len(scheduled),
-                num_tokens=batch.num_tokens,
-                num_prefill_tokens=batch.prefill_tokens,
-                num_decode_seqs=batch.decode_seqs,
-                kv_blocks_used=self.kv.pool.num_used,
-                kv_blocks_total=self.kv.pool.num_blocks,
-                num_running=len(self.running),
-                num_waiting=len(self.waiting),
-                num_preempted=preempted,
-            )
-
-    def _unblock(self) -> None:
-        """Nothing could be scheduled while work waits: refuse the head request rather than hang."""
-        if self.running:  # pragma: no cover - the running set always schedules at least one request
-            raise SimulationError(
-                f"{self.framework_id}: no request could be scheduled although {len(self.running)} run"
-            )
-        request = self.waiting.popleft()
-        self.reject(request, "could not be scheduled: its KV cache needs exceed the free blocks with nothing running")
-
     # ---- policy --------------------------------------------------------------------------------
-    def schedule(self) -> tuple[list[tuple[Request, int]], int]:
-        """Choose (request, new tokens) pairs for one step; returns them and the preemption count."""
+    def schedule(self) -> StepPlan:
+        """One step of the configured engine version."""
+        if self.config.engine_version == "v0" and not self.chunked_prefill:
+            return self._schedule_v0()
+        return self._schedule_v1()
+
+    def _schedule_v1(self) -> StepPlan:
         budget = self.max_num_batched_tokens
-        scheduled: list[tuple[Request, int]] = []
-        preempted = 0
+        plan = StepPlan()
         running = self.running
         index = 0
         while index < len(running) and budget > 0:
             request = running[index]
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
-            if not self.config.enable_chunked_prefill and num_new < request.num_tokens - request.num_computed_tokens:
+            remaining = request.num_tokens - request.num_computed_tokens
+            num_new = min(remaining, budget)
+            if not self.chunked_prefill and num_new < remaining:
                 index += 1
                 continue
             while not self.kv.allocate_slots(request, num_new):
                 victim = running.pop()
-                self._preempt(victim)
-                preempted += 1
+                self._preempt(victim, plan)
                 if victim is request:
                     break
             else:
-                scheduled.append((request, num_new))
+                plan.scheduled.append((request, num_new))
                 budget -= num_new
                 index += 1
                 continue
             break  # the request preempted itself: nothing after it remains
-        if preempted == 0:
-            self._admit_waiting(scheduled, budget)
-        return scheduled, preempted
+        if plan.evicted == 0:
+            self._admit_waiting(plan, budget)
+        return plan
 
-    def _admit_waiting(self, scheduled: list[tuple[Request, int]], budget: int) -> None:
-        now = self.env.now
+    def _admit_waiting(self, plan: StepPlan, budget: int) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
             computed = self.kv.get_computed_blocks(request)
             cached_tokens = len(computed) * self.kv.block_size
             remaining = request.num_tokens - cached_tokens
-            if not self.config.enable_chunked_prefill and remaining > budget:
+            if not self.chunked_prefill and remaining > budget:
                 break
             num_new = min(remaining, budget)
             if not self.kv.allocate_slots(request, num_new, computed):
                 break
             self.waiting.popleft()
-            request.num_computed_tokens = cached_tokens
-            if request.num_cached_tokens < 0:
-                request.num_cached_tokens = min(cached_tokens, request.prompt_len)
-                request.first_scheduled_time = now
-            request.status = "running"
-            self.running.append(request)
-            scheduled.append((request, num_new))
+            self.start_running(request, cached_tokens)
+            plan.scheduled.append((request, num_new))
             budget -= num_new
 
-    def _preempt(self, request: Request) -> None:
-        """Free the request's blocks; it goes back to the front of the queue to be recomputed."""
-        self.kv.free(request)
-        request.num_computed_tokens = 0
-        request.preemptions += 1
-        request.status = "preempted"
-        self.num_preemptions += 1
-        self.waiting.appendleft(request)
+    def _schedule_v0(self) -> StepPlan:
+        """Prefill first: whole prompts of waiting requests if any fit, else a decode of all running."""
+        plan = StepPlan()
+        if not self.swapped:
+            self._admit_waiting(plan, self.max_num_batched_tokens)
+            if plan.scheduled:
+                return plan
+        running = self.running
+        index = 0
+        while index < len(running):
+            request = running[index]
+            while not self.kv.allocate_slots(request, 1):
+                victim = running.pop()
+                self._preempt(victim, plan)
+                if victim is request:
+                    break
+            else:
+                plan.scheduled.append((request, 1))
+                index += 1
+                continue
+            break
+        if plan.evicted == 0:
+            self._swap_in(plan)
+        return plan
 
-    def apply(self, scheduled: list[tuple[Request, int]]) -> None:
-        """Advance computed tokens; requests that caught up sample a token; finished ones leave."""
-        now = self.env.now
-        finished = False
-        for request, num_new in scheduled:
-            request.num_computed_tokens += num_new
-            self.kv.cache_full_blocks(request)
-            if request.num_computed_tokens >= request.num_tokens:
-                self.on_token(request, now)
-                if request.is_finished:
-                    self.kv.free(request)
-                    finished = True
-                    self.finish(request, now)
-        if finished:
-            self.running = [r for r in self.running if r.status == "running"]
+    def _preempt(self, request: Request, plan: StepPlan) -> None:
+        """Recompute (free the blocks) or, in v0 with swap, copy them to host memory."""
+        plan.evicted += 1
+        blocks = len(request.blocks)
+        if self.config.preemption_mode == "swap" and self.swapped_blocks + blocks <= self.swap_capacity_blocks:
+            plan.extra_time_s += self._transfer_time(blocks)
+            self.kv.free(request)
+            self.swapped_blocks += blocks
+            request.preemptions += 1
+            request.status = "swapped"
+            self.metrics.count_event(self.framework_id, "swapped_out")
+            self.num_preemptions += 1
+            self.swapped.append(request)
+            return
+        self.evict(request)
+
+    def _swap_in(self, plan: StepPlan) -> None:
+        """Bring swapped requests back (oldest first) when their blocks fit; they decode this step."""
+        while self.swapped and len(self.running) < self.max_num_seqs:
+            request = self.swapped[0]
+            blocks = self.kv.blocks_needed(request.num_tokens)
+            request.num_computed_tokens = 0  # its blocks are back on the host: allocate them afresh
+            if not self.kv.allocate_slots(request, request.num_tokens):
+                request.num_computed_tokens = request.num_tokens - 1
+                break
+            self.swapped.pop(0)
+            self.swapped_blocks -= blocks
+            plan.extra_time_s += self._transfer_time(blocks)
+            request.num_computed_tokens = request.num_tokens - 1
+            request.status = "running"
+            self.running.append(request)
+            plan.scheduled.append((request, 1))
+
+    def _transfer_time(self, blocks: int) -> float:
+        """Seconds to copy ``blocks`` KV blocks over the host link (PCIe)."""
+        nbytes = blocks * self.config.block_size * self.memory_plan.kv_bytes_per_token
+        return nbytes / (self.device.host_link_gbps * 1e9)
 
     def in_flight(self) -> list[Request]:
-        """Running and waiting requests."""
-        return [*self.running, *self.waiting]
+        """Running, waiting and swapped-out requests."""
+        return [*self.running, *self.waiting, *self.swapped]
+
+    def describe(self) -> dict[str, Any]:
+        """Deployment facts plus the resolved vLLM limits."""
+        return {
+            **super().describe(),
+            "engine_version": self.config.engine_version,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "enable_chunked_prefill": self.chunked_prefill,
+            "enable_prefix_caching": self.config.prefix_caching,
+        }

@@ -29,6 +29,10 @@ class ComputeDevice(Schema):
     memory_capacity_bytes: PositiveFloat
     memory_gbps: PositiveFloat = Field(description="HBM bandwidth in GB/s (1e9 bytes/s).")
     processing_units: PositiveInt = Field(default=1, description="SMs (NVIDIA) or CUs (AMD).")
+    host_link_gbps: PositiveFloat = Field(
+        default=32.0,
+        description="GPU-host link per direction, GB/s (PCIe Gen4 x16: 32; Gen5: 64); used for KV swapping.",
+    )
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak in FLOP/s for a compute dtype; bf16 and fp16 share their figure when one is missing."""

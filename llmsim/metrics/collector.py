@@ -52,6 +52,11 @@ STEP_COLUMNS = (
 )
 
 
+#: Scheduler events counted per framework: vLLM preemption (recompute), vLLM v0 swap-out,
+#: SGLang retraction, TensorRT-LLM pausing (MAX_UTILIZATION).
+EVENT_KINDS = ("preempted", "swapped_out", "retracted", "paused")
+
+
 class MetricsCollector:
     """Collects what the frameworks report; summaries come from :mod:`llmsim.metrics.summary`."""
 
@@ -61,6 +66,7 @@ class MetricsCollector:
         self.requests: dict[str, list[Any]] = {name: [] for name in REQUEST_COLUMNS}
         self.steps: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
         self._itl: dict[str, dict[float, int]] = defaultdict(lambda: defaultdict(int))
+        self.events: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(EVENT_KINDS, 0))
         self.frameworks: list[str] = []
         self.framework_info: dict[str, dict[str, Any]] = {}
 
@@ -98,6 +104,10 @@ class MetricsCollector:
         """Pool one inter-token gap of a streamed request (requests sent during warm-up excluded)."""
         if request.send_time >= self.config.warm_up_duration_s:
             self._itl[framework_id][gap] += 1
+
+    def count_event(self, framework_id: str, kind: str) -> None:
+        """Count one scheduler event (``preempted``, ``swapped_out``, ``retracted``, ``paused``)."""
+        self.events[framework_id][kind] += 1
 
     def record_step(self, framework_id: str, time: float, duration: float, **values: Any) -> None:
         """Append one engine step to the per-step series."""

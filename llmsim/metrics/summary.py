@@ -92,6 +92,8 @@ def summarize_framework(
     cached = int(measured["cached_prompt_tokens"][measured["status"] == "completed"].sum())
     out["prefix_cache_hit_rate"] = cached / prompt if prompt else 0.0
     out["preemptions"] = int(requests["preemptions"].sum())
+    for kind, count in collector.events[framework].items():
+        out[f"num_{kind}"] = int(count)
     out["num_steps"] = len(steps)
     if len(steps):
         usage = steps["kv_blocks_used"] / steps["kv_blocks_total"]

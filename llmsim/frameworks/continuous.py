@@ -1,0 +1,183 @@
+"""The engine loop every iteration-level scheduler shares: schedule, price the batch, advance, repeat.
+
+``ContinuousBatchingFramework`` keeps a waiting queue and a running list, asks its subclass's
+``schedule()`` for a :class:`StepPlan` (which requests compute how many new tokens this step), prices
+the batch with the performance model (one SimPy timeout per step), then advances each scheduled
+request: a request whose computed tokens catch up with its known tokens samples one token; a
+request with all its output tokens finishes. Evicting a request (vLLM preemption, SGLang
+retraction, TensorRT-LLM pausing) frees its KV cache and queues it again at the front, to be
+recomputed from its prompt and the tokens generated so far.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import simpy
+
+from llmsim.errors import SimulationError
+from llmsim.frameworks.base import AbstractLLMFramework
+from llmsim.hardware.perf_model import BatchShape
+from llmsim.workload.request import Request
+
+
+class KVManager(Protocol):
+    """What the loop needs from a KV-cache mechanism (paged blocks or a radix token pool)."""
+
+    @property
+    def num_used(self) -> int: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+    def cache_full_blocks(self, request: Request) -> None: ...
+
+    def free(self, request: Request) -> None: ...
+
+
+@dataclass
+class StepPlan:
+    """One step: (request, new tokens) pairs, how many requests were evicted, extra serial time."""
+
+    scheduled: list[tuple[Request, int]] = field(default_factory=list)
+    evicted: int = 0
+    extra_time_s: float = 0.0
+
+
+class ContinuousBatchingFramework(AbstractLLMFramework):
+    """Shared loop and bookkeeping of vLLM, TensorRT-LLM and SGLang models (see module docstring)."""
+
+    kv: KVManager
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+
+    # ---- policy hooks ---------------------------------------------------------------------------
+    @abstractmethod
+    def schedule(self) -> StepPlan:
+        """Choose the requests of the next step and how many new tokens each computes."""
+
+    def on_step_applied(self, plan: StepPlan) -> None:
+        """Called after a step's tokens are accounted (policies with adaptive state override it)."""
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def admit_arrivals(self) -> None:
+        """Move arrived requests to the waiting queue, rejecting those that can never be served."""
+        for request in self.take_arrivals():
+            error = self.admission_error(request)
+            if error is not None:
+                self.reject(request, error)
+            else:
+                request.status = "waiting"
+                self.waiting.append(request)
+
+    def processing_loop(self) -> Generator[simpy.Event, Any, None]:
+        """Repeat: take arrivals, schedule one step, wait its duration, apply its outcome."""
+        env = self.env
+        while True:
+            self.admit_arrivals()
+            if not self.running and not self.waiting:
+                request = yield self.request_arrival_queue.get()
+                self.request_arrival_queue.items.insert(0, request)
+                continue
+            plan = self.schedule()
+            if not plan.scheduled:
+                self.unblock()
+                continue
+            batch = self.batch_shape(plan.scheduled)
+            start = env.now
+            duration = self.step_duration(batch, len(plan.scheduled)) + plan.extra_time_s
+            yield env.timeout(duration)
+            self.apply(plan)
+            self.on_step_applied(plan)
+            self.num_steps += 1
+            self.record_step(start, duration, batch, len(plan.scheduled), plan.evicted)
+
+    def batch_shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
+        """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes."""
+        batch = self.perf_model.new_batch()
+        for request, num_new in scheduled:
+            computed = request.num_computed_tokens
+            if computed + num_new < request.num_tokens:
+                batch.add_prefill(num_new, computed, samples_token=False)
+            elif num_new == 1 and request.num_output_tokens > 0:
+                batch.add_decode(computed + 1)
+            else:
+                batch.add_prefill(num_new, computed, samples_token=True)
+        return batch
+
+    def record_step(self, start: float, duration: float, batch: BatchShape, num_seqs: int, evicted: int) -> None:
+        """Append the step to the metrics' per-step series."""
+        self.metrics.record_step(
+            self.framework_id,
+            start,
+            duration,
+            num_seqs=num_seqs,
+            num_tokens=batch.num_tokens,
+            num_prefill_tokens=batch.prefill_tokens,
+            num_decode_seqs=batch.decode_seqs,
+            kv_blocks_used=self.kv.num_used,
+            kv_blocks_total=self.kv.capacity,
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            num_preempted=evicted,
+        )
+
+    def unblock(self) -> None:
+        """Nothing could be scheduled while work waits: refuse the head request rather than hang."""
+        if self.running:
+            raise SimulationError(
+                f"{self.framework_id}: no request could be scheduled although {len(self.running)} are running"
+            )
+        request = self.waiting.popleft()
+        self.reject(request, "could not be scheduled: its KV cache needs exceed the free cache with nothing running")
+
+    def apply(self, plan: StepPlan) -> None:
+        """Advance computed tokens; requests that caught up sample a token; finished ones leave."""
+        now = self.env.now
+        finished = False
+        for request, num_new in plan.scheduled:
+            request.num_computed_tokens += num_new
+            self.kv.cache_full_blocks(request)
+            if request.num_computed_tokens >= request.num_tokens:
+                self.on_token(request, now)
+                if request.is_finished:
+                    self.kv.free(request)
+                    finished = True
+                    self.finish(request, now)
+        if finished:
+            self.running = [r for r in self.running if r.status == "running"]
+
+    # ---- shared mechanics -----------------------------------------------------------------------
+    def start_running(self, request: Request, cached_tokens: int) -> None:
+        """Admit a waiting request with ``cached_tokens`` already in the cache."""
+        request.num_computed_tokens = cached_tokens
+        if request.num_cached_tokens < 0:
+            request.num_cached_tokens = min(cached_tokens, request.prompt_len)
+            request.first_scheduled_time = self.env.now
+        request.status = "running"
+        self.running.append(request)
+
+    def evict(self, request: Request, kind: str = "preempted") -> None:
+        """Free the request's KV cache; it goes back to the front of the queue to be recomputed.
+
+        ``kind`` names the event in the summary: ``preempted`` (vLLM), ``retracted`` (SGLang),
+        ``paused`` (TensorRT-LLM).
+        """
+        self.kv.free(request)
+        request.num_computed_tokens = 0
+        request.preemptions += 1
+        request.status = kind
+        self.metrics.count_event(self.framework_id, kind)
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    def in_flight(self) -> list[Request]:
+        """Running and waiting requests."""
+        return [*self.running, *self.waiting]
