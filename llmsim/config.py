@@ -98,6 +98,11 @@ class ClientProfile(Schema):
     prompt_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
     max_output_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
     conversational_probability: float = Field(default=0.0, ge=0, le=1)
+    shared_prefix_groups: int = Field(default=0, ge=0, description="Distinct system prompts shared by requests.")
+    shared_prefix_fraction: float = Field(default=1.0, ge=0, le=1, description="Share of sessions that use one.")
+    shared_prefix_tokens_dist_config: dict[str, Any] | None = Field(
+        default=None, description="Length of each shared system prompt (drawn once per group)."
+    )
     conversation_think_time_dist_config: dict[str, Any] = Field(
         default_factory=lambda: {"type": "Exponential", "rate": 0.2},
         description="Seconds a user takes to send the next turn after reading the previous answer.",
@@ -178,6 +183,10 @@ class FrameworkConfig(Schema):
         default=0.0, description="Extra delay added to every engine iteration (the seed's knob)."
     )
     bytes_per_token_estimate_for_network: PositiveFloat = 2.0
+    num_gpu_blocks_override: PositiveInt | None = Field(
+        default=None,
+        description="Use exactly this many KV blocks (tokens for SGLang and static) instead of what memory allows.",
+    )
     step_overhead_s: NonNegativeFloat | None = Field(
         default=None, description="CPU time per engine step not hidden behind the GPU; null: framework default."
     )
@@ -193,6 +202,7 @@ class FrameworkEntry(Schema):
     type: str
     is_target_for_workload: bool = True
     config: dict[str, Any]
+    key: str | None = Field(default=None, description="Config path of this entry's knobs, for error messages.")
 
 
 class ExperimentConfig(Schema):
@@ -213,7 +223,8 @@ class ExperimentConfig(Schema):
     # ---- helpers for error keys ----------------------------------------------------------------
     def framework_key(self, index: int) -> str:
         """Config path of a framework's knobs, as the user wrote them."""
-        return "framework" if self.layout == "hydra" else f"frameworks_to_test[{index}].config"
+        key = self.frameworks_to_test[index].key
+        return key or ("framework" if self.layout == "hydra" else f"frameworks_to_test[{index}].config")
 
     @property
     def workload_key(self) -> str:
@@ -230,9 +241,10 @@ class ExperimentConfig(Schema):
         from llmsim.frameworks.registry import framework_spec
 
         entry = self.frameworks_to_test[index]
-        spec = framework_spec(
-            entry.type, f"{'framework' if self.layout == 'hydra' else f'frameworks_to_test[{index}]'}.type"
+        type_key = (
+            f"{self.framework_key(index)}.type" if self.layout == "hydra" else f"frameworks_to_test[{index}].type"
         )
+        spec = framework_spec(entry.type, type_key)
         return validate_schema(spec.config_schema, entry.config, self.framework_key(index))
 
     def distributions(self) -> list[dict[str, Distribution | None]]:
@@ -251,6 +263,11 @@ class ExperimentConfig(Schema):
                     "think": parse_distribution(
                         profile.conversation_think_time_dist_config, f"{key}.conversation_think_time_dist_config"
                     ),
+                    "shared_prefix": parse_distribution(
+                        profile.shared_prefix_tokens_dist_config, f"{key}.shared_prefix_tokens_dist_config"
+                    )
+                    if profile.shared_prefix_tokens_dist_config
+                    else None,
                 }
             )
         return parsed
@@ -268,7 +285,18 @@ SEED_KEYS = {
     "metrics_config",
     "name",
 }
-HYDRA_KEYS = {"hardware", "model", "workload", "framework", "metrics", "simulation", "name", "experiment", "resume"}
+HYDRA_KEYS = {
+    "hardware",
+    "model",
+    "workload",
+    "framework",
+    "frameworks",
+    "metrics",
+    "simulation",
+    "name",
+    "experiment",
+    "resume",
+}
 
 
 def is_seed_layout(data: Mapping[str, Any]) -> bool:
@@ -359,6 +387,21 @@ def from_seed_layout(data: Mapping[str, Any]) -> ExperimentConfig:
     return finish_validation(config)
 
 
+def _hydra_framework_entry(framework: dict[str, Any], key: str, model_id: str, label: str | None) -> dict[str, Any]:
+    """One ``frameworks_to_test`` entry from a framework group file (``name`` and ``type`` lifted out)."""
+    name = framework.pop("name", None)
+    fw_type = framework.pop("type", None)
+    if not isinstance(fw_type, str):
+        raise ConfigError(f"{key}.type", fw_type, "a framework type such as VLLM")
+    return {
+        "name": str(label or name or fw_type.lower()),
+        "type": fw_type,
+        "is_target_for_workload": True,
+        "config": {**framework, "model_profile_id": model_id},
+        "key": key,
+    }
+
+
 def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a composed Hydra config (already converted to plain containers)."""
     data = dict(data)
@@ -368,17 +411,14 @@ def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
             unknown[0], data[unknown[0]], "unknown key; known top-level keys are " + ", ".join(sorted(HYDRA_KEYS))
         )
     model = validate_schema(ModelProfile, _mapping(data.get("model"), "model"), "model")
-    framework = _mapping(data.get("framework"), "framework")
-    name = framework.pop("name", None)
-    fw_type = framework.pop("type", None)
-    if not isinstance(fw_type, str):
-        raise ConfigError("framework.type", fw_type, "a framework type such as VLLM")
-    entry = {
-        "name": str(name or fw_type.lower()),
-        "type": fw_type,
-        "is_target_for_workload": True,
-        "config": {**framework, "model_profile_id": model.name},
-    }
+    several = _mapping(data.get("frameworks"), "frameworks")
+    if several:
+        entries = [
+            _hydra_framework_entry(_mapping(fw, f"frameworks.{label}"), f"frameworks.{label}", model.name, str(label))
+            for label, fw in several.items()
+        ]
+    else:
+        entries = [_hydra_framework_entry(_mapping(data.get("framework"), "framework"), "framework", model.name, None)]
     config = ExperimentConfig(
         name=str(data.get("name") or "experiment"),
         layout="hydra",
@@ -386,7 +426,7 @@ def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
         models={model.name: model},
         hardware_profile=validate_schema(HardwareConfig, _mapping(data.get("hardware"), "hardware"), "hardware"),
         workload=validate_schema(WorkloadConfig, _mapping(data.get("workload"), "workload"), "workload"),
-        frameworks_to_test=(FrameworkEntry.model_validate(entry),),
+        frameworks_to_test=tuple(FrameworkEntry.model_validate(entry) for entry in entries),
         metrics_config=validate_schema(MetricsConfig, _mapping(data.get("metrics"), "metrics"), "metrics"),
     )
     return finish_validation(config)

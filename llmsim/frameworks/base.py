@@ -9,6 +9,7 @@ and the client, completion, rejection and metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Mapping
@@ -80,7 +81,7 @@ class AbstractLLMFramework(ABC):
             if self.config.per_seq_overhead_s is not None
             else self.default_per_seq_overhead_s
         )
-        self.memory_plan = self.plan_memory()
+        self.memory_plan = self._apply_block_override(self.plan_memory())
         for device_id in self.gpu_ids:
             plan = self.memory_plan
             virtual_hardware.allocate_memory(device_id, f"{framework_id}:weights", plan.weights)
@@ -101,6 +102,13 @@ class AbstractLLMFramework(ABC):
             raise ConfigError(
                 f"{self.config_key}.tensor_parallel_size", tp, f"a divisor of the model's {heads} attention heads"
             )
+
+    def _apply_block_override(self, plan: MemoryPlan) -> MemoryPlan:
+        override = self.config.num_gpu_blocks_override
+        if override is None:
+            return plan
+        kv_cache = override * plan.block_size * plan.kv_bytes_per_token
+        return dataclasses.replace(plan, num_blocks=override, kv_cache=kv_cache)
 
     @abstractmethod
     def plan_memory(self) -> MemoryPlan:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from llmsim.errors import ConfigError
 from llmsim.frameworks.base import AbstractLLMFramework
+from llmsim.frameworks.sglang import SGLangFramework
+from llmsim.frameworks.static import StaticBatchingFramework
+from llmsim.frameworks.trtllm import TRTLLMFramework
 from llmsim.frameworks.vllm import VLLMFramework
 
 framework_class_map: dict[str, type[AbstractLLMFramework]] = {
     "VLLM": VLLMFramework,
+    "TRTLLM": TRTLLMFramework,
+    "SGLANG": SGLangFramework,
+    "STATIC": StaticBatchingFramework,
 }
 
 

@@ -21,7 +21,6 @@ default in v0 and on in v1.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
@@ -54,9 +53,6 @@ class VLLMConfig(FrameworkConfig):
     preemption_mode: Literal["recompute", "swap"] = "recompute"
     policy: Literal["fcfs"] = "fcfs"
     swap_space: float = Field(default=4.0, ge=0, description="GiB of host memory per GPU for swapped KV (v0).")
-    num_gpu_blocks_override: PositiveInt | None = Field(
-        default=None, description="Use exactly this many KV blocks instead of what memory allows (vLLM's knob)."
-    )
 
     @model_validator(mode="after")
     def _consistent(self) -> VLLMConfig:
@@ -133,7 +129,7 @@ class VLLMFramework(ContinuousBatchingFramework):
     def plan_memory(self) -> MemoryPlan:
         """Weights, profiled activation workspace and KV blocks under ``gpu_memory_utilization``."""
         seqs, tokens = self._limits()
-        plan = plan_memory(
+        return plan_memory(
             self.model,
             self.device,
             dtype=self.dtype,
@@ -146,12 +142,6 @@ class VLLMFramework(ContinuousBatchingFramework):
             num_gpus_in_node=len(self.hardware.devices),
             key=f"{self.config_key}.tensor_parallel_size",
         )
-        override = self.config.num_gpu_blocks_override
-        if override is not None:
-            plan = dataclasses.replace(
-                plan, num_blocks=override, kv_cache=override * plan.block_size * plan.kv_bytes_per_token
-            )
-        return plan
 
     # ---- policy --------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:

@@ -74,15 +74,25 @@ def plan_memory(
     max_seqs: int,
     num_gpus_in_node: int,
     key: str = "framework.tensor_parallel_size",
+    fraction_of_free: bool = False,
 ) -> MemoryPlan:
-    """Split a GPU's memory into weights, workspace and KV blocks; a model that does not fit is an error."""
+    """Split a GPU's memory into weights, workspace and KV blocks; a model that does not fit is an error.
+
+    ``utilisation`` is vLLM's ``gpu_memory_utilization`` (a fraction of the whole GPU everything must
+    fit in) or, with ``fraction_of_free``, TensorRT-LLM's ``free_gpu_memory_fraction`` / SGLang-style
+    share of the memory left after weights and workspace that goes to the KV cache.
+    """
 
     def plan_at(size: int) -> MemoryPlan:
-        usable = device.memory_capacity_bytes * utilisation
         weights = weights_per_gpu(model, dtype, size)
         workspace = activation_workspace(model, size, max_batched_tokens, max_seqs)
         kv_bytes = model.kv_bytes_per_token(kv_dtype) / model.kv_shards(size)
-        kv_cache = usable - weights - workspace
+        if fraction_of_free:
+            usable = device.memory_capacity_bytes
+            kv_cache = (usable - weights - workspace) * utilisation
+        else:
+            usable = device.memory_capacity_bytes * utilisation
+            kv_cache = usable - weights - workspace
         num_blocks = int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
         return MemoryPlan(
             device.memory_capacity_bytes, usable, weights, workspace, kv_cache, kv_bytes, block_size, num_blocks

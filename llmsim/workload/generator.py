@@ -97,6 +97,7 @@ class WorkloadGenerator:
     def _send(self, target: str, session: Session, turn: int, send_time: float) -> None:
         """Send one turn: it reaches the server after the upload delay."""
         spec = session.turns[turn]
+        send_time = max(send_time, self.env.now)  # a reply reported late (static batches) cannot be answered earlier
         arrival = send_time + self.hardware.upload_delay(
             spec.prompt_tokens, self.config.bytes_per_token_estimate_for_network
         )

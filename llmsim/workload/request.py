@@ -47,6 +47,7 @@ class Request:
         "blocks",
         "block_hashes",
         "num_hashed_blocks",
+        "kv_state",
         "num_cached_tokens",
         "preemptions",
         "status",
@@ -80,6 +81,7 @@ class Request:
         self.blocks: list[int] = []
         self.block_hashes: list[int] = []
         self.num_hashed_blocks = 0  # leading blocks already registered in the prefix cache
+        self.kv_state: Any = None  # a KV mechanism's own per-request state (radix cache)
         self.num_cached_tokens = -1  # prompt tokens found in the prefix cache at first admission
         self.preemptions = 0
         self.status = "queued"

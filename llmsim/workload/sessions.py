@@ -15,7 +15,8 @@ from llmsim.distributions import Distribution
 from llmsim.rng import stream_rng
 from llmsim.workload.request import RequestSpec
 
-# Segment ids: prompt text of request r is 2r+1, its generated text 2r+2 (0 is never used).
+# Segment ids: prompt text of request r is 2r+1, its generated text 2r+2 (0 is never used); shared
+# system prompt g of profile p is -(p * 1_000_000 + g + 1).
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,10 @@ class SessionSampler:
             prompt_len = int(d["prompt"][k])
             output_len = int(d["output"][k])
             streaming = bool(d["streaming"][k])
+            group = int(d["prefix_group"][k])
             history: tuple[tuple[int, int], ...] = ()
+            if group >= 0:
+                history = ((-(index * 1_000_000 + group + 1), int(d["prefix_lengths"][group])),)
             think = 0.0
             for turn in range(1 + int(d["extra_turns"][k])):
                 if turn > 0:
@@ -174,7 +178,18 @@ class SessionSampler:
         else:
             extra = np.zeros(count, dtype=np.int64)
         followups = int(extra.sum())
+        groups = profile.shared_prefix_groups
+        if groups and dists.get("shared_prefix") is not None:
+            lengths = np.maximum(dists["shared_prefix"].sample(rng("prefix_lengths"), groups), 1).astype(np.int64)
+            uses = rng("prefix_use").random(count) < profile.shared_prefix_fraction
+            chosen = rng("prefix_group").integers(0, groups, count)
+            prefix_group = np.where(uses, chosen, -1)
+        else:
+            lengths = np.zeros(0, dtype=np.int64)
+            prefix_group = np.full(count, -1, dtype=np.int64)
         return {
+            "prefix_group": prefix_group,
+            "prefix_lengths": lengths,
             "prompt": prompt.astype(np.int64),
             "output": output.astype(np.int64),
             "streaming": streaming,

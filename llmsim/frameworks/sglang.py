@@ -1,0 +1,242 @@
+"""SGLangFramework: SGLang's scheduler (``managers/scheduler.py``, ``schedule_policy.py``, ~v0.4) over
+a radix-tree prefix cache.
+
+* Prefill first: whenever waiting requests can be admitted, the step is a prefill ("extend")
+  batch; otherwise every running request decodes one token.
+* Admission (``PrefillAdder``): in policy order, a request joins the prefill batch while fewer than
+  ``max_running_requests`` run, the batch stays under ``max_prefill_tokens``, and the cache can hold
+  its uncached prompt plus ``new_token_ratio`` x its remaining output on top of what running
+  requests are expected to still need (their remaining output x ``new_token_ratio``). A prompt
+  longer than ``chunked_prefill_size`` is split into chunks; the chunked request continues first in
+  the following prefill batches.
+* ``new_token_ratio`` starts at 0.7 and decays each decode step towards 0.098; when a decode step
+  finds too little room (less than 20 more tokens per running request), requests are *retracted*
+  — fewest generated tokens first, longest prompt breaking ties — their memory freed and the
+  ratio raised to what the remaining requests have actually been generating.
+* ``schedule_policy``: ``fcfs``; cache-aware ``lpm`` (longest cached prefix first) and
+  ``dfs-weight`` (requests under the most shared cache node first; approximated by grouping
+  requests on their deepest cached node); cache-agnostic ``lof`` (longest output first) and
+  ``random``. Cache-aware policies fall back to fcfs when more than 128 requests wait or the radix
+  cache is disabled.
+* The KV pool takes ``mem_fraction_static`` of GPU memory minus the weights; the overlap scheduler
+  hides most CPU work behind the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, PositiveInt
+
+from llmsim.config import FrameworkConfig
+from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
+from llmsim.frameworks.radix_cache import RadixKVManager
+from llmsim.hardware.platform import MemoryPlan, plan_memory
+from llmsim.hardware.spec import GIB
+from llmsim.rng import stream_rng
+from llmsim.workload.request import Request
+
+INIT_NEW_TOKEN_RATIO = 0.7  # SGLang global_config.default_init_new_token_ratio
+MIN_NEW_TOKEN_RATIO = INIT_NEW_TOKEN_RATIO * 0.14  # default_min_new_token_ratio_factor
+NEW_TOKEN_RATIO_DECAY_STEPS = 600  # default_new_token_ratio_decay_steps
+RETRACT_DECODE_STEPS = 20  # retract until every running request has room for this many tokens
+CLIP_MAX_NEW_TOKENS = 4096  # SGLang clips a request's expected output at this when estimating memory
+LONG_QUEUE = 128  # cache-aware policies fall back to fcfs above this many waiting requests
+
+
+class SGLangConfig(FrameworkConfig):
+    """SGLang server arguments (real names; defaults per conventions.md)."""
+
+    schedule_policy: Literal["fcfs", "lpm", "dfs-weight", "lof", "random"] = "fcfs"
+    chunked_prefill_size: int | None = Field(
+        default=None,
+        description="null: 16384 on >=150 GiB GPUs (B200), 8192 on >=70 GiB (H100/H200), else 4096; -1 disables.",
+    )
+    max_prefill_tokens: PositiveInt = 16384
+    max_running_requests: PositiveInt | None = Field(default=None, description="null: derived from the KV pool size.")
+    mem_fraction_static: float = Field(default=0.88, gt=0, le=1, description="Weights + KV pool share of GPU memory.")
+    disable_radix_cache: bool = False
+    disable_overlap_schedule: bool = False
+
+
+class SGLangFramework(ContinuousBatchingFramework):
+    """SGLang scheduling over a radix cache; see the module docstring."""
+
+    config_schema: ClassVar[type[FrameworkConfig]] = SGLangConfig
+    type_name: ClassVar[str] = "SGLANG"
+    # Serial CPU time per step: the overlap scheduler (SGLang v0.4 blog: no GPU idle between batches)
+    # leaves little; without it SGLang's Python scheduler costs about as much as vLLM's (efficiency.md s.4).
+    OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (1.5e-3, 1.0e-5), False: (4.0e-4, 2.0e-6)}
+    config: SGLangConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        step, per_seq = self.OVERHEADS[cfg.disable_overlap_schedule]
+        if cfg.step_overhead_s is None:
+            self.step_overhead_s = step
+        if cfg.per_seq_overhead_s is None:
+            self.per_seq_overhead_s = per_seq
+        total_tokens = self.memory_plan.kv_capacity_tokens
+        self.kv = RadixKVManager(total_tokens, not cfg.disable_radix_cache)
+        memory = self.device.memory_capacity_bytes
+        default_chunk = 16384 if memory >= 150 * GIB else (8192 if memory >= 70 * GIB else 4096)
+        chunk = cfg.chunked_prefill_size if cfg.chunked_prefill_size is not None else default_chunk
+        self.chunk_size = None if chunk <= 0 else chunk
+        derived = min(4096, max(2048, int(total_tokens / self.max_model_len * 512)), max(total_tokens // 2, 1))
+        self.max_running_requests = cfg.max_running_requests or derived
+        self.new_token_ratio = INIT_NEW_TOKEN_RATIO
+        self.ratio_decay = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / NEW_TOKEN_RATIO_DECAY_STEPS
+        self.chunked: Request | None = None
+        self.rng = stream_rng(0, "sglang-random-policy", self.framework_id)
+
+    def plan_memory(self) -> MemoryPlan:
+        """``mem_fraction_static`` of the GPU holds weights and the token pool (page size 1)."""
+        return plan_memory(
+            self.model,
+            self.device,
+            dtype=self.dtype,
+            kv_dtype=self.kv_dtype,
+            tp=self.config.tensor_parallel_size,
+            utilisation=self.config.mem_fraction_static,
+            block_size=1,
+            max_batched_tokens=0,  # activations live outside the static fraction
+            max_seqs=0,
+            num_gpus_in_node=len(self.hardware.devices),
+            key=f"{self.config_key}.tensor_parallel_size",
+        )
+
+    # ---- policy --------------------------------------------------------------------------------
+    def schedule(self) -> StepPlan:
+        """A prefill batch if any request can be admitted, else a decode of every running request."""
+        plan = self._prefill_batch()
+        if plan.scheduled:
+            return plan
+        return self._decode_batch()
+
+    def _ordered_waiting(self) -> list[Request]:
+        policy = self.config.schedule_policy
+        waiting = list(self.waiting)
+        cache_aware = policy in ("lpm", "dfs-weight")
+        if cache_aware and (len(waiting) > LONG_QUEUE or self.config.disable_radix_cache):
+            policy = "fcfs"
+        if policy == "lpm":
+            prefix = {id(r): self.kv.peek_prefix(r) for r in waiting}
+            waiting.sort(key=lambda r: -prefix[id(r)])
+        elif policy == "dfs-weight":
+            nodes = {id(r): self.kv.cache.match_prefix(_runs(r), r.num_tokens - 1)[0] for r in waiting}
+            weight: dict[int, int] = {}
+            for r in waiting:
+                weight[id(nodes[id(r)])] = weight.get(id(nodes[id(r)]), 0) + 1
+            waiting.sort(key=lambda r: -weight[id(nodes[id(r)])] if nodes[id(r)] is not self.kv.cache.root else 0)
+        elif policy == "lof":
+            waiting.sort(key=lambda r: -r.spec.max_output_tokens)
+        elif policy == "random":
+            order = self.rng.permutation(len(waiting))
+            waiting = [waiting[i] for i in order]
+        return waiting
+
+    def _expected_decode_need(self) -> float:
+        """Tokens running requests are expected to still generate (x new_token_ratio)."""
+        return sum(
+            min(r.spec.max_output_tokens - r.num_output_tokens, CLIP_MAX_NEW_TOKENS) * self.new_token_ratio
+            for r in self.running
+            if r is not self.chunked
+        )
+
+    def _prefill_batch(self) -> StepPlan:
+        plan = StepPlan()
+        budget = float(self.kv.cache.available_tokens) - self._expected_decode_need()
+        input_budget = self.config.max_prefill_tokens
+        chunk_budget = self.chunk_size if self.chunk_size is not None else None
+        if self.chunked is not None:
+            request = self.chunked
+            num_new = request.num_tokens - request.num_computed_tokens
+            if chunk_budget is not None:
+                num_new = min(num_new, chunk_budget)
+            if self.kv.allocate(request, num_new):
+                plan.scheduled.append((request, num_new))
+                input_budget -= num_new
+                if chunk_budget is not None:
+                    chunk_budget -= num_new
+                self.chunked = request if request.num_computed_tokens + num_new < request.num_tokens else None
+                if self.chunked is not None:
+                    return plan
+            else:
+                return plan
+        if not self.waiting or len(self.running) >= self.max_running_requests:
+            return plan
+        for request in self._ordered_waiting():
+            if len(self.running) >= self.max_running_requests or input_budget <= 0:
+                break
+            if chunk_budget is not None and chunk_budget <= 0:
+                break
+            cached = self.kv.start(request)
+            extend = request.num_tokens - cached
+            expected_output = min(request.spec.max_output_tokens - request.num_output_tokens, CLIP_MAX_NEW_TOKENS)
+            if extend + expected_output * self.new_token_ratio > budget and self.running:
+                self.kv.free(request)
+                break
+            num_new = extend
+            if chunk_budget is not None and extend > chunk_budget:
+                num_new = chunk_budget
+            elif extend > input_budget and plan.scheduled:
+                self.kv.free(request)
+                break
+            if not self.kv.allocate(request, num_new):
+                self.kv.free(request)
+                break
+            self.waiting.remove(request)
+            self.start_running(request, cached)
+            plan.scheduled.append((request, num_new))
+            budget -= extend + expected_output * self.new_token_ratio
+            input_budget -= num_new
+            if chunk_budget is not None:
+                chunk_budget -= num_new
+            if num_new < extend:
+                self.chunked = request
+                break
+        return plan
+
+    def _decode_batch(self) -> StepPlan:
+        """Every running request decodes one token; retract first if the cache cannot take one each."""
+        plan = StepPlan()
+        decoding = [r for r in self.running if r is not self.chunked]
+        if self.kv.cache.available_tokens < len(decoding):
+            decoding = self._retract(decoding, plan)
+        else:
+            self.new_token_ratio = max(self.new_token_ratio - self.ratio_decay, MIN_NEW_TOKEN_RATIO)
+        for request in decoding:
+            if self.kv.allocate(request, 1):
+                plan.scheduled.append((request, 1))
+        return plan
+
+    def _retract(self, decoding: list[Request], plan: StepPlan) -> list[Request]:
+        """Retract requests until the rest have room for RETRACT_DECODE_STEPS more tokens each."""
+        order = sorted(decoding, key=lambda r: (r.num_output_tokens, -r.prompt_len), reverse=True)
+        while len(order) > 1 and self.kv.cache.available_tokens < len(order) * RETRACT_DECODE_STEPS:
+            victim = order.pop()
+            self.running.remove(victim)
+            self.evict(victim, "retracted")
+            plan.evicted += 1
+        generated = sum(r.num_output_tokens for r in order)
+        wanted = sum(min(r.spec.max_output_tokens, CLIP_MAX_NEW_TOKENS) for r in order) or 1
+        self.new_token_ratio = min(1.0, (generated + RETRACT_DECODE_STEPS * len(order)) / wanted)
+        keep = set(map(id, order))
+        return [r for r in decoding if id(r) in keep]
+
+    def describe(self) -> dict[str, Any]:
+        """Deployment facts plus SGLang's resolved limits."""
+        return {
+            **super().describe(),
+            "schedule_policy": self.config.schedule_policy,
+            "chunked_prefill_size": self.chunk_size,
+            "max_running_requests": self.max_running_requests,
+            "radix_cache": not self.config.disable_radix_cache,
+        }
+
+
+def _runs(request: Request) -> tuple:
+    from llmsim.frameworks.radix_cache import runs_of
+
+    return runs_of(request.spec.token_segments, request.num_tokens)
