@@ -41,7 +41,10 @@ def test_every_option_of_every_group_composes_and_validates(group, option):
     assert isinstance(config, ExperimentConfig)
     # the option's file lands, as written, under its group (read as Hydra reads it: PyYAML alone
     # would take "1.0e10" for a string)
-    written = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=True)
+    path = CONF / group / f"{option}.yaml"
+    if path.read_text().startswith("# @package _global_"):
+        return  # a preset: its keys land at the top level, checked by its own tests
+    written = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert data[group] == written
     if group == "model":
         assert list(config.models) == [written["name"]]
