@@ -112,7 +112,10 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print one table: a row per metric, a column per framework."""
-    console = console or Console(highlight=False)
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=max(100, 40 + 18 * len(summary["frameworks"])))
     frameworks = summary["frameworks"]
     title = f"llmsim — {summary.get('experiment', 'experiment')} (simulated {summary['simulated_time_s']:.1f} s"
     title += ", stopped at max_simulation_time)" if summary.get("stopped_by_time_limit") else ")"

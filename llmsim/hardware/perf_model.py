@@ -24,6 +24,10 @@ from llmsim.models import DTYPE_BYTES, ModelProfile
 
 ACTIVATION_BYTES = 2.0  # activations stay in 16-bit even for fp8/int weights
 KERNEL_FLOOR_S = 4e-6  # smallest duration of one GPU kernel (launch + tail), per operator and layer
+# Steps that contain prefill work run outside CUDA graphs, so each layer's kernel launches are exposed:
+# about ten kernels x ~5 us per layer. (arXiv 2605.30571: CUDA graphs cut batch-1 decode on H100 by
+# 1.26x for a 28-layer 7B model under eager PyTorch, ~100 us per layer with unfused kernels.)
+EAGER_LAUNCH_PER_LAYER_S = 50e-6
 
 
 @dataclass(slots=True)
@@ -152,6 +156,7 @@ class PerformanceModel:
         self.gemm_eff = (
             efficiency.gemm_flops_fp8 if compute_dtype == "fp8" and efficiency.gemm_flops_fp8 else efficiency.gemm_flops
         )
+        self.moe_gemm_scale = efficiency.moe_gemm_relative
         self.peak_bw = device.memory_gbps * 1e9
         self.kv_bytes_per_token_layer = model.kv_bytes_per_token_layer(kv_dtype)
         self.kv_bytes_per_token_layer_gpu = self.kv_bytes_per_token_layer / model.kv_shards(self.tp)
@@ -186,14 +191,25 @@ class PerformanceModel:
 
     # ---- one operator ----------------------------------------------------------------------------
     def _gemm(
-        self, tokens: float, params: float, weight_params_read: float | None = None, weight_bytes: float | None = None
+        self,
+        tokens: float,
+        params: float,
+        weight_params_read: float | None = None,
+        weight_bytes: float | None = None,
+        rows_per_gemm: float | None = None,
+        efficiency_scale: float = 1.0,
     ) -> tuple[float, float, float, bool]:
-        """(time, flops, bytes, compute-bound?) of a linear layer: ``tokens`` x ``params`` weights on this GPU."""
+        """(time, flops, bytes, compute-bound?) of a linear layer: ``tokens`` x ``params`` weights on this GPU.
+
+        ``rows_per_gemm`` is the M dimension each GEMM sees when the work is split into several
+        (the tokens routed to one expert); small M runs at a lower fraction of peak.
+        """
         if tokens <= 0:
             return 0.0, 0.0, 0.0, False
         read = params if weight_params_read is None else weight_params_read
         flops = 2.0 * tokens * params
-        eff = self.gemm_eff * tokens / (tokens + self.eff.gemm_half_tokens)
+        rows = tokens if rows_per_gemm is None else rows_per_gemm
+        eff = self.gemm_eff * efficiency_scale * rows / (rows + self.eff.gemm_half_tokens)
         compute = flops / (self.peak_flops * eff)
         nbytes = read * (self.weight_bytes if weight_bytes is None else weight_bytes)
         memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
@@ -227,10 +243,15 @@ class PerformanceModel:
             expert = m.mlp_params_per_expert / tp
             touched = e * (1.0 - (1.0 - k / e) ** tokens)
             tally.add(*self._gemm(tokens, m.router_params, m.router_params))
-            tally.add(*self._gemm(tokens * k, expert, touched * expert, self.expert_weight_bytes))
+            per_expert = tokens * k / touched
+            tally.add(
+                *self._gemm(
+                    tokens * k, expert, touched * expert, self.expert_weight_bytes, per_expert, self.moe_gemm_scale
+                )
+            )
             if m.num_shared_experts:
                 shared = m.num_shared_experts * expert
-                tally.add(*self._gemm(tokens, shared, shared, self.expert_weight_bytes))
+                tally.add(*self._gemm(tokens, shared, shared, self.expert_weight_bytes, None, self.moe_gemm_scale))
             active_width = m.expert_intermediate_size * (k + m.num_shared_experts)
         else:
             tally.add(*self._gemm(tokens, m.dense_mlp_params / tp))
@@ -247,13 +268,17 @@ class PerformanceModel:
             tally.add(*self._attention(self.attn_flops_per_pair * pairs, prefill_kv))
         if batch.decode_seqs:
             tally.add(*self._attention(self.attn_flops_per_pair * decode_kv, decode_kv))
-        # elementwise: 2 RMSNorms, 2 residual adds, rotary on q/k, KV write, MLP activation
+        # elementwise, as serving engines fuse it: two fused residual-add + RMSNorm kernels (read x and
+        # the residual, write both: 4h each), the SwiGLU activation (read gate and up, write: 3 x width),
+        # and the KV-cache write; rotary embedding is fused into attention. Large tensors stream at the
+        # HBM efficiency; small ones are bounded by the per-kernel floor (what makes RMSNorm/RoPE reach
+        # only 25-40% of bandwidth at small sizes, efficiency.md section 2).
         act = ACTIVATION_BYTES
-        elementwise = tokens * act * (2 * 2 * h + 2 * 3 * h + 2 * (m.q_dim + m.kv_dim) / tp + 3 * active_width / tp)
+        norms = tokens * act * 2 * 4 * h
+        activation = tokens * act * 3 * active_width / tp
         kv_write = tokens * self.kv_bytes_per_token_layer_gpu
-        tally.add(
-            self._stream(elementwise + kv_write, self.eff.elementwise_bandwidth), 0.0, elementwise + kv_write, False
-        )
+        for nbytes in (norms, activation, kv_write):
+            tally.add(self._stream(nbytes, self.eff.hbm_bandwidth), 0.0, nbytes, False)
         return StepCost(tally.time, tally.compute, tally.memory, 0.0, tally.flops, tally.bytes)
 
     def allreduce_time(self, nbytes: float) -> float:
@@ -274,9 +299,10 @@ class PerformanceModel:
             compute += layer.compute_s * count
             memory += layer.memory_s * count
         comm = 2 * m.num_hidden_layers * self.allreduce_time(batch.num_tokens * m.hidden_size * ACTIVATION_BYTES)
+        launch = EAGER_LAUNCH_PER_LAYER_S * m.num_hidden_layers if batch.prefill_tokens else 0.0
         head_t, head_f, head_b, head_compute = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)
         return StepCost(
-            time_s=total.time + comm + head_t,
+            time_s=total.time + comm + head_t + launch,
             compute_s=compute + (head_t if head_compute else 0.0),
             memory_s=memory + (0.0 if head_compute else head_t),
             comm_s=comm,

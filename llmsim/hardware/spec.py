@@ -50,6 +50,12 @@ class Efficiency(Schema):
     gemm_flops_fp8: float | None = Field(
         default=None, gt=0, le=1, description="Large-GEMM fraction of the FP8 peak (null: same as gemm_flops)."
     )
+    moe_gemm_relative: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Grouped expert GEMMs of MoE layers reach this fraction of a dense GEMM's efficiency.",
+    )
     gemm_half_tokens: PositiveFloat = Field(
         default=64.0, description="Tokens per GEMM at which it reaches half of gemm_flops (small shapes run slower)."
     )

@@ -1,0 +1,220 @@
+"""``python -m llmsim.calibrate CASES.csv [--out DIR]``: fit a few physical factors to your measurements.
+
+Cases use the schema of ``shared/reference/validation.md`` (the same as ``llmsim.validate``). The
+fitted factors are, per GPU type in the cases, the achieved fraction of dense peak on GEMMs (for
+the dtypes the cases use) and of HBM bandwidth, and per framework the serial CPU overhead of an
+engine step. They are found by coordinate descent on the mean squared log error (golden-section
+search per factor, within physical bounds), each evaluation re-simulating only the cases the
+factor touches. No factor is per case.
+
+The result is written as override files: ``DIR/hardware/<gpu>_calibrated.yaml`` (the catalogue
+file with the fitted ``efficiency``) and ``DIR/framework/<framework>_calibrated.yaml``; use them with
+``python -m llmsim --config-dir DIR hardware=<gpu>_calibrated framework=<framework>_calibrated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from llmsim.errors import LLMSimError
+from llmsim.models import CONF_DIR
+from llmsim.validate import load_cases, results_frame, run_cases, summary_line
+
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass
+class Factor:
+    """One fitted knob: the Hydra key, which cases it touches, its bounds and current value."""
+
+    key: str
+    applies: Callable[[pd.Series], bool]
+    low: float
+    high: float
+    value: float
+    label: str
+
+
+def _conf_value(group: str, option: str, path: str, default: float) -> float:
+    data = yaml.safe_load((CONF_DIR / group / f"{option}.yaml").read_text())
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data or data[part] is None:
+            return default
+        data = data[part]
+    return float(data)
+
+
+def default_factors(cases: pd.DataFrame) -> list[Factor]:
+    """The factors the cases can inform: per GPU GEMM and HBM efficiency, per framework step overhead."""
+    factors: list[Factor] = []
+    for hardware in sorted(cases["hardware"].unique()):
+        on_hw = cases[cases["hardware"] == hardware]
+        for dtype_key, dtypes in (("gemm_flops", ("fp16", "bf16")), ("gemm_flops_fp8", ("fp8",))):
+            if on_hw["dtype"].isin(dtypes).any():
+                value = _conf_value("hardware", hardware, f"efficiency.{dtype_key}", 0.7)
+                factors.append(
+                    Factor(
+                        f"hardware.efficiency.{dtype_key}",
+                        lambda r, h=hardware, d=dtypes: r["hardware"] == h and r["dtype"] in d,
+                        0.2,
+                        1.0,
+                        value,
+                        f"{hardware}.efficiency.{dtype_key}",
+                    )
+                )
+        value = _conf_value("hardware", hardware, "efficiency.hbm_bandwidth", 0.85)
+        factors.append(
+            Factor(
+                "hardware.efficiency.hbm_bandwidth",
+                lambda r, h=hardware: r["hardware"] == h,
+                0.3,
+                1.0,
+                value,
+                f"{hardware}.efficiency.hbm_bandwidth",
+            )
+        )
+    for framework in sorted(cases["framework"].unique()):
+        factors.append(
+            Factor(
+                "framework.step_overhead_s",
+                lambda r, f=framework: r["framework"] == f,
+                0.0,
+                0.02,
+                0.0015,
+                f"{framework}.step_overhead_s",
+            )
+        )
+    return factors
+
+
+class Objective:
+    """Mean squared log error of the cases under a set of factor values (cached per case and values)."""
+
+    def __init__(self, cases: pd.DataFrame, factors: list[Factor], max_requests: int | None) -> None:
+        self.cases = cases
+        self.factors = factors
+        self.max_requests = max_requests
+        self.log_errors = np.zeros(len(cases))
+        self.evaluations = 0
+
+    def overrides_for(self, row: pd.Series) -> list[str]:
+        return [f"{f.key}={f.value:.6g}" for f in self.factors if f.applies(row)]
+
+    def evaluate(self, rows: list[int]) -> None:
+        """Re-simulate the given cases with the current factor values."""
+        for index in rows:
+            row = self.cases.iloc[index]
+            result = run_cases(self.cases.iloc[[index]], self.overrides_for(row), self.max_requests)[0]
+            self.evaluations += 1
+            if result.predicted is None or result.predicted <= 0:
+                self.log_errors[index] = 10.0  # a case that cannot run weighs heavily
+            else:
+                self.log_errors[index] = math.log(result.predicted / result.measured)
+
+    def value(self) -> float:
+        return float(np.mean(self.log_errors**2))
+
+
+def fit(
+    cases: pd.DataFrame, factors: list[Factor], max_requests: int | None, sweeps: int = 2, steps: int = 10
+) -> Objective:
+    """Coordinate descent: golden-section search on each factor in turn."""
+    objective = Objective(cases, factors, max_requests)
+    objective.evaluate(list(range(len(cases))))
+    for _ in range(sweeps):
+        for factor in factors:
+            rows = [i for i in range(len(cases)) if factor.applies(cases.iloc[i])]
+            if not rows:
+                continue
+
+            def loss(x: float, factor: Factor = factor, rows: list[int] = rows) -> float:
+                factor.value = x
+                objective.evaluate(rows)
+                return objective.value()
+
+            best_x, best = factor.value, loss(factor.value)
+            low, high = factor.low, factor.high
+            a = high - GOLDEN * (high - low)
+            b = low + GOLDEN * (high - low)
+            fa, fb = loss(a), loss(b)
+            for _ in range(steps):
+                if fa < fb:
+                    high, b, fb = b, a, fa
+                    a = high - GOLDEN * (high - low)
+                    fa = loss(a)
+                else:
+                    low, a, fa = a, b, fb
+                    b = low + GOLDEN * (high - low)
+                    fb = loss(b)
+            candidate = (a, fa) if fa < fb else (b, fb)
+            if candidate[1] < best:
+                best_x, best = candidate
+            loss(best_x)
+    return objective
+
+
+def write_overrides(out: Path, factors: list[Factor]) -> list[Path]:
+    """Calibrated copies of the hardware and framework files the factors belong to."""
+    written = []
+    by_file: dict[tuple[str, str], dict[str, float]] = {}
+    for factor in factors:
+        option, _, path = factor.label.partition(".")
+        group = "framework" if factor.key.startswith("framework.") else "hardware"
+        by_file.setdefault((group, option), {})[path] = round(factor.value, 6)
+    for (group, option), values in by_file.items():
+        data = yaml.safe_load((CONF_DIR / group / f"{option}.yaml").read_text())
+        for path, value in values.items():
+            node = data
+            parts = path.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        data["name"] = f"{data.get('name', option)}_calibrated" if group == "hardware" else data.get("name", option)
+        target = out / group / f"{option}_calibrated.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# Calibrated by python -m llmsim.calibrate from conf/{group}/{option}.yaml\n"
+        target.write_text(header + yaml.safe_dump(data, sort_keys=False))
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m llmsim.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("cases", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("calibrated"), help="where to write override files")
+    parser.add_argument("--max-requests", type=int, default=4000, help="cap per case while fitting (speed)")
+    parser.add_argument("--sweeps", type=int, default=2)
+    args = parser.parse_args(argv)
+    try:
+        cases = load_cases(args.cases)
+    except LLMSimError as exc:
+        print(f"llmsim: error: {exc}", file=sys.stderr)
+        return 2
+    factors = default_factors(cases)
+    print("before: " + summary_line(run_cases(cases)))
+    objective = fit(cases, factors, args.max_requests, sweeps=args.sweeps)
+    for factor in factors:
+        print(f"  {factor.label:40s} = {factor.value:.4g}")
+    after = []
+    for index in range(len(cases)):
+        row = cases.iloc[index]
+        after.extend(run_cases(cases.iloc[[index]], objective.overrides_for(row)))
+    print(results_frame(after)[["case_id", "metric", "predicted", "measured", "error_pct"]].to_string(index=False))
+    for path in write_overrides(args.out, factors):
+        print(f"wrote {path}")
+    print(f"{objective.evaluations} case simulations; after: " + summary_line(after))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""``python -m llmsim.inspect [overrides]``: the memory plan and a roofline view of step latency.
+
+Takes the same overrides as ``python -m llmsim`` (``hardware=h100 model=llama3_70b
+framework.tensor_parallel_size=4``), builds the deployment exactly as a run would, and prints how
+each GPU's memory is spent and, for a few batch shapes, the step latency, achieved TFLOPS and
+bandwidth per GPU, and whether the step is compute- or memory-bound — the view of llm-analysis
+style tools, from llmsim's own performance model.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from llmsim.cli import report_error
+from llmsim.errors import LLMSimError
+from llmsim.hardware.spec import GIB
+
+PREFILL_SHAPES = (128, 512, 2048, 8192)
+DECODE_BATCHES = (1, 8, 32, 128, 256)
+DECODE_CONTEXT = 1024
+
+
+def inspect(overrides: list[str], console: Console | None = None) -> None:
+    """Print the memory plan and the roofline table of the deployment the overrides describe."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from llmsim.cli import check_group_overrides, experiment_container
+    from llmsim.models import CONF_DIR
+    from llmsim.orchestrator import ExperimentOrchestrator
+
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=140)
+    check_group_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="inspect"):
+        cfg = compose(config_name="config", overrides=overrides)
+    orchestrator = ExperimentOrchestrator(experiment_container(OmegaConf.to_container(cfg, resolve=True)))
+    orchestrator.setup_simulation()
+    for framework in orchestrator.llm_framework_instances:
+        plan = framework.memory_plan
+        model, device, perf = framework.model, framework.device, framework.perf_model
+        tp = framework.config.tensor_parallel_size
+        console.print(
+            f"[bold]{framework.framework_id}[/bold]: {model.display_name or model.name} "
+            f"({model.total_params / 1e9:.1f}B params, {framework.dtype}, KV {framework.kv_dtype}) on "
+            f"{tp} x {device.name or device.device_id}"
+        )
+        memory = Table(title="memory per GPU", title_justify="left")
+        for column in ("weights", "workspace", "KV cache", "usable", "capacity", "KV tokens", "KV per token"):
+            memory.add_column(column, justify="right")
+        memory.add_row(
+            f"{plan.weights / GIB:.2f} GiB",
+            f"{plan.workspace / GIB:.2f} GiB",
+            f"{plan.kv_cache / GIB:.2f} GiB",
+            f"{plan.usable / GIB:.2f} GiB",
+            f"{plan.device_capacity / GIB:.2f} GiB",
+            f"{plan.kv_capacity_tokens:,}",
+            f"{plan.kv_bytes_per_token / 1024:.1f} KiB",
+        )
+        console.print(memory)
+        roofline = Table(title="step latency (GPU time; framework CPU overhead excluded)", title_justify="left")
+        for column in ("phase", "shape", "latency ms", "tokens/s", "TFLOPS/GPU", "GB/s/GPU", "comm ms", "bound"):
+            roofline.add_column(column, justify="right" if column not in ("phase", "bound") else "left")
+        shapes = [("prefill", f"1 x {n} tokens", n, None) for n in PREFILL_SHAPES] + [
+            ("decode", f"{b} seqs @ {DECODE_CONTEXT} ctx", None, b) for b in DECODE_BATCHES
+        ]
+        for phase, label, prompt, batch_size in shapes:
+            batch = perf.new_batch()
+            if prompt is not None:
+                batch.add_prefill(prompt, 0, samples_token=True)
+            else:
+                for _ in range(batch_size):
+                    batch.add_decode(DECODE_CONTEXT)
+            cost = perf.step_cost(batch)
+            tokens = batch.num_tokens
+            bound = "compute" if cost.compute_s >= cost.memory_s else "memory"
+            if cost.comm_s > max(cost.compute_s, cost.memory_s):
+                bound = "communication"
+            roofline.add_row(
+                phase,
+                label,
+                f"{cost.time_s * 1e3:.2f}",
+                f"{tokens / cost.time_s:,.0f}",
+                f"{cost.flops / cost.time_s / 1e12:.1f}",
+                f"{cost.bytes / cost.time_s / 1e9:,.0f}",
+                f"{cost.comm_s * 1e3:.2f}",
+                bound,
+            )
+        console.print(roofline)
+        peak = device.peak_flops("fp8" if framework.dtype == "fp8" else "bf16") / 1e12
+        console.print(f"peak: {peak:,.0f} TFLOPS ({framework.dtype}), {device.memory_gbps:,.0f} GB/s HBM per GPU\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    try:
+        inspect(args)
+    except LLMSimError as exc:
+        report_error(exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""``python -m llmsim.validate CASES.csv [--out PRED.csv]``: predict published measurements, report the error.
+
+Each row of the CSV (schema: ``shared/reference/validation.md``) becomes a normal llmsim experiment
+— the Hydra config composed from ``conf/`` with overrides for hardware, model, framework, dtype,
+tensor-parallel size and the workload kind — and runs through :class:`ExperimentOrchestrator`, the
+same code path as ``python -m llmsim``. Kinds: ``batch`` (``batch_size`` identical requests at
+t=0, run as one static batch: TensorRT-LLM's STATIC_BATCH policy; vLLM batches them itself),
+``offline`` (``num_requests`` queued at t=0), ``concurrency`` (closed loop) and ``poisson``. When
+``num_gpus`` exceeds ``tp``, ``num_gpus / tp`` identical data-parallel replicas share the load
+equally: one replica is simulated with its share and system throughput is multiplied back.
+Benchmarks run next to the server, so the client link is made ideal (no latency).
+
+The last line printed is exactly ``median_abs_err_pct=X p90_abs_err_pct=Y cases_run=N/M``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from llmsim.errors import LLMSimError
+from llmsim.models import CONF_DIR
+
+METRICS = {
+    "output_tokens_per_s": "output_throughput",
+    "output_tokens_per_s_per_gpu": "output_throughput",
+    "ttft_ms": "median_ttft_ms",
+    "ttft_ms_mean": "mean_ttft_ms",
+    "itl_ms_mean": "mean_itl_ms",
+    "tpot_ms_mean": "mean_tpot_ms",
+    "e2e_ms_mean": "mean_e2el_ms",
+}
+REQUIRED_COLUMNS = (
+    "case_id",
+    "hardware",
+    "num_gpus",
+    "tp",
+    "model",
+    "dtype",
+    "framework",
+    "kind",
+    "input_len",
+    "output_len",
+    "metric",
+    "value",
+)
+KINDS = ("batch", "offline", "concurrency", "poisson")
+
+
+@dataclass
+class CaseResult:
+    """One case: prediction and error, or why it did not run."""
+
+    case_id: str
+    metric: str
+    measured: float
+    predicted: float | None = None
+    error_pct: float | None = None
+    reason: str = ""
+    wall_s: float = 0.0
+
+
+def _int(row: pd.Series, column: str) -> int | None:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    return int(float(value))
+
+
+def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[list[str], int]:
+    """Hydra overrides that build the case's experiment, and the data-parallel replica count."""
+    tp = _int(row, "tp") or 1
+    num_gpus = _int(row, "num_gpus") or tp
+    if num_gpus % tp:
+        raise LLMSimError(f"num_gpus={num_gpus} is not a multiple of tp={tp}")
+    replicas = num_gpus // tp
+    framework = str(row["framework"])
+    dtype = str(row["dtype"])
+    kind = str(row["kind"])
+    if kind not in KINDS:
+        raise LLMSimError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
+    prompt, output = _int(row, "input_len"), _int(row, "output_len")
+    overrides = [
+        f"hardware={row['hardware']}",
+        f"model={row['model']}",
+        f"framework={framework}",
+        f"framework.tensor_parallel_size={tp}",
+        f"framework.dtype={dtype}",
+        f"framework.kv_cache_dtype={'fp8' if dtype == 'fp8' else 'auto'}",
+        "workload.client_profiles.0.conversational_probability=0.0",
+        "workload.client_profiles.0.streaming_response_probability=1.0",
+        f"workload.client_profiles.0.prompt_tokens_dist_config={{type:Constant,value:{prompt},is_int:true}}",
+        f"workload.client_profiles.0.max_output_tokens_dist_config={{type:Constant,value:{output},is_int:true}}",
+        "simulation.max_simulation_time=100000",
+    ]
+
+    def share(total: int | None, name: str) -> int:
+        if total is None:
+            raise LLMSimError(f"kind {kind} needs {name}")
+        return max(1, math.ceil(total / replicas))
+
+    if kind == "batch":
+        size = share(_int(row, "batch_size"), "batch_size")
+        overrides += ["workload=offline", f"workload.num_requests={size}"]
+        if framework == "trtllm":
+            overrides += ["framework.capacity_scheduler_policy=STATIC_BATCH", f"framework.max_batch_size={size}"]
+            overrides.append(f"framework.max_num_tokens={max(size * prompt, 8192)}")
+        elif framework == "vllm":
+            overrides += [
+                f"framework.max_num_seqs={max(size, 1)}",
+                f"framework.max_num_batched_tokens={max(size * prompt, 2048)}",
+            ]
+    elif kind == "offline":
+        count = share(_int(row, "num_requests"), "num_requests")
+        overrides += ["workload=offline", f"workload.num_requests={min(count, max_requests or count)}"]
+    elif kind == "concurrency":
+        count = share(_int(row, "num_requests"), "num_requests")
+        overrides += [
+            "workload=closed_loop",
+            f"workload.concurrency={share(_int(row, 'concurrency'), 'concurrency')}",
+            f"workload.num_requests={min(count, max_requests or count)}",
+        ]
+    else:
+        rate = row.get("request_rate")
+        if rate is None or (isinstance(rate, float) and math.isnan(rate)):
+            raise LLMSimError("kind poisson needs request_rate")
+        count = share(_int(row, "num_requests"), "num_requests")
+        overrides += [
+            "workload=chat",
+            f"workload.rate={float(rate) / replicas}",
+            "workload.total_duration=null",
+            f"workload.num_requests={min(count, max_requests or count)}",
+        ]
+    return overrides, replicas
+
+
+def compose_case(overrides: list[str], extra: list[str] | None = None) -> dict[str, Any]:
+    """The experiment config of a case, composed exactly as ``python -m llmsim`` would."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from llmsim.cli import check_group_overrides, experiment_container
+
+    check_group_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="validate"):
+        cfg = compose(config_name="config", overrides=[*overrides, *(extra or [])])
+    config = experiment_container(OmegaConf.to_container(cfg, resolve=True))
+    for key in (
+        "output_summary_json_path",
+        "output_requests_parquet_path",
+        "output_steps_parquet_path",
+        "output_requests_csv_path",
+    ):
+        config["metrics"][key] = None
+    # benchmarks run beside the server: an ideal client link
+    config["hardware"]["network_links"] = [{"link_id": "local", "bandwidth_bps": 1e15, "latency_s": 0.0}]
+    return config
+
+
+def predict(row: pd.Series, extra: list[str] | None = None, max_requests: int | None = None) -> float:
+    """Simulate one case and return the predicted value of its metric."""
+    from llmsim.orchestrator import ExperimentOrchestrator
+
+    metric = str(row["metric"])
+    if metric not in METRICS:
+        raise LLMSimError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
+    overrides, replicas = case_overrides(row, max_requests)
+    config = compose_case(overrides, extra)
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = ExperimentOrchestrator(config).run(show_progress=False, print_table=False)
+    metrics = next(iter(summary["frameworks"].values()))
+    if metrics["completed"] == 0:
+        raise LLMSimError(f"no request completed ({metrics['failed']} failed)")
+    value = float(metrics[METRICS[metric]])
+    if metric.startswith("output_tokens_per_s"):
+        value *= replicas
+        if metric.endswith("per_gpu"):
+            value /= _int(row, "num_gpus") or 1
+    return value
+
+
+def load_cases(path: Path) -> pd.DataFrame:
+    """Read and check a cases CSV."""
+    try:
+        cases = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise LLMSimError(f"{path}: cannot read cases ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in cases.columns]
+    if missing:
+        raise LLMSimError(f"{path}: missing columns {', '.join(missing)} (schema: shared/reference/validation.md)")
+    return cases
+
+
+def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests: int | None = None) -> list[CaseResult]:
+    """Predict every case; a case that cannot run is reported with its reason."""
+    import logging
+
+    logging.getLogger("llmsim").setLevel(logging.WARNING)
+    results = []
+    for _, row in cases.iterrows():
+        result = CaseResult(str(row["case_id"]), str(row["metric"]), float(row["value"]))
+        started = time.perf_counter()
+        try:
+            result.predicted = predict(row, extra, max_requests)
+            result.error_pct = (result.predicted - result.measured) / result.measured * 100.0
+        except Exception as exc:  # one bad case never stops the others
+            result.reason = " ".join(str(exc).split()) or type(exc).__name__
+        result.wall_s = time.perf_counter() - started
+        results.append(result)
+    return results
+
+
+def summary_line(results: list[CaseResult]) -> str:
+    """``median_abs_err_pct=X p90_abs_err_pct=Y cases_run=N/M``."""
+    errors = np.array([abs(r.error_pct) for r in results if r.error_pct is not None])
+    median = float(np.median(errors)) if len(errors) else float("nan")
+    p90 = float(np.percentile(errors, 90)) if len(errors) else float("nan")
+    return f"median_abs_err_pct={median:.2f} p90_abs_err_pct={p90:.2f} cases_run={len(errors)}/{len(results)}"
+
+
+def results_frame(results: list[CaseResult]) -> pd.DataFrame:
+    """The results as a table (one row per case)."""
+    return pd.DataFrame(
+        [
+            {
+                "case_id": r.case_id,
+                "metric": r.metric,
+                "predicted": r.predicted,
+                "measured": r.measured,
+                "error_pct": r.error_pct,
+                "status": "ok" if r.error_pct is not None else "not run",
+                "reason": r.reason,
+                "wall_s": round(r.wall_s, 3),
+            }
+            for r in results
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m llmsim.validate", description=__doc__.splitlines()[0])
+    parser.add_argument("cases", type=Path, help="CSV in the schema of shared/reference/validation.md")
+    parser.add_argument("--out", type=Path, help="write predictions and errors to this CSV")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every case")
+    args = parser.parse_args(argv)
+    try:
+        cases = load_cases(args.cases)
+    except LLMSimError as exc:
+        print(f"llmsim: error: {exc}", file=sys.stderr)
+        return 2
+    results = run_cases(cases, args.overrides)
+    for r in results:
+        if r.error_pct is None:
+            print(f"{r.case_id:45s} {r.metric:28s} NOT RUN: {r.reason}")
+        else:
+            print(
+                f"{r.case_id:45s} {r.metric:28s} predicted={r.predicted:12.2f} measured={r.measured:12.2f} error={r.error_pct:+7.1f}%"
+            )
+    if args.out:
+        results_frame(results).to_csv(args.out, index=False)
+    print(summary_line(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
