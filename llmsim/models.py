@@ -27,7 +27,7 @@ DTYPE_BYTES: dict[str, float] = {
     "fp8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
-    "fp4": 0.5,
+    "fp4": 0.53125,  # MXFP4: 4-bit values plus one 8-bit scale per 32 values
 }
 Dtype = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4", "fp4"]
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from llmsim.errors import CapacityError
-from llmsim.hardware.perf_model import KERNEL_FLOOR_S, BatchShape, PerformanceModel
+from llmsim.hardware.perf_model import EAGER_LAUNCH_PER_LAYER_S, KERNEL_FLOOR_S, BatchShape, PerformanceModel
 from llmsim.hardware.platform import NON_TORCH_BYTES, plan_memory
 from llmsim.hardware.spec import GIB, ComputeDevice, Efficiency, HardwareConfig, Interconnect
 from llmsim.models import ModelProfile, builtin_model_profiles
@@ -25,7 +25,10 @@ LINEAR_PARAMS = 8192 + 4096 + 24576  # per layer
 HEAD_PARAMS = 100 * 64
 KV_BYTES_LAYER = 128  # per token, bf16
 ATTN_FLOPS_PER_PAIR = 4 * 4 * 16  # QK^T and PV: 2 matmuls x 2 flops x heads x head_dim
-ELEMENTWISE_BYTES_PER_TOKEN = 2 * (2 * 2 * 64 + 2 * 3 * 64 + 2 * (64 + 32) + 3 * 128)  # 2432
+# fused elementwise traffic per token (bf16): two add+RMSNorm kernels (4h each) and the SwiGLU activation
+NORM_BYTES_PER_TOKEN = 2 * 2 * 4 * 64  # 1024
+ACTIVATION_BYTES_PER_TOKEN = 2 * 3 * 128  # 768
+ELEMENTWISE_BYTES_PER_TOKEN = NORM_BYTES_PER_TOKEN + ACTIVATION_BYTES_PER_TOKEN  # 1792
 
 
 def tiny_model(**overrides) -> ModelProfile:
@@ -140,7 +143,7 @@ def test_layer_bytes_are_weights_once_plus_kv_reads_plus_activations():
     weights = LINEAR_PARAMS * 2  # bf16, read once whatever the batch: 73728
     kv_reads = (4 + 6) * KV_BYTES_LAYER + (10 + 20) * KV_BYTES_LAYER
     activations = 8 * (ELEMENTWISE_BYTES_PER_TOKEN + KV_BYTES_LAYER)  # incl. writing each token's K and V
-    assert cost.bytes == weights + kv_reads + activations == 99328
+    assert cost.bytes == weights + kv_reads + activations == 94208
 
 
 def test_step_cost_multiplies_one_layer_by_the_layers_and_adds_the_lm_head_on_logits_rows_only():
@@ -162,8 +165,13 @@ def test_step_cost_multiplies_one_layer_by_the_layers_and_adds_the_lm_head_on_lo
 def test_tiny_operators_each_cost_the_kernel_floor():
     pm = perf()  # 100 TFLOPS and 1000 GB/s: every tiny operator is far below the floor
     step = pm.step_cost(mixed_batch(pm))
-    per_layer = 6 * KERNEL_FLOOR_S  # QKV, O, MLP, prefill attention, decode attention, elementwise
-    assert step.time_s == pytest.approx(2 * per_layer + KERNEL_FLOOR_S)
+    # QKV, O, MLP, prefill attention, decode attention, two norms kernel, activation, KV write
+    per_layer = 8 * KERNEL_FLOOR_S
+    # the batch has prefill work: it runs outside CUDA graphs and pays the launches of every layer
+    assert step.time_s == pytest.approx(2 * per_layer + KERNEL_FLOOR_S + 2 * EAGER_LAUNCH_PER_LAYER_S)
+    decode_only = pm.new_batch()
+    decode_only.add_decode(10)
+    assert pm.step_cost(decode_only).time_s == pytest.approx(2 * 7 * KERNEL_FLOOR_S + KERNEL_FLOOR_S)
 
 
 def test_step_time_is_the_roofline_of_each_operator_on_a_slow_device():
@@ -176,7 +184,11 @@ def test_step_time_is_the_roofline_of_each_operator_on_a_slow_device():
     o = 2 * 10 * 4096 / 0.5e9
     mlp = 2 * 10 * 24576 / 0.5e9
     attention = max(ATTN_FLOPS_PER_PAIR * 1000 / 1e9, 1000 * KV_BYTES_LAYER / 1e9)  # 2.56e-4 vs 1.28e-4
-    elementwise = 10 * (ELEMENTWISE_BYTES_PER_TOKEN + KV_BYTES_LAYER) / 0.5e9
+    elementwise = (
+        10 * NORM_BYTES_PER_TOKEN / 1e9
+        + 10 * ACTIVATION_BYTES_PER_TOKEN / 1e9
+        + max(10 * KV_BYTES_LAYER / 1e9, KERNEL_FLOOR_S)
+    )
     layer = qkv + o + mlp + attention + elementwise
     head = 2 * 10 * HEAD_PARAMS / 0.5e9
     cost = pm.layer_cost(batch)
@@ -236,8 +248,8 @@ def test_tensor_parallel_two_halves_the_weight_bytes_per_gpu():
     batch = BatchShape()
     batch.add_prefill(1, 0, samples_token=False)
     activations_tp1 = 1 * (ELEMENTWISE_BYTES_PER_TOKEN + KV_BYTES_LAYER)
-    # tp=2: rotary over half the q/k width, half the MLP activation, half the KV write
-    activations_tp2 = 2 * (2 * 2 * 64 + 2 * 3 * 64 + 2 * (64 + 32) / 2 + 3 * 128 / 2) + KV_BYTES_LAYER / 2
+    # tp=2: the norms see the whole hidden state; half the MLP activation, half the KV write
+    activations_tp2 = NORM_BYTES_PER_TOKEN + ACTIVATION_BYTES_PER_TOKEN / 2 + KV_BYTES_LAYER / 2
     kv_read = KV_BYTES_LAYER  # the token's own key and value
     weights_tp1 = one.layer_cost(batch).bytes - activations_tp1 - kv_read
     weights_tp2 = two.layer_cost(batch).bytes - activations_tp2 - kv_read / 2

@@ -94,7 +94,8 @@ class AbstractLLMFramework(ABC):
     def _kv_dtype(self) -> str:
         if self.config.kv_cache_dtype != "auto":
             return self.config.kv_cache_dtype
-        return self.dtype if self.dtype in ("fp16", "bf16", "fp8") else "bf16"
+        # "auto" follows the activation dtype, 16-bit even for FP8 or integer weights (vLLM's meaning)
+        return self.dtype if self.dtype in ("fp16", "bf16") else "bf16"
 
     def _check_tensor_parallel(self, tp: int) -> None:
         heads = self.model.num_attention_heads
@@ -151,13 +152,27 @@ class AbstractLLMFramework(ABC):
 
     # ---- lifecycle events ----------------------------------------------------------------------
     def on_token(self, request: Request, now: float) -> None:
-        """Account one generated token at server time ``now`` (timestamps, ITL)."""
+        """Account one generated token at server time ``now`` (timestamps, streamed chunks, ITL).
+
+        A streamed answer leaves in chunks of ``stream_chunk_tokens`` (the last may be shorter);
+        ITL is the gap between consecutive chunk arrivals at the client.
+        """
         if request.num_output_tokens == 0:
             request.first_token_time = now
-        elif request.spec.streaming:
-            self.metrics.record_itl(self.framework_id, request, now - request.last_token_time)
         request.last_token_time = now
         request.num_output_tokens += 1
+        count, chunk = request.num_output_tokens, request.spec.stream_chunk_tokens
+        if count % chunk and count < request.spec.max_output_tokens:
+            return  # this token waits for the rest of its chunk
+        if math.isnan(request.first_chunk_time):
+            request.first_chunk_time = now
+        elif request.spec.streaming:
+            gap = now - request.last_chunk_time
+            if count % chunk:  # the last, shorter chunk downloads a little faster than a full one
+                delay, bytes_per_token = self.hardware.download_delay, self.config.bytes_per_token_estimate_for_network
+                gap += delay(count % chunk, bytes_per_token) - delay(chunk, bytes_per_token)
+            self.metrics.record_itl(self.framework_id, request, gap)
+        request.last_chunk_time = now
 
     def finish(self, request: Request, now: float) -> None:
         """The last token is out: client times, metrics, and tell the workload."""
@@ -165,9 +180,11 @@ class AbstractLLMFramework(ABC):
         request.finish_time = now
         bytes_per_token = self.config.bytes_per_token_estimate_for_network
         if request.spec.streaming:
-            one_token = self.hardware.download_delay(1, bytes_per_token)
-            request.client_first_token_time = request.first_token_time + one_token
-            request.client_completion_time = now + one_token
+            chunk, count = request.spec.stream_chunk_tokens, request.num_output_tokens
+            first = request.first_token_time if math.isnan(request.first_chunk_time) else request.first_chunk_time
+            delay = self.hardware.download_delay
+            request.client_first_token_time = first + delay(min(chunk, count), bytes_per_token)
+            request.client_completion_time = now + delay((count - 1) % chunk + 1, bytes_per_token)
         else:
             whole = self.hardware.download_delay(request.num_output_tokens, bytes_per_token)
             request.client_first_token_time = now + whole

@@ -30,6 +30,14 @@ KERNEL_FLOOR_S = 4e-6  # smallest duration of one GPU kernel (launch + tail), pe
 EAGER_LAUNCH_PER_LAYER_S = 50e-6
 
 
+def _has_peak(device: ComputeDevice, dtype: str) -> bool:
+    try:
+        device.peak_flops(dtype)
+    except KeyError:
+        return False
+    return True
+
+
 @dataclass(slots=True)
 class BatchShape:
     """Aggregate work of one step; build it with :meth:`add_prefill` and :meth:`add_decode`.
@@ -152,7 +160,12 @@ class PerformanceModel:
         self.weight_bytes = DTYPE_BYTES[dtype]
         self.expert_weight_bytes = DTYPE_BYTES[model.expert_dtype or dtype]
         compute_dtype = "fp8" if dtype == "fp8" else ("bf16" if dtype in ("int8", "int4", "fp4", "fp32") else dtype)
+        if compute_dtype == "fp8" and not _has_peak(device, "fp8"):
+            compute_dtype = "bf16"  # no FP8 tensor cores (Ampere): FP8 weights run weight-only, as vLLM does
         self.peak_flops = device.peak_flops(compute_dtype)
+        # attention runs in FP8 only with an FP8 KV cache on GPUs that have FP8 (FP8 FMHA); else 16-bit
+        attention_dtype = "fp8" if kv_dtype == "fp8" and _has_peak(device, "fp8") else "bf16"
+        self.attention_peak_flops = device.peak_flops(attention_dtype)
         self.gemm_eff = (
             efficiency.gemm_flops_fp8 if compute_dtype == "fp8" and efficiency.gemm_flops_fp8 else efficiency.gemm_flops
         )
@@ -217,7 +230,7 @@ class PerformanceModel:
 
     def _attention(self, flops: float, kv_tokens: float) -> tuple[float, float, float, bool]:
         nbytes = kv_tokens * self.kv_bytes_per_token_layer_gpu
-        compute = flops / (self.peak_flops * self.eff.attention_flops)
+        compute = flops / (self.attention_peak_flops * self.eff.attention_flops)
         memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
         return max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory
 
