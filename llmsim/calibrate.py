@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("calibrated"), help="where to write override files")
     parser.add_argument("--max-requests", type=int, default=4000, help="cap per case while fitting (speed)")
     parser.add_argument("--sweeps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="golden-section steps per factor and sweep")
+    parser.add_argument(
+        "--factors", help="fit only factors whose label contains one of these comma-separated words (e.g. hbm,vllm)"
+    )
     args = parser.parse_args(argv)
     try:
         cases = load_cases(args.cases)
@@ -201,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmsim: error: {exc}", file=sys.stderr)
         return 2
     factors = default_factors(cases)
+    if args.factors:
+        words = [w.strip() for w in args.factors.split(",") if w.strip()]
+        factors = [f for f in factors if any(w in f.label for w in words)]
+    if not factors:
+        print("llmsim: error: --factors selects no factor", file=sys.stderr)
+        return 2
     print("before: " + summary_line(run_cases(cases)))
-    objective = fit(cases, factors, args.max_requests, sweeps=args.sweeps)
+    objective = fit(cases, factors, args.max_requests, sweeps=args.sweeps, steps=args.steps)
     for factor in factors:
         print(f"  {factor.label:40s} = {factor.value:.4g}")
     after = []

@@ -17,16 +17,29 @@ log = logging.getLogger("llmsim")
 CONFIG_GROUPS = ("hardware", "model", "workload", "framework", "metrics", "simulation", "experiment", "sweeps")
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """Options of a config group: its YAML file names (``sweeps`` lives beside ``conf``)."""
-    folder = conf_dir.parent / "sweeps" if group == "sweeps" else conf_dir / group
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+def group_options(group: str, conf_dir: Path = CONF_DIR, extra_dirs: tuple[Path, ...] = ()) -> list[str]:
+    """Options of a config group: its YAML file names (``sweeps`` lives beside ``conf``), also in extra dirs."""
+    folders = [conf_dir.parent / "sweeps" if group == "sweeps" else conf_dir / group]
+    folders += [extra / group for extra in extra_dirs]
+    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+
+
+def extra_config_dirs(args: list[str]) -> tuple[Path, ...]:
+    """Directories added with ``--config-dir DIR`` / ``-cd DIR`` (Hydra's flag)."""
+    dirs = []
+    for index, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and index + 1 < len(args):
+            dirs.append(Path(args[index + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return tuple(dirs)
 
 
 def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     """``framework=nope`` -> one-line ConfigError listing the options (also for sweep lists a,b,c)."""
     from llmsim.errors import ConfigError
 
+    extra = extra_config_dirs(args)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -34,7 +47,7 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
         group = key.split("@")[0]
         if group not in CONFIG_GROUPS or value in ("", "null"):
             continue
-        options = group_options(group, conf_dir)
+        options = group_options(group, conf_dir, extra)
         choices = value[len("choice(") : -1] if value.startswith("choice(") and value.endswith(")") else value
         for choice in choices.split(","):
             choice = choice.strip()

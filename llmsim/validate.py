@@ -89,7 +89,7 @@ def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[lis
     kind = str(row["kind"])
     if kind not in KINDS:
         raise LLMSimError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
-    prompt, output = _int(row, "input_len"), _int(row, "output_len")
+    prompt = _int(row, "input_len")
     overrides = [
         f"hardware={row['hardware']}",
         f"model={row['model']}",
@@ -97,10 +97,6 @@ def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[lis
         f"framework.tensor_parallel_size={tp}",
         f"framework.dtype={dtype}",
         f"framework.kv_cache_dtype={'fp8' if dtype == 'fp8' else 'auto'}",
-        "workload.client_profiles.0.conversational_probability=0.0",
-        "workload.client_profiles.0.streaming_response_probability=1.0",
-        f"workload.client_profiles.0.prompt_tokens_dist_config={{type:Constant,value:{prompt},is_int:true}}",
-        f"workload.client_profiles.0.max_output_tokens_dist_config={{type:Constant,value:{output},is_int:true}}",
         "simulation.max_simulation_time=100000",
     ]
 
@@ -144,7 +140,22 @@ def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[lis
     return overrides, replicas
 
 
-def compose_case(overrides: list[str], extra: list[str] | None = None) -> dict[str, Any]:
+def case_profile(row: pd.Series) -> dict[str, Any]:
+    """Every request of a case: fixed input and output lengths, streamed, no follow-up turns."""
+    constant = lambda n: {"type": "Constant", "value": n, "is_int": True}  # noqa: E731
+    return {
+        "profile_name": str(row["case_id"]),
+        "weight": 1.0,
+        "prompt_tokens_dist_config": constant(_int(row, "input_len")),
+        "max_output_tokens_dist_config": constant(_int(row, "output_len")),
+        "conversational_probability": 0.0,
+        "streaming_response_probability": 1.0,
+    }
+
+
+def compose_case(
+    overrides: list[str], extra: list[str] | None = None, profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The experiment config of a case, composed exactly as ``python -m llmsim`` would."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -164,6 +175,13 @@ def compose_case(overrides: list[str], extra: list[str] | None = None) -> dict[s
         config["metrics"][key] = None
     # benchmarks run beside the server: an ideal client link
     config["hardware"]["network_links"] = [{"link_id": "local", "bandwidth_bps": 1e15, "latency_s": 0.0}]
+    if profile is not None:
+        profile = {**profile}
+        if config["workload"]["client_profiles"][0].get("inter_arrival_time_dist_config"):
+            profile["inter_arrival_time_dist_config"] = config["workload"]["client_profiles"][0][
+                "inter_arrival_time_dist_config"
+            ]
+        config["workload"]["client_profiles"] = [profile]
     return config
 
 
@@ -175,7 +193,7 @@ def predict(row: pd.Series, extra: list[str] | None = None, max_requests: int | 
     if metric not in METRICS:
         raise LLMSimError(f"metric={metric!r} is not one of {', '.join(METRICS)}")
     overrides, replicas = case_overrides(row, max_requests)
-    config = compose_case(overrides, extra)
+    config = compose_case(overrides, extra, case_profile(row))
     with contextlib.redirect_stdout(io.StringIO()):
         summary = ExperimentOrchestrator(config).run(show_progress=False, print_table=False)
     metrics = next(iter(summary["frameworks"].values()))

@@ -1,0 +1,106 @@
+"""llmsim.validate, llmsim.calibrate and llmsim.inspect through their command lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+from llmsim.validate import predict
+
+CASE_COLUMNS = [
+    "case_id", "hardware", "num_gpus", "tp", "model", "dtype", "framework", "kind", "input_len", "output_len",
+    "batch_size", "concurrency", "request_rate", "num_requests", "metric", "value", "source",
+]  # fmt: skip
+
+
+def case(case_id: str, **fields) -> dict:
+    row = dict.fromkeys(CASE_COLUMNS, "")
+    row.update(
+        case_id=case_id, hardware="a100", num_gpus=1, tp=1, model="llama3_8b", dtype="bf16", framework="vllm",
+        kind="batch", input_len=32, output_len=16, batch_size=8, metric="e2e_ms_mean", value=100.0, source="test",
+    )  # fmt: skip
+    row.update(fields)
+    return row
+
+
+def write_cases(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows, columns=CASE_COLUMNS).to_csv(path, index=False)
+    return path
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_validate_prints_a_row_per_case_and_ends_with_the_summary_line(tmp_path):
+    cases = write_cases(
+        tmp_path / "cases.csv",
+        [
+            case("batch-e2e"),
+            case("poisson-ttft", kind="poisson", request_rate=2, num_requests=20, metric="ttft_ms_mean", value=30.0),
+            case("closed-tpot", kind="concurrency", concurrency=4, num_requests=20, metric="tpot_ms_mean", value=12.0),
+            case(
+                "dp-throughput", kind="offline", num_gpus=2, num_requests=40, metric="output_tokens_per_s", value=5000
+            ),
+            case("unknown-model", model="gpt9_1t"),
+        ],
+    )
+    out = tmp_path / "pred.csv"
+    result = run_module("llmsim.validate", str(cases), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"median_abs_err_pct=\d+\.\d\d p90_abs_err_pct=\d+\.\d\d cases_run=4/5", lines[-1])
+    assert "unknown-model" in result.stdout and "NOT RUN" in result.stdout and "gpt9_1t" in result.stdout
+    table = pd.read_csv(out)
+    assert list(table["status"]) == ["ok", "ok", "ok", "ok", "not run"]
+    assert (table["predicted"].dropna() > 0).all()
+
+
+def test_data_parallel_replicas_multiply_system_throughput():
+    row = pd.Series(case("dp", kind="offline", num_requests=64, metric="output_tokens_per_s"))
+    one = predict(row)
+    two = predict(pd.Series({**row.to_dict(), "num_gpus": 2}))
+    assert two == pytest.approx(2 * predict(pd.Series({**row.to_dict(), "num_requests": 32})), rel=1e-9)
+    assert two > one  # two GPUs beat one, though each replica batches fewer requests
+
+
+@pytest.mark.slow
+def test_calibrate_recovers_a_known_bandwidth_factor_and_writes_usable_overrides(tmp_path):
+    # "measurements" made by llmsim itself with HBM efficiency 0.6: the fit must find it again
+    rows = [case("bs8", batch_size=8), case("bs2", batch_size=2, output_len=32)]
+    truth = ["hardware.efficiency.hbm_bandwidth=0.6"]
+    for row in rows:
+        row["value"] = predict(pd.Series(row), truth)
+    cases = write_cases(tmp_path / "cases.csv", rows)
+    out = tmp_path / "calibrated"
+    result = run_module(
+        "llmsim.calibrate", str(cases), "--out", str(out), "--factors", "hbm", "--sweeps", "1", "--steps", "14"
+    )
+    assert result.returncode == 0, result.stderr
+    fitted = yaml.safe_load((out / "hardware" / "a100_calibrated.yaml").read_text())
+    assert fitted["efficiency"]["hbm_bandwidth"] == pytest.approx(0.6, abs=0.02)
+    assert "after: median_abs_err_pct=" in result.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "llmsim", "--config-dir", str(out), "hardware=a100_calibrated", "workload.total_duration=5",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+
+
+def test_inspect_prints_the_memory_plan_and_which_phase_is_compute_or_memory_bound():
+    result = run_module("llmsim.inspect", "hardware=h100", "model=llama3_70b", "framework.tensor_parallel_size=4")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "memory per GPU" in out and "KV tokens" in out
+    assert re.search(r"prefill\s+│\s+1 x 8192 tokens.*compute", out)
+    assert re.search(r"decode\s+│\s+1 seqs @ 1024 ctx.*memory", out)
+    bad = run_module("llmsim.inspect", "model=llama3_70b")
+    assert bad.returncode == 2 and "tensor_parallel_size=2 would fit" in bad.stderr
