@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from llmsim.errors import LLMSimError
-from llmsim.models import CONF_DIR
+from llmsim.models import CONF_DIR, builtin_model_profiles
 from llmsim.validate import load_cases, results_frame, run_cases, summary_line
 
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -71,6 +71,19 @@ def default_factors(cases: pd.DataFrame) -> list[Factor]:
                         f"{hardware}.efficiency.{dtype_key}",
                     )
                 )
+        moe_models = {name for name, profile in builtin_model_profiles().items() if profile.is_moe}
+        if on_hw["model"].isin(moe_models).any():
+            value = _conf_value("hardware", hardware, "efficiency.moe_gemm_relative", 1.0)
+            factors.append(
+                Factor(
+                    "hardware.efficiency.moe_gemm_relative",
+                    lambda r, h=hardware, moe=frozenset(moe_models): r["hardware"] == h and r["model"] in moe,
+                    0.1,
+                    1.0,
+                    value,
+                    f"{hardware}.efficiency.moe_gemm_relative",
+                )
+            )
         value = _conf_value("hardware", hardware, "efficiency.hbm_bandwidth", 0.85)
         factors.append(
             Factor(
