@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from llmsim.hardware.spec import ComputeDevice, Efficiency, Interconnect
 from llmsim.models import DTYPE_BYTES, ModelProfile
 
@@ -333,3 +335,24 @@ class PerformanceModel:
                 self._cache.clear()
             self._cache[key] = cached
         return cached
+
+    def decode_step_times(self, num_seqs: int, kv_tokens: np.ndarray, windowed_kv_tokens: np.ndarray) -> np.ndarray:
+        """GPU seconds of consecutive decode-only steps of ``num_seqs`` sequences, vectorised.
+
+        ``kv_tokens[i]`` and ``windowed_kv_tokens[i]`` are step i's summed (and window-capped)
+        contexts. Everything in a decode step but decode attention depends only on ``num_seqs``;
+        attention costs ``max(coefficient x KV tokens, kernel floor)`` per layer. The result equals
+        :meth:`step_time` of each step's :class:`BatchShape` (a test pins this).
+        """
+        base_batch = self.new_batch()
+        base_batch.decode_seqs = base_batch.logits_rows = num_seqs
+        base = self.step_cost(base_batch).time_s  # attention at zero context: one kernel floor per layer
+        per_token = max(
+            self.attn_flops_per_pair / (self.attention_peak_flops * self.eff.attention_flops),
+            self.kv_bytes_per_token_layer_gpu / (self.peak_bw * self.eff.hbm_bandwidth),
+        )
+        times = np.full(len(kv_tokens), base - KERNEL_FLOOR_S * self.model.num_hidden_layers)
+        for count, kind in self.layer_groups:
+            tokens = windowed_kv_tokens if kind.windowed else kv_tokens
+            times += count * np.maximum(per_token * tokens, KERNEL_FLOOR_S)
+        return times
