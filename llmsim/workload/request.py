@@ -11,6 +11,14 @@ from typing import Any
 Segment = tuple[int, int]  # (segment id, number of tokens)
 
 
+def shared_prompt_segment(group: int, profile: int = 0) -> int:
+    """Segment id of shared system prompt ``group`` of client profile ``profile`` (negative).
+
+    Ids start at -2: CPython hashes -1 like -2, and KV block hashes are built from segment ids.
+    """
+    return -(profile * 1_000_000 + group + 2)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
     """What a client sends: identical for every framework of an experiment (common random numbers)."""
@@ -25,6 +33,7 @@ class RequestSpec:
     prompt_segments: tuple[Segment, ...]
     output_segment: int
     think_time_s: float = 0.0  # pause before this turn (turns after the first)
+    stream_chunk_tokens: int = 1  # a streamed answer reaches the client in chunks of this many tokens
 
     @property
     def token_segments(self) -> tuple[Segment, ...]:
@@ -57,6 +66,8 @@ class Request:
         "first_token_time",
         "last_token_time",
         "finish_time",
+        "first_chunk_time",
+        "last_chunk_time",
         # client-side times
         "client_first_token_time",
         "client_completion_time",
@@ -90,6 +101,8 @@ class Request:
         self.first_token_time = float("nan")
         self.last_token_time = float("nan")
         self.finish_time = float("nan")
+        self.first_chunk_time = float("nan")  # server time the first streamed chunk was complete
+        self.last_chunk_time = float("nan")  # server time the latest streamed chunk was complete
         self.client_first_token_time = float("nan")
         self.client_completion_time = float("nan")
         self.extra: dict[str, Any] | None = None
