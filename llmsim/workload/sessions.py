@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmsim.config import ClientProfile, WorkloadConfig
-from llmsim.distributions import Distribution
+from llmsim.distributions import Distribution, Exponential
 from llmsim.rng import stream_rng
 from llmsim.workload.request import RequestSpec
 
@@ -78,7 +78,7 @@ class SessionSampler:
                 continue
             target_mean_gap = total_weight / (self.workload.rate * profile.weight)
             if dist is None or dist.mean() <= 0:
-                out.append((Distribution("Exponential", (("rate", 1.0 / target_mean_gap),)), 1.0))
+                out.append((Exponential(rate=1.0 / target_mean_gap), 1.0))
             else:
                 out.append((dist, target_mean_gap / dist.mean()))
         return out

@@ -1,0 +1,1 @@
+"""Workload generation: distributions of lengths and gaps, arrival processes, sessions, traces."""
