@@ -108,27 +108,58 @@ class ClientProfile(Schema):
         description="Seconds a user takes to send the next turn after reading the previous answer.",
     )
     max_conversation_turns: PositiveInt = Field(default=8, description="Cap on turns per conversation.")
+    turns_dist_config: dict[str, Any] | None = Field(
+        default=None,
+        description="Turns per session (rounded, clipped to 1..max_conversation_turns); replaces the "
+        "geometric turn count of conversational_probability.",
+    )
     streaming_response_probability: float = Field(default=1.0, ge=0, le=1)
 
 
 class WorkloadConfig(Schema):
-    """Where requests come from: open-loop client profiles, an offline batch or a closed loop."""
+    """Where requests come from: open-loop client profiles, an offline batch, a closed loop or a trace."""
 
-    kind: Literal["open_loop", "offline", "closed_loop"] = "open_loop"
+    kind: Literal["open_loop", "offline", "closed_loop", "trace"] = "open_loop"
     rate: PositiveFloat | None = Field(
         default=None,
         description="Total arrival rate in requests/s spread over profiles by weight; null keeps each "
-        "profile's own inter_arrival_time_dist_config.",
+        "profile's own inter_arrival_time_dist_config. With a trace: rescale its time to this mean rate.",
+    )
+    burstiness: PositiveFloat | None = Field(
+        default=None,
+        description="Gamma inter-arrivals of shape burstiness and mean 1/rate, as vllm bench serve draws them "
+        "(1 = Poisson, < 1 burstier); null keeps each profile's inter-arrival distribution shape.",
+    )
+    rate_schedule: list[Any] | dict[str, Any] | None = Field(
+        default=None,
+        description="Time-varying total rate instead of rate: [[time_s, rate], ...] steps (piecewise constant) "
+        "or {type: diurnal, period_s, min_rate, max_rate, phase_s}.",
     )
     total_duration: PositiveFloat | None = Field(default=300.0, description="Seconds during which requests arrive.")
-    num_requests: PositiveInt | None = Field(default=None, description="Stop after this many sessions.")
+    num_requests: PositiveInt | None = Field(
+        default=None, description="Stop after this many sessions (trace: requests)."
+    )
     concurrency: PositiveInt | None = Field(default=None, description="Closed loop: clients in flight.")
     think_time_dist_config: dict[str, Any] | None = Field(
         default=None, description="Closed loop: pause between a response and the client's next request."
     )
+    stream_chunk_tokens: PositiveInt = Field(
+        default=1, description="Streamed responses reach the client in chunks of this many tokens."
+    )
     bytes_per_token_estimate_for_network: PositiveFloat = 2.0
     random_seed: int | None = Field(default=None, description="Workload seed; null uses simulation.random_seed.")
-    client_profiles: tuple[ClientProfile, ...] = Field(min_length=1)
+    path: str | None = Field(
+        default=None,
+        description="Trace: CSV, Parquet or JSONL file (relative to the current directory, then the repo).",
+    )
+    time_unit: Literal["s", "ms", "us"] = Field(default="s", description="Trace: unit of numeric timestamps.")
+    time_scale: PositiveFloat | None = Field(
+        default=None, description="Trace: multiply inter-arrival times by this (2 = half the rate); or use rate."
+    )
+    start_s: NonNegativeFloat = Field(default=0.0, description="Trace: window start, seconds after its first request.")
+    end_s: PositiveFloat | None = Field(default=None, description="Trace: window end (exclusive); null = the end.")
+    loop: PositiveInt = Field(default=1, description="Trace: replay the window this many times back to back.")
+    client_profiles: tuple[ClientProfile, ...] = Field(default=(ClientProfile(),), min_length=1)
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -268,6 +299,9 @@ class ExperimentConfig(Schema):
                     )
                     if profile.shared_prefix_tokens_dist_config
                     else None,
+                    "turns": parse_distribution(profile.turns_dist_config, f"{key}.turns_dist_config")
+                    if profile.turns_dist_config
+                    else None,
                 }
             )
         return parsed
@@ -313,26 +347,55 @@ def _mapping(data: Any, key: str) -> dict[str, Any]:
 
 
 def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
+    """Checks across workload keys (each kind's needs, schedules, traces), before any simulation."""
     if workload.kind == "open_loop":
-        if workload.total_duration is None and workload.num_requests is None:
-            raise ConfigError(
-                f"{key}.total_duration", None, "an open-loop workload needs total_duration or num_requests"
-            )
-        for i, profile in enumerate(workload.client_profiles):
-            if workload.rate is None and profile.inter_arrival_time_dist_config is None:
-                raise ConfigError(
-                    f"{key}.client_profiles[{i}].inter_arrival_time_dist_config",
-                    None,
-                    "needed when workload.rate is null",
-                )
-    elif workload.kind == "offline":
+        _check_open_loop(workload, key)
+    else:
+        for name in ("burstiness", "rate_schedule"):
+            if getattr(workload, name) is not None:
+                raise ConfigError(f"{key}.{name}", getattr(workload, name), "only used by open-loop workloads")
+    if workload.kind == "offline":
         if workload.num_requests is None:
             raise ConfigError(f"{key}.num_requests", None, "an offline workload needs num_requests > 0")
-    elif workload.concurrency is None or workload.num_requests is None:
+    elif workload.kind == "closed_loop" and (workload.concurrency is None or workload.num_requests is None):
         missing = "concurrency" if workload.concurrency is None else "num_requests"
         raise ConfigError(f"{key}.{missing}", None, "a closed_loop workload needs concurrency and num_requests > 0")
+    elif workload.kind == "trace":
+        from llmsim.workload.trace import check_trace
+
+        check_trace(workload, key)
     if workload.think_time_dist_config is not None:
         parse_distribution(workload.think_time_dist_config, f"{key}.think_time_dist_config")
+    for i, profile in enumerate(workload.client_profiles):
+        if profile.turns_dist_config is not None and profile.conversational_probability > 0:
+            raise ConfigError(
+                f"{key}.client_profiles[{i}].turns_dist_config",
+                profile.turns_dist_config,
+                "give either turns_dist_config or conversational_probability > 0, not both",
+            )
+
+
+def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
+    from llmsim.workload.arrivals import parse_rate_schedule
+
+    schedule = None
+    if workload.rate_schedule is not None:
+        if workload.rate is not None:
+            raise ConfigError(
+                f"{key}.rate", workload.rate, "set workload.rate=null when workload.rate_schedule gives the rate"
+            )
+        schedule = parse_rate_schedule(workload.rate_schedule, f"{key}.rate_schedule")
+    if workload.burstiness is not None and workload.rate is None and schedule is None:
+        raise ConfigError(f"{key}.burstiness", workload.burstiness, "needs workload.rate or workload.rate_schedule")
+    if workload.total_duration is None and workload.num_requests is None:
+        raise ConfigError(f"{key}.total_duration", None, "an open-loop workload needs total_duration or num_requests")
+    for i, profile in enumerate(workload.client_profiles):
+        if workload.rate is None and schedule is None and profile.inter_arrival_time_dist_config is None:
+            raise ConfigError(
+                f"{key}.client_profiles[{i}].inter_arrival_time_dist_config",
+                None,
+                "needed when workload.rate is null",
+            )
 
 
 def finish_validation(config: ExperimentConfig) -> ExperimentConfig:

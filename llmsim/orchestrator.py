@@ -141,8 +141,14 @@ class ExperimentOrchestrator:
         return min(limit, duration) if self.config.workload.kind == "open_loop" and duration else limit
 
     def _record_incomplete(self) -> None:
-        """Requests still in flight when the run stopped are reported as incomplete, never dropped."""
+        """Requests still in flight when the run stopped are reported as incomplete, never dropped.
+
+        That includes requests sent but still on the client link (not yet in any framework's queue).
+        """
         assert self.metrics_collector is not None
         for fw in self.llm_framework_instances:
             for request in [*fw.in_flight(), *fw.in_transit()]:
+                self.metrics_collector.record_request(request, status="incomplete")
+        if self.workload_generator is not None:
+            for request in self.workload_generator.in_transit():
                 self.metrics_collector.record_request(request, status="incomplete")

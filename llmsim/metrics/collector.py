@@ -101,7 +101,8 @@ class MetricsCollector:
         row["preemptions"].append(request.preemptions)
 
     def record_itl(self, framework_id: str, request: Request, gap: float) -> None:
-        """Pool one inter-token gap of a streamed request (requests sent during warm-up excluded)."""
+        """Pool one gap between consecutive streamed chunks at the client (one token each unless
+        ``stream_chunk_tokens`` > 1); requests sent during warm-up are excluded."""
         if request.send_time >= self.config.warm_up_duration_s:
             self._itl[framework_id][gap] += 1
 

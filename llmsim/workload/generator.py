@@ -5,6 +5,11 @@ target framework (each gets its own copy of the same request); later turns of a 
 sent a think time after the client has received the previous answer from *that* framework.
 Closed-loop workloads keep ``concurrency`` clients busy per framework: each client sends its
 session's turns one after another and then takes the next session, ``num_requests`` in all.
+Trace workloads send every row at its (rescaled) trace time, turns of a session included.
+
+A request spends the upload time on the client link before it reaches the framework's queue;
+:meth:`WorkloadGenerator.in_transit` lists those still on the way, so a run that stops meanwhile
+reports them as incomplete.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from llmsim.distributions import Distribution, parse_distribution
 from llmsim.rng import stream_rng
 from llmsim.workload.request import Request
 from llmsim.workload.sessions import Session, SessionSampler
+from llmsim.workload.trace import trace_sessions
 
 
 class WorkloadGenerator:
@@ -46,8 +52,11 @@ class WorkloadGenerator:
         sampler = SessionSampler(workload_config, distributions, seed)
         if workload_config.kind == "open_loop":
             self.sessions: list[Session] = sampler.open_loop_sessions()
+        elif workload_config.kind == "trace":
+            self.sessions = trace_sessions(workload_config, seed)
         else:
             self.sessions = sampler.batch_sessions()
+        self._on_network: dict[int, Request] = {}  # sent, not yet in the framework's queue
         self.outstanding = 0
         self.arrivals_done = False
         self.requests_sent = 0
@@ -72,8 +81,13 @@ class WorkloadGenerator:
 
     @property
     def num_sessions(self) -> int:
-        """Sessions in the sampled workload."""
+        """Sessions in the sampled workload (trace: requests)."""
         return len(self.sessions)
+
+    def in_transit(self) -> list[Request]:
+        """Requests the clients have sent that have not reached a framework's queue yet."""
+        now = self.env.now
+        return [r for r in self._on_network.values() if r.send_time <= now]
 
     # ---- internals -----------------------------------------------------------------------------
     def _closed_loop_think_times(self) -> list[float]:
@@ -97,7 +111,8 @@ class WorkloadGenerator:
     def _send(self, target: str, session: Session, turn: int, send_time: float) -> None:
         """Send one turn: it reaches the server after the upload delay."""
         spec = session.turns[turn]
-        send_time = max(send_time, self.env.now)  # a reply reported late (static batches) cannot be answered earlier
+        if send_time < self.env.now - 1e-9:  # a reply reported late (static batches) cannot be answered earlier
+            send_time = self.env.now  # (a clock that differs by rounding only keeps the exact planned time)
         arrival = send_time + self.hardware.upload_delay(
             spec.prompt_tokens, self.config.bytes_per_token_estimate_for_network
         )
@@ -110,7 +125,13 @@ class WorkloadGenerator:
         if delay <= 0:
             store.put(request)
         else:
-            self.env.timeout(delay).callbacks.append(lambda _event, r=request: store.put(r))
+            self._on_network[id(request)] = request
+            self.env.timeout(delay).callbacks.append(lambda _event, r=request: self._deliver(store, r))
+
+    def _deliver(self, store: simpy.Store, request: Request) -> None:
+        """The request reached the server: it joins the framework's arrival queue."""
+        del self._on_network[id(request)]
+        store.put(request)
 
     def _on_request_done(self, request: Request) -> None:
         """A framework finished (or rejected) a request: send the next turn or session."""

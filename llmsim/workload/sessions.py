@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmsim.config import ClientProfile, WorkloadConfig
-from llmsim.distributions import Distribution, Exponential
+from llmsim.distributions import Distribution
 from llmsim.rng import stream_rng
-from llmsim.workload.request import RequestSpec
+from llmsim.workload.arrivals import ArrivalProcess, parse_rate_schedule, profile_arrival_process
+from llmsim.workload.request import RequestSpec, shared_prompt_segment
 
 # Segment ids: prompt text of request r is 2r+1, its generated text 2r+2 (0 is never used); shared
-# system prompt g of profile p is -(p * 1_000_000 + g + 1).
+# system prompt g of profile p is shared_prompt_segment(g, p) (negative).
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,36 +29,6 @@ class Session:
     turns: tuple[RequestSpec, ...]
 
 
-def _arrival_times(
-    dist: Distribution, scale: float, duration: float | None, max_count: int | None, rng: np.random.Generator
-) -> np.ndarray:
-    """Cumulative arrival times from inter-arrival samples x scale, up to ``duration`` or ``max_count``."""
-    mean_gap = dist.mean() * scale
-    if duration is not None:
-        expected = duration / mean_gap if mean_gap > 0 else float(max_count or 1)
-        if max_count is not None:
-            expected = min(expected, max_count)
-    else:
-        expected = float(max_count or 1)
-    chunk = int(expected * 1.1 + 10 * np.sqrt(expected) + 16)
-    times = np.empty(0)
-    last = 0.0
-    while True:
-        gaps = dist.sample(rng, chunk).astype(np.float64) * scale
-        new = last + np.cumsum(gaps)
-        times = np.concatenate([times, new])
-        last = float(new[-1])
-        if (duration is not None and last >= duration) or (max_count is not None and len(times) >= max_count):
-            break
-        if duration is None and max_count is None:  # pragma: no cover - rejected by config checks
-            break
-    if duration is not None:
-        times = times[times < duration]
-    if max_count is not None:
-        times = times[:max_count]
-    return times
-
-
 class SessionSampler:
     """Draws sessions for a workload, one independent random stream per purpose and profile."""
 
@@ -66,30 +37,26 @@ class SessionSampler:
         self.dists = distributions
         self.seed = seed
 
-    def _profile_rates(self) -> list[tuple[Distribution | None, float]]:
-        """(inter-arrival distribution, scale) per profile; ``workload.rate`` splits by weight."""
-        profiles = self.workload.client_profiles
-        total_weight = sum(p.weight for p in profiles)
-        out = []
-        for profile, dists in zip(profiles, self.dists, strict=True):
-            dist = dists["inter_arrival"]
-            if self.workload.rate is None:
-                out.append((dist, 1.0))
-                continue
-            target_mean_gap = total_weight / (self.workload.rate * profile.weight)
-            if dist is None or dist.mean() <= 0:
-                out.append((Exponential(rate=1.0 / target_mean_gap), 1.0))
-            else:
-                out.append((dist, target_mean_gap / dist.mean()))
-        return out
+    def _arrival_processes(self) -> list[ArrivalProcess]:
+        """Each profile's arrival process; ``workload.rate`` or ``rate_schedule`` is split by weight."""
+        workload = self.workload
+        schedule = (
+            parse_rate_schedule(workload.rate_schedule, "workload.rate_schedule") if workload.rate_schedule else None
+        )
+        total_weight = sum(p.weight for p in workload.client_profiles)
+        return [
+            profile_arrival_process(
+                dists["inter_arrival"], profile.weight, total_weight, workload.rate, workload.burstiness, schedule
+            )
+            for profile, dists in zip(workload.client_profiles, self.dists, strict=True)
+        ]
 
     def open_loop_sessions(self) -> list[Session]:
         """Sessions whose first turns arrive by each profile's open-loop process."""
         starts: list[tuple[float, int]] = []
-        for index, (dist, scale) in enumerate(self._profile_rates()):
-            assert dist is not None
+        for index, process in enumerate(self._arrival_processes()):
             rng = stream_rng(self.seed, "arrivals", index)
-            times = _arrival_times(dist, scale, self.workload.total_duration, self.workload.num_requests, rng)
+            times = process.times(self.workload.total_duration, self.workload.num_requests, rng)
             starts.extend((float(t), index) for t in times)
         starts.sort()
         if self.workload.num_requests is not None:
@@ -133,7 +100,7 @@ class SessionSampler:
             group = int(d["prefix_group"][k])
             history: tuple[tuple[int, int], ...] = ()
             if group >= 0:
-                history = ((-(index * 1_000_000 + group + 1), int(d["prefix_lengths"][group])),)
+                history = ((shared_prompt_segment(group, index), int(d["prefix_lengths"][group])),)
             think = 0.0
             for turn in range(1 + int(d["extra_turns"][k])):
                 if turn > 0:
@@ -156,6 +123,7 @@ class SessionSampler:
                     prompt_segments=segments,
                     output_segment=2 * rid + 2,
                     think_time_s=think,
+                    stream_chunk_tokens=self.workload.stream_chunk_tokens,
                 )
                 turns.append(spec)
                 history = spec.token_segments
@@ -170,7 +138,10 @@ class SessionSampler:
         output = np.maximum(dists["output"].sample(rng("output"), count), 1)
         streaming = rng("streaming").random(count) < profile.streaming_response_probability
         p = profile.conversational_probability
-        if p > 0:
+        if dists.get("turns") is not None:
+            turns = np.rint(dists["turns"].sample(rng("turns_per_session"), count))
+            extra = np.clip(turns, 1, profile.max_conversation_turns).astype(np.int64) - 1
+        elif p > 0:
             extra = np.minimum(
                 rng("turns").geometric(1.0 - p, count) - 1 if p < 1 else np.full(count, 10**9),
                 profile.max_conversation_turns - 1,

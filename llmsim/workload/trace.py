@@ -1,0 +1,345 @@
+"""Trace replay: requests read from a file, sent at the trace's own times with its exact lengths.
+
+A trace is a CSV (header row), Parquet or JSONL file with one request per row: arrival time,
+input tokens, output tokens and, optionally, a session id, a prefix-group id and the number of
+leading prompt tokens that come from the group's shared prompt. Column names are matched without
+regard to case, spaces or underscores, so these layouts are read as they are published:
+
+* llmsim's own: ``arrival_time, input_tokens, output_tokens[, session_id, prefix_group, prefix_tokens]``;
+* the Azure LLM inference traces: ``TIMESTAMP`` (a date-time string), ``ContextTokens``,
+  ``GeneratedTokens``;
+* BurstGPT: ``Timestamp`` (seconds), ``Request tokens``, ``Response tokens`` (other columns ignored).
+
+Numeric times are in ``workload.time_unit`` (seconds by default); date-times are converted to
+seconds. Times are taken relative to the first row and must not decrease. Rows with zero input or
+output tokens (failed requests in published traces) are skipped; negative or fractional lengths,
+missing values and unsorted times are errors that name the file and the line (or Parquet row).
+
+Token content: rows of one session are the turns of a conversation, so every turn's prompt starts
+with the previous turn's prompt and answer (as much of it as the turn's input length holds); the
+first turn of a session with a prefix group starts with that group's shared system prompt, whose
+length is the row's ``prefix_tokens`` or, without that column, the shortest prompt of the group.
+Prefix caches see exactly this sharing. Replay options: a time window (``start_s``, ``end_s``),
+rescaling to a mean rate (``rate``) or by a factor (``time_scale``), and ``loop`` repetitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from llmsim.errors import ConfigError
+from llmsim.rng import stream_rng
+from llmsim.workload.request import RequestSpec, Segment, shared_prompt_segment
+from llmsim.workload.tables import Table, numeric_column, read_table, resolve_path
+
+if TYPE_CHECKING:
+    from llmsim.config import WorkloadConfig
+    from llmsim.workload.sessions import Session
+
+log = logging.getLogger(__name__)
+
+TIME_COLUMNS = ("arrival_time", "timestamp", "arrival_time_s", "time")
+INPUT_COLUMNS = ("input_tokens", "context_tokens", "request_tokens", "prompt_tokens", "input_length", "input_len")
+OUTPUT_COLUMNS = (
+    "output_tokens",
+    "generated_tokens",
+    "response_tokens",
+    "max_output_tokens",
+    "output_length",
+    "output_len",
+)
+SESSION_COLUMNS = ("session_id", "conversation_id", "session", "chat_id")
+GROUP_COLUMNS = ("prefix_group", "prefix_group_id", "system_prompt_id")
+PREFIX_TOKENS_COLUMNS = ("prefix_tokens", "shared_prefix_tokens", "system_prompt_tokens")
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def _normal(name: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def _find_column(columns: Sequence[object], aliases: Sequence[str]) -> str | None:
+    by_normal = {_normal(c): str(c) for c in reversed(list(columns))}  # first of duplicates wins
+    return next((by_normal[_normal(a)] for a in aliases if _normal(a) in by_normal), None)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A validated trace: one entry per kept row, times in seconds from the first row."""
+
+    path: Path
+    layout: str  # "azure", "burstgpt" or "llmsim"
+    time: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    session: np.ndarray  # dense session codes in order of appearance, -1 for none
+    prefix_group: np.ndarray  # dense group codes, -1 for none
+    prefix_tokens: np.ndarray  # shared-prompt tokens of the row, -1 when not given
+    skipped: int  # rows with zero input or output tokens
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+# ------------------------------------------------------------------------------------------------
+# loading
+# ------------------------------------------------------------------------------------------------
+def load_trace(path: str | Path, key: str = "workload.path", time_unit: str = "s") -> Trace:
+    """Read and validate a trace file (cached by file identity, so validation and replay read it once)."""
+    resolved = resolve_path(path, key)
+    stat = resolved.stat()
+    return _load_cached(str(resolved), stat.st_mtime_ns, stat.st_size, key, time_unit)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, _mtime: int, _size: int, key: str, time_unit: str) -> Trace:
+    table = read_table(Path(path), key)
+    columns = list(table.frame.columns)
+    needed = {"arrival time": TIME_COLUMNS, "input tokens": INPUT_COLUMNS, "output tokens": OUTPUT_COLUMNS}
+    found = {what: _find_column(columns, aliases) for what, aliases in needed.items()}
+    missing = [what for what, column in found.items() if column is None]
+    if missing:
+        wanted = "; ".join(f"{what} ({', '.join(needed[what])})" for what in missing)
+        raise ConfigError(key, path, f"missing column for {wanted}; the file has {', '.join(map(str, columns))}")
+    time_col, input_col, output_col = found["arrival time"], found["input tokens"], found["output tokens"]
+    assert time_col and input_col and output_col
+    times = _times(table, time_col, TIME_UNITS[time_unit], key)
+    inputs = numeric_column(table, input_col, key, allow_missing=False, nonneg=True, integer=True)
+    outputs = numeric_column(table, output_col, key, allow_missing=False, nonneg=True, integer=True)
+    session = _codes(table, _find_column(columns, SESSION_COLUMNS))
+    group = _codes(table, _find_column(columns, GROUP_COLUMNS))
+    prefix_col = _find_column(columns, PREFIX_TOKENS_COLUMNS)
+    prefix = np.full(len(times), -1.0)
+    if prefix_col is not None:
+        given = numeric_column(table, prefix_col, key, allow_missing=True, nonneg=True, integer=True)
+        over = np.nan_to_num(given, nan=-1.0) > inputs
+        if over.any():
+            i = int(np.argmax(over))
+            raise ConfigError(
+                key, path, f"{table.where(i)}: {prefix_col} ({given[i]:g}) exceeds the input tokens ({inputs[i]:g})"
+            )
+        prefix = np.nan_to_num(given, nan=-1.0)
+    keep = (inputs > 0) & (outputs > 0)
+    if not keep.any():
+        raise ConfigError(key, path, "no row has input and output tokens > 0")
+    arrays = [a[keep] for a in (times, inputs, outputs, session, group, prefix)]
+    arrays[3], arrays[4] = _dense(arrays[3]), _dense(arrays[4])
+    for array in arrays:
+        array.setflags(write=False)
+    return Trace(
+        Path(path),
+        _layout(columns),
+        arrays[0],
+        arrays[1].astype(np.int64),
+        arrays[2].astype(np.int64),
+        arrays[3],
+        arrays[4],
+        arrays[5].astype(np.int64),
+        int((~keep).sum()),
+    )
+
+
+def _layout(columns: Sequence[object]) -> str:
+    names = {_normal(c) for c in columns}
+    if {"timestamp", "contexttokens", "generatedtokens"} <= names:
+        return "azure"
+    if {"requesttokens", "responsetokens"} <= names:
+        return "burstgpt"
+    return "llmsim"
+
+
+def _times(table: Table, column: str, unit: float, key: str) -> np.ndarray:
+    raw = table.frame[column]
+    path = str(table.path)
+    present = raw.dropna()
+    if present.empty or not pd.isna(pd.to_numeric(present.iloc[:1], errors="coerce").iloc[0]):  # numbers
+        seconds = numeric_column(table, column, key, allow_missing=False, label="arrival time") * unit
+    else:
+        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+        bad = (parsed.isna() & raw.notna()).to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ConfigError(
+                key, path, f"{table.where(i)}: arrival time {raw.iloc[i]!r} is neither a number nor a date-time"
+            )
+        if parsed.isna().any():
+            i = int(np.argmax(parsed.isna().to_numpy()))
+            raise ConfigError(key, path, f"{table.where(i)}: arrival time is missing")
+        seconds = (parsed - parsed.iloc[0]).dt.total_seconds().to_numpy(dtype=np.float64)
+    earlier = np.diff(seconds) < 0
+    if earlier.any():
+        i = int(np.argmax(earlier)) + 1
+        raise ConfigError(
+            key,
+            path,
+            f"{table.where(i)}: arrival time {raw.iloc[i]} is before the previous row's {raw.iloc[i - 1]} "
+            "(rows must be sorted by time)",
+        )
+    return seconds - seconds[0]
+
+
+def _codes(table: Table, column: str | None) -> np.ndarray:
+    """Ids of a column as integer codes in order of appearance; -1 where empty or no column."""
+    if column is None:
+        return np.full(len(table.frame), -1, dtype=np.int64)
+    values = table.frame[column].map(lambda v: None if pd.isna(v) else str(v))
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def _dense(codes: np.ndarray) -> np.ndarray:
+    """Renumber codes 0..k-1 in order of appearance (after rows were dropped); -1 stays -1."""
+    out = np.full(len(codes), -1, dtype=np.int64)
+    present = codes >= 0
+    if present.any():
+        dense, _ = pd.factorize(codes[present])
+        out[present] = dense
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# replay plan: window, time scale, loops, stop rules
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Replay:
+    """Which trace rows are sent, when, and in which loop copy (in send order)."""
+
+    rows: np.ndarray
+    times: np.ndarray
+    copy: np.ndarray
+    time_scale: float
+
+
+def plan_replay(trace: Trace, workload: WorkloadConfig, key: str = "workload") -> Replay:
+    """Apply the window, the rescaling, the loops, ``total_duration`` and ``num_requests``."""
+    start, end = workload.start_s, workload.end_s
+    if end is not None and end <= start:
+        raise ConfigError(f"{key}.end_s", end, f"a time after start_s ({start:g})")
+    in_window = trace.time >= start
+    if end is not None:
+        in_window &= trace.time < end
+    rows = np.flatnonzero(in_window)
+    span = f"{trace.path.name} spans 0 to {trace.time[-1]:g} s"
+    if len(rows) == 0:
+        raise ConfigError(f"{key}.start_s", start, f"the window [{start:g}, {end}) holds no request; {span}")
+    local = trace.time[rows] - start
+    mean_gap = (local[-1] - local[0]) / (len(local) - 1) if len(local) > 1 else 0.0
+    if workload.rate is not None and workload.time_scale is not None:
+        raise ConfigError(
+            f"{key}.time_scale", workload.time_scale, "give workload.rate or workload.time_scale, not both"
+        )
+    scale = workload.time_scale or 1.0
+    if workload.rate is not None:
+        if mean_gap <= 0:
+            raise ConfigError(f"{key}.rate", workload.rate, f"rescaling needs two requests at different times; {span}")
+        scale = 1.0 / (workload.rate * mean_gap)
+    period = 0.0
+    if workload.loop > 1:
+        if end is None and mean_gap <= 0:
+            raise ConfigError(f"{key}.loop", workload.loop, "looping needs end_s or two requests at different times")
+        period = (end - start) if end is not None else local[-1] + mean_gap
+    copies = np.repeat(np.arange(workload.loop), len(rows))
+    times = (np.tile(local, workload.loop) + copies * period) * scale
+    all_rows = np.tile(rows, workload.loop)
+    keep = np.ones(len(times), dtype=bool)
+    if workload.total_duration is not None:
+        keep &= times < workload.total_duration
+    if workload.num_requests is not None:
+        keep &= np.cumsum(keep) <= workload.num_requests
+    if not keep.any():
+        raise ConfigError(
+            f"{key}.total_duration", workload.total_duration, f"keeps no request (the first is sent at {times[0]:g} s)"
+        )
+    return Replay(all_rows[keep], times[keep], copies[keep], scale)
+
+
+def check_trace(workload: WorkloadConfig, key: str = "workload") -> Replay:
+    """Validate a trace workload (file, columns, rows, window) before any simulation."""
+    if workload.path is None:
+        raise ConfigError(f"{key}.path", None, "a trace workload needs workload.path=FILE (CSV, Parquet or JSONL)")
+    if len(workload.client_profiles) > 1:
+        raise ConfigError(
+            f"{key}.client_profiles", len(workload.client_profiles), "a trace uses one client profile (streaming, name)"
+        )
+    trace = load_trace(workload.path, f"{key}.path", workload.time_unit)
+    return plan_replay(trace, workload, key)
+
+
+# ------------------------------------------------------------------------------------------------
+# requests
+# ------------------------------------------------------------------------------------------------
+def _take(segments: tuple[Segment, ...], tokens: int) -> tuple[Segment, ...]:
+    """The first ``tokens`` tokens of a sequence of segments."""
+    out = []
+    for segment_id, length in segments:
+        if tokens <= 0:
+            break
+        out.append((segment_id, min(length, tokens)))
+        tokens -= length
+    return tuple(out)
+
+
+def group_prefix_lengths(trace: Trace) -> np.ndarray:
+    """Shared-prompt length of each group: the shortest prompt in it (used without prefix_tokens)."""
+    groups = int(trace.prefix_group.max()) + 1 if len(trace) else 0
+    lengths = np.full(max(groups, 0), np.iinfo(np.int64).max, dtype=np.int64)
+    mask = trace.prefix_group >= 0
+    np.minimum.at(lengths, trace.prefix_group[mask], trace.input_tokens[mask])
+    return lengths
+
+
+def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
+    """Every request of the replay as a one-turn unit sent at its trace time, in send order."""
+    from llmsim.workload.sessions import Session
+
+    trace = load_trace(workload.path or "", "workload.path", workload.time_unit)
+    replay = plan_replay(trace, workload)
+    if trace.skipped:
+        log.warning("trace %s: skipped %d rows with zero input or output tokens", trace.path.name, trace.skipped)
+    profile = workload.client_profiles[0]
+    streaming = stream_rng(seed, "trace_streaming").random(len(replay.rows)) < profile.streaming_response_probability
+    group_lengths = group_prefix_lengths(trace)
+    history: dict[tuple[int, int], tuple[tuple[Segment, ...], int, int]] = {}  # (copy, session) -> segments, turn, id
+    next_session = 0
+    units = []
+    plan = zip(replay.rows.tolist(), replay.times.tolist(), replay.copy.tolist(), strict=True)
+    for rid, (row, time, copy) in enumerate(plan):
+        prompt = int(trace.input_tokens[row])
+        code = int(trace.session[row])
+        previous = history.get((copy, code)) if code >= 0 else None
+        if previous is not None:
+            context, turn, session_id = _take(previous[0], prompt), previous[1] + 1, previous[2]
+        else:
+            context, turn, session_id = (), 0, next_session
+            next_session += 1
+            group = int(trace.prefix_group[row])
+            if group >= 0:
+                shared = int(trace.prefix_tokens[row]) if trace.prefix_tokens[row] >= 0 else int(group_lengths[group])
+                context = _take(((shared_prompt_segment(group), shared),), prompt)
+        own = prompt - sum(n for _, n in context)
+        segments = (*context, (2 * rid + 1, own)) if own > 0 else context
+        spec = RequestSpec(
+            request_id=rid,
+            session_id=session_id,
+            turn=turn,
+            profile=profile.profile_name,
+            prompt_tokens=prompt,
+            max_output_tokens=int(trace.output_tokens[row]),
+            streaming=bool(streaming[rid]),
+            prompt_segments=segments,
+            output_segment=2 * rid + 2,
+            stream_chunk_tokens=workload.stream_chunk_tokens,
+        )
+        if code >= 0:
+            history[(copy, code)] = (spec.token_segments, turn, session_id)
+        units.append(Session(session_id, float(time), (spec,)))
+    return units
