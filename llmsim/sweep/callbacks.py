@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -90,6 +90,29 @@ class SweepProgress:
                 progress.update(task, completed=count_done(self.sweep_dir, wanted))
 
 
+def check_sweep_dir(config: DictConfig) -> None:
+    """Refuse a relative ``hydra.sweep.dir`` when jobs run on an existing Ray cluster.
+
+    Ray's workers there resolve a relative path in their own working directory, on their own node:
+    the job directories would be scattered while the tables are built here from an empty folder.
+    """
+    import os
+
+    from llmsim.errors import ConfigError
+
+    launcher = config.hydra.launcher
+    if not str(OmegaConf.select(launcher, "_target_", default="")).startswith("hydra_plugins.hydra_ray_launcher."):
+        return
+    address = OmegaConf.select(launcher, "ray.init.address", default=None) or os.environ.get("RAY_ADDRESS")
+    sweep_dir = str(config.hydra.sweep.dir)
+    if address and address != "local" and not Path(sweep_dir).is_absolute():
+        raise ConfigError(
+            "hydra.sweep.dir",
+            sweep_dir,
+            f"an absolute path on storage every node of the Ray cluster at {address} shares",
+        )
+
+
 class SweepTablesCallback(Callback):
     """Shows progress during a sweep and runs :func:`llmsim.sweep.aggregate.aggregate` at its end."""
 
@@ -102,7 +125,15 @@ class SweepTablesCallback(Callback):
         return {"progress_enabled": self.progress_enabled, "_progress": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Start the progress display."""
+        """Check the sweep directory suits the launcher, then start the progress display."""
+        from llmsim.cli import report_error
+        from llmsim.errors import ConfigError
+
+        try:
+            check_sweep_dir(config)
+        except ConfigError as exc:  # Hydra turns a callback's exception into a warning: stop here
+            report_error(exc)
+            sys.exit(2)
         self._progress = SweepProgress(Path(str(config.hydra.sweep.dir)), enabled=self.progress_enabled)
         self._progress.start()
 
