@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from llmsim.workload.request import Request, Segment
 
 
+_ID_MASK = (1 << 60) - 1
+
+
 class BlockPool:
     """Fixed set of KV blocks with reference counts, an LRU free queue and a hash -> block map."""
 
@@ -117,7 +120,8 @@ def block_hashes(
         while position < block_end and seg_index < len(segments):
             seg_id, length = segments[seg_index]
             take_end = min(block_end, seg_start + length)
-            pieces.append((seg_id, position - seg_start, take_end - seg_start))
+            # ids are masked to non-negative ints: CPython hashes -1 like -2, which would merge contents
+            pieces.append((seg_id & _ID_MASK, position - seg_start, take_end - seg_start))
             position = take_end
             if position >= seg_start + length:
                 seg_start += length
