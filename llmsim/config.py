@@ -87,6 +87,10 @@ class SimulationConfig(Schema):
 
     max_simulation_time: PositiveFloat = Field(default=3600.0, description="Simulated seconds before the run stops.")
     random_seed: int = Field(default=42, description="Seed every random stream is derived from.")
+    fast_forward: bool = Field(
+        default=True,
+        description="Advance runs of identical decode steps in closed form (same timestamps, much faster).",
+    )
 
 
 class ClientProfile(Schema):

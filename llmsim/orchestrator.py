@@ -78,6 +78,8 @@ class ExperimentOrchestrator:
                 model_profile=model_profile,
                 config_key=cfg.framework_key(index),
             )
+            if hasattr(instance, "fast_forward"):
+                instance.fast_forward = cfg.simulation.fast_forward
             self.metrics_collector.register_framework(entry.name, instance.describe())
             self.llm_framework_instances.append(instance)
         target_dispatch_points = {

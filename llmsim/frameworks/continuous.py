@@ -15,8 +15,9 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import simpy
 
 from llmsim.errors import SimulationError
@@ -38,6 +39,21 @@ class KVManager(Protocol):
 
     def free(self, request: Request) -> None: ...
 
+    def decode_stretch_limit(self, requests: list[Request], steps: int) -> int: ...
+
+    def reserve_decode_steps(self, request: Request, steps: int) -> None: ...
+
+
+@dataclass
+class DecodeStretch:
+    """A run of identical decode steps of ``requests``: per-step durations and end times."""
+
+    requests: list[Request]
+    steps: int
+    start: float
+    durations: np.ndarray
+    ends: np.ndarray
+
 
 @dataclass
 class StepPlan:
@@ -57,6 +73,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         super().__init__(*args, **kwargs)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.fast_forward = True
 
     # ---- policy hooks ---------------------------------------------------------------------------
     @abstractmethod
@@ -89,6 +106,11 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             plan = self.schedule()
             if not plan.scheduled:
                 self.unblock()
+                continue
+            stretch = self.steady_stretch(plan) if self.fast_forward else None
+            if stretch is not None:
+                yield env.timeout(stretch.ends[-1] - env.now)
+                self.apply_stretch(stretch)
                 continue
             batch = self.batch_shape(plan.scheduled)
             start = env.now
@@ -153,6 +175,114 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
                     self.finish(request, now)
         if finished:
             self.running = [r for r in self.running if r.status == "running"]
+
+    # ---- closed-form decode stretches ------------------------------------------------------------
+    #: Whether waiting requests stay unadmittable while the running batch only decodes (true when
+    #: admission depends only on free memory, seats and token budget, which decoding never increases).
+    steady_while_waiting: ClassVar[bool] = True
+    MAX_STRETCH: ClassVar[int] = 4096
+
+    def steady_stretch(self, plan: StepPlan) -> DecodeStretch | None:
+        """If the planned step starts a run of identical decode steps, the run (None otherwise).
+
+        The run lasts until a request finishes, the KV cache would run short, or the first step
+        boundary at or after the next pending SimPy event (an arrival, say): exactly the steps
+        step-by-step simulation would take with nothing changing in between. Their times come from
+        the same decode-step formula, added in the same order, so timestamps are bit-identical.
+        """
+        scheduled = plan.scheduled
+        if plan.evicted or plan.extra_time_s or len(scheduled) != len(self.running) or len(scheduled) < 1:
+            return None
+        if self.waiting and not self.steady_while_waiting:
+            return None
+        remaining = self.MAX_STRETCH
+        requests = []
+        for request, num_new in scheduled:
+            if num_new != 1 or request.num_output_tokens == 0 or request.spec.stream_chunk_tokens != 1:
+                return None
+            remaining = min(remaining, request.spec.max_output_tokens - request.num_output_tokens)
+            requests.append(request)
+        if remaining < 2:
+            return None
+        steps = self.kv.decode_stretch_limit(requests, remaining)
+        if steps < 2:
+            return None
+        n = len(requests)
+        contexts = np.fromiter((r.num_computed_tokens + 1 for r in requests), dtype=np.int64, count=n)
+        offsets = np.arange(steps, dtype=np.int64)
+        kv_tokens = int(contexts.sum()) + n * offsets
+        window = self.model.sliding_window
+        if window is None:
+            windowed = kv_tokens
+        else:
+            ordered = np.sort(contexts)
+            below = np.searchsorted(ordered, window - offsets, side="left")  # contexts still under the window
+            prefix = np.concatenate(([0], np.cumsum(ordered)))
+            windowed = prefix[below] + below * offsets + (n - below) * window
+        gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
+        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        ends = np.cumsum(np.concatenate(([self.env.now], durations)))[1:]
+        next_event = self.env.peek()
+        if next_event <= ends[0]:
+            return None
+        # stop at the first step boundary at or after the next event: it must be seen there
+        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
+        if steps < 2:
+            return None
+        return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps])
+
+    def apply_stretch(self, stretch: DecodeStretch) -> None:
+        """Account ``stretch.steps`` decode steps at once: tokens, KV, ITL, completions, step series."""
+        steps, end = stretch.steps, float(stretch.ends[-1])
+        first_end = float(stretch.ends[0])
+        warm_up = self.metrics.config.warm_up_duration_s
+        streamed = 0
+        finished = []
+        for request in stretch.requests:
+            self.kv.reserve_decode_steps(request, steps)
+            request.num_computed_tokens += steps
+            self.kv.cache_full_blocks(request)
+            if request.spec.streaming:
+                self.metrics.record_itl(self.framework_id, request, first_end - request.last_chunk_time)
+                streamed += request.send_time >= warm_up
+            request.num_output_tokens += steps
+            request.last_token_time = request.last_chunk_time = end
+            if request.is_finished:
+                finished.append(request)
+        if streamed:
+            # gaps as differences of step end times, exactly as step-by-step timestamps give them
+            self.metrics.record_itl_bulk(self.framework_id, np.diff(stretch.ends), streamed)
+        self.on_decode_stretch(steps)
+        n = len(stretch.requests)
+        used_during = self.kv.num_used
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, end)
+        if finished:
+            self.running = [r for r in self.running if r.status == "running"]
+        # the series after each step: the batch as it was, then (last row) after the completions
+        running = np.full(steps, n)
+        running[-1] = len(self.running)
+        used = np.full(steps, used_during)
+        used[-1] = self.kv.num_used
+        self.num_steps += steps
+        self.metrics.record_steps(
+            self.framework_id,
+            np.concatenate(([stretch.start], stretch.ends[:-1])),
+            stretch.durations,
+            num_seqs=n,
+            num_tokens=n,
+            num_prefill_tokens=0,
+            num_decode_seqs=n,
+            kv_blocks_used=used,
+            kv_blocks_total=self.kv.capacity,
+            num_running=running,
+            num_waiting=len(self.waiting),
+            num_preempted=0,
+        )
+
+    def on_decode_stretch(self, steps: int) -> None:
+        """Policy state that advances with every decode step (SGLang's new-token ratio) moves ``steps`` at once."""
 
     # ---- shared mechanics -----------------------------------------------------------------------
     def start_running(self, request: Request, cached_tokens: int) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 from llmsim.workload.request import Request, Segment
 
-
 _ID_MASK = (1 << 60) - 1
 
 
@@ -175,6 +174,11 @@ class KVCacheManager:
 
     def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int] = ()) -> bool:
         """Give the request room for ``num_new_tokens`` more tokens (after ``computed_blocks``), or refuse."""
+        if (
+            not computed_blocks
+            and request.num_computed_tokens + num_new_tokens <= len(request.blocks) * self.block_size
+        ):
+            return True  # its last block still has room (most decode steps)
         total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
         need = self.blocks_needed(total) - len(request.blocks) - len(computed_blocks)
         reusable_free = sum(1 for b in computed_blocks if self.pool.ref_counts[b] == 0)
@@ -190,7 +194,7 @@ class KVCacheManager:
 
     def cache_full_blocks(self, request: Request) -> None:
         """Register every block the request has completely computed."""
-        if not self.enable_caching:
+        if not self.enable_caching or request.num_computed_tokens // self.block_size <= request.num_hashed_blocks:
             return
         full = min(request.num_computed_tokens // self.block_size, len(request.blocks))
         if full <= request.num_hashed_blocks:
@@ -199,6 +203,35 @@ class KVCacheManager:
         for i in range(request.num_hashed_blocks, full):
             self.pool.register(request.blocks[i], hashes[i])
         request.num_hashed_blocks = full
+
+    def decode_stretch_limit(self, requests: Sequence[Request], steps: int) -> int:
+        """Most decode steps (<= ``steps``) every request can take before the pool runs out of blocks.
+
+        Each step adds one token to each request; its first step's room was allocated when it was
+        scheduled. Blocks needed grow with the steps, so the answer is found by bisection.
+        """
+        size = self.block_size
+        free = self.pool.num_free
+        current = [(r.num_computed_tokens, len(r.blocks)) for r in requests]
+
+        def needed(k: int) -> int:
+            return sum(max(0, -(-(c + k) // size) - held) for c, held in current)
+
+        if needed(steps) <= free:
+            return steps
+        low, high = 1, steps  # needed(1) == 0: step one is allocated already
+        while high - low > 1:
+            middle = (low + high) // 2
+            if needed(middle) <= free:
+                low = middle
+            else:
+                high = middle
+        return low
+
+    def reserve_decode_steps(self, request: Request, steps: int) -> None:
+        """Take the blocks ``steps`` decode steps need (checked by :meth:`decode_stretch_limit`)."""
+        if not self.allocate_slots(request, steps):  # pragma: no cover - guarded by decode_stretch_limit
+            raise RuntimeError("decode stretch ran out of KV blocks")
 
     def free(self, request: Request) -> None:
         """Return the request's blocks (they stay cached until reused)."""

@@ -272,6 +272,16 @@ class RadixKVManager:
         request.kv_state.private_tokens += num_tokens
         return True
 
+    def decode_stretch_limit(self, requests: Sequence[Request], steps: int) -> int:
+        """Most decode steps (<= ``steps``) before a step would start with less room than one token each."""
+        n = len(requests)
+        return max(1, min(steps, 1 + (self.cache.available_tokens - n) // n)) if n else steps
+
+    def reserve_decode_steps(self, request: Request, steps: int) -> None:
+        """Take the slots of ``steps - 1`` more tokens (the first step's was taken when scheduled)."""
+        if steps > 1 and not self.allocate(request, steps - 1):  # pragma: no cover - guarded by the limit
+            raise RuntimeError("decode stretch ran out of KV slots")
+
     def cache_full_blocks(self, request: Request) -> None:
         """Insert the request's computed tokens into the tree once its prompt (or a chunk of it) is done."""
         state: RadixState | None = request.kv_state

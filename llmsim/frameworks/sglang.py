@@ -64,6 +64,7 @@ class SGLangFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = SGLangConfig
     type_name: ClassVar[str] = "SGLANG"
+    steady_while_waiting: ClassVar[bool] = False  # the decaying new_token_ratio can admit mid-decode
     # Serial CPU time per step: the overlap scheduler (SGLang v0.4 blog: no GPU idle between batches)
     # leaves little; without it SGLang's Python scheduler costs about as much as vLLM's (efficiency.md s.4).
     OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (1.5e-3, 1.0e-5), False: (4.0e-4, 2.0e-6)}
@@ -210,6 +211,11 @@ class SGLangFramework(ContinuousBatchingFramework):
             if self.kv.allocate(request, 1):
                 plan.scheduled.append((request, 1))
         return plan
+
+    def on_decode_stretch(self, steps: int) -> None:
+        """The ratio decays once per decode step; the stretch's first step decayed it already."""
+        for _ in range(steps - 1):  # step by step, so the float arithmetic is the same as without stretches
+            self.new_token_ratio = max(self.new_token_ratio - self.ratio_decay, MIN_NEW_TOKEN_RATIO)
 
     def _retract(self, decoding: list[Request], plan: StepPlan) -> list[Request]:
         """Retract requests until the rest have room for RETRACT_DECODE_STEPS more tokens each."""

@@ -183,6 +183,7 @@ class PerformanceModel:
         self.attn_flops_per_pair = per_pair * model.num_attention_heads / self.tp
         self.layer_groups = self._layer_groups()
         self._cache: dict[tuple, float] = {}
+        self._decode_cache: dict[int, tuple[float, float]] = {}
 
     def _layer_groups(self) -> list[tuple[int, LayerKind]]:
         """(count, kind) for every kind of layer the model has, dense/MoE x windowed/full."""
@@ -326,32 +327,48 @@ class PerformanceModel:
         )
 
     def step_time(self, batch: BatchShape) -> float:
-        """GPU seconds for the batch (memoised on its shape)."""
+        """GPU seconds for the batch (decode-only steps in closed form, others memoised on their shape)."""
+        if not batch.prefill_tokens:
+            if not batch.decode_seqs:
+                return 0.0
+            return self.decode_step_time(batch.decode_seqs, batch.decode_kv_tokens, batch.windowed_decode_kv_tokens)
         key = batch.key()
         cached = self._cache.get(key)
         if cached is None:
-            cached = self.step_cost(batch).time_s if batch.num_tokens else 0.0
+            cached = self.step_cost(batch).time_s
             if len(self._cache) > 200_000:
                 self._cache.clear()
             self._cache[key] = cached
         return cached
 
-    def decode_step_times(self, num_seqs: int, kv_tokens: np.ndarray, windowed_kv_tokens: np.ndarray) -> np.ndarray:
-        """GPU seconds of consecutive decode-only steps of ``num_seqs`` sequences, vectorised.
+    def _decode_terms(self, num_seqs: int) -> tuple[float, float]:
+        """(time of a decode step of ``num_seqs`` sequences without attention, attention seconds per KV token and layer)."""
+        terms = self._decode_cache.get(num_seqs)
+        if terms is None:
+            base_batch = self.new_batch()
+            base_batch.decode_seqs = base_batch.logits_rows = num_seqs
+            # step_cost at zero context charges one kernel floor per layer for attention: take it out
+            base = self.step_cost(base_batch).time_s - KERNEL_FLOOR_S * self.model.num_hidden_layers
+            per_token = max(
+                self.attn_flops_per_pair / (self.attention_peak_flops * self.eff.attention_flops),
+                self.kv_bytes_per_token_layer_gpu / (self.peak_bw * self.eff.hbm_bandwidth),
+            )
+            terms = self._decode_cache[num_seqs] = (base, per_token)
+        return terms
 
-        ``kv_tokens[i]`` and ``windowed_kv_tokens[i]`` are step i's summed (and window-capped)
-        contexts. Everything in a decode step but decode attention depends only on ``num_seqs``;
-        attention costs ``max(coefficient x KV tokens, kernel floor)`` per layer. The result equals
-        :meth:`step_time` of each step's :class:`BatchShape` (a test pins this).
-        """
-        base_batch = self.new_batch()
-        base_batch.decode_seqs = base_batch.logits_rows = num_seqs
-        base = self.step_cost(base_batch).time_s  # attention at zero context: one kernel floor per layer
-        per_token = max(
-            self.attn_flops_per_pair / (self.attention_peak_flops * self.eff.attention_flops),
-            self.kv_bytes_per_token_layer_gpu / (self.peak_bw * self.eff.hbm_bandwidth),
-        )
-        times = np.full(len(kv_tokens), base - KERNEL_FLOOR_S * self.model.num_hidden_layers)
+    def decode_step_time(self, num_seqs: int, kv_tokens: int, windowed_kv_tokens: int) -> float:
+        """GPU seconds of a decode-only step: everything but attention depends on ``num_seqs`` only;
+        decode attention costs ``max(per-token time x KV tokens, kernel floor)`` per layer."""
+        base, per_token = self._decode_terms(num_seqs)
+        time = base
+        for count, kind in self.layer_groups:
+            time += count * max(per_token * (windowed_kv_tokens if kind.windowed else kv_tokens), KERNEL_FLOOR_S)
+        return time
+
+    def decode_step_times(self, num_seqs: int, kv_tokens: np.ndarray, windowed_kv_tokens: np.ndarray) -> np.ndarray:
+        """:meth:`decode_step_time` of consecutive steps, vectorised with the same arithmetic (bit-identical)."""
+        base, per_token = self._decode_terms(num_seqs)
+        times = np.full(len(kv_tokens), base)
         for count, kind in self.layer_groups:
             tokens = windowed_kv_tokens if kind.windowed else kv_tokens
             times += count * np.maximum(per_token * tokens, KERNEL_FLOOR_S)

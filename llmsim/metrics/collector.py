@@ -106,6 +106,12 @@ class MetricsCollector:
         if request.send_time >= self.config.warm_up_duration_s:
             self._itl[framework_id][gap] += 1
 
+    def record_itl_bulk(self, framework_id: str, gaps: np.ndarray, count: int) -> None:
+        """Pool ``count`` occurrences of each gap (a closed-form decode stretch: every streamed request alike)."""
+        pooled = self._itl[framework_id]
+        for gap in gaps.tolist():
+            pooled[gap] += count
+
     def count_event(self, framework_id: str, kind: str) -> None:
         """Count one scheduler event (``preempted``, ``swapped_out``, ``retracted``, ``paused``)."""
         self.events[framework_id][kind] += 1
@@ -118,6 +124,17 @@ class MetricsCollector:
         steps["duration"].append(duration)
         for name in STEP_COLUMNS[3:]:
             steps[name].append(values[name])
+
+    def record_steps(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, **values: Any) -> None:
+        """Append several engine steps at once (columns given as scalars repeat for every step)."""
+        steps = self.steps
+        count = len(starts)
+        steps["framework"].extend([framework_id] * count)
+        steps["time"].extend(starts.tolist())
+        steps["duration"].extend(durations.tolist())
+        for name in STEP_COLUMNS[3:]:
+            value = values[name]
+            steps[name].extend(value.tolist() if isinstance(value, np.ndarray) else [value] * count)
 
     # ---- tables --------------------------------------------------------------------------------
     def get_all_request_metrics_df(self) -> pd.DataFrame:
@@ -161,7 +178,8 @@ class MetricsCollector:
         pooled = self._itl.get(framework_id, {})
         values = np.fromiter(pooled.keys(), dtype=np.float64, count=len(pooled))
         counts = np.fromiter(pooled.values(), dtype=np.int64, count=len(pooled))
-        return values, counts
+        order = np.argsort(values, kind="stable")  # sums then do not depend on the order gaps were seen
+        return values[order], counts[order]
 
     def generate_summary_report(self, simulation_actual_duration: float) -> dict[str, Any]:
         """Summary per framework with vLLM benchmark metric names (see :mod:`llmsim.metrics.summary`)."""
