@@ -55,7 +55,6 @@ EFF = Efficiency(
     gemm_half_tokens=10,
     attention_flops=1.0,
     hbm_bandwidth=1.0,
-    elementwise_bandwidth=0.5,
 )
 LINK = Interconnect(bandwidth_gbps=100.0, allreduce_efficiency=0.5, latency_s=1e-5)
 

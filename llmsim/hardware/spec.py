@@ -61,7 +61,6 @@ class Efficiency(Schema):
     )
     attention_flops: float = Field(default=0.6, gt=0, le=1, description="Prefill attention fraction of peak.")
     hbm_bandwidth: float = Field(default=0.85, gt=0, le=1, description="Weight/KV streaming fraction of HBM peak.")
-    elementwise_bandwidth: float = Field(default=0.35, gt=0, le=1, description="Norms, rotary, activations.")
 
 
 class Interconnect(Schema):
