@@ -124,14 +124,22 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     def batch_shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
         """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes."""
         batch = self.perf_model.new_batch()
+        window = batch.window
+        decodes = decode_kv = windowed_kv = 0
         for request, num_new in scheduled:
             computed = request.num_computed_tokens
-            if computed + num_new < request.num_tokens:
-                batch.add_prefill(num_new, computed, samples_token=False)
-            elif num_new == 1 and request.num_output_tokens > 0:
-                batch.add_decode(computed + 1)
+            known = request.spec.prompt_tokens + request.num_output_tokens
+            if num_new == 1 and request.num_output_tokens > 0 and computed + 1 >= known:
+                decodes += 1
+                decode_kv += computed + 1
+                windowed_kv += computed + 1 if window is None or computed + 1 < window else window
             else:
-                batch.add_prefill(num_new, computed, samples_token=True)
+                batch.add_prefill(num_new, computed, samples_token=computed + num_new >= known)
+        if decodes:
+            batch.decode_seqs += decodes
+            batch.decode_kv_tokens += decode_kv
+            batch.windowed_decode_kv_tokens += windowed_kv
+            batch.logits_rows += decodes
         return batch
 
     def record_step(self, start: float, duration: float, batch: BatchShape, num_seqs: int, evicted: int) -> None:
@@ -164,12 +172,16 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         """Advance computed tokens; requests that caught up sample a token; finished ones leave."""
         now = self.env.now
         finished = False
+        cache_full_blocks = self.kv.cache_full_blocks
+        # a paged cache only has work when a block fills up: check that here, without a call per token
+        block_size = self.kv.block_size if getattr(self.kv, "enable_caching", False) and self.kv.block_size > 1 else 0
         for request, num_new in plan.scheduled:
             request.num_computed_tokens += num_new
-            self.kv.cache_full_blocks(request)
-            if request.num_computed_tokens >= request.num_tokens:
+            if not block_size or request.num_computed_tokens // block_size > request.num_hashed_blocks:
+                cache_full_blocks(request)
+            if request.num_computed_tokens >= request.spec.prompt_tokens + request.num_output_tokens:
                 self.on_token(request, now)
-                if request.is_finished:
+                if request.num_output_tokens >= request.spec.max_output_tokens:
                     self.kv.free(request)
                     finished = True
                     self.finish(request, now)

@@ -155,9 +155,16 @@ class VLLMFramework(ContinuousBatchingFramework):
         plan = StepPlan()
         running = self.running
         index = 0
+        block_size = self.kv.block_size
         while index < len(running) and budget > 0:
             request = running[index]
-            remaining = request.num_tokens - request.num_computed_tokens
+            computed = request.num_computed_tokens
+            remaining = request.spec.prompt_tokens + request.num_output_tokens - computed
+            if remaining == 1 and computed < len(request.blocks) * block_size:
+                plan.scheduled.append((request, 1))  # a decode step with room left in its last block
+                budget -= 1
+                index += 1
+                continue
             num_new = min(remaining, budget)
             if not self.chunked_prefill and num_new < remaining:
                 index += 1
