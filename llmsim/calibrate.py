@@ -53,46 +53,70 @@ def _conf_value(group: str, option: str, path: str, default: float) -> float:
     return float(data)
 
 
+#: GPUs that share a die (and so their achieved efficiencies): factors are fitted per family.
+FAMILIES = {
+    "a100": "ampere",
+    "a100_40gb": "ampere",
+    "a100_pcie": "ampere",
+    "a10g": "ampere",
+    "h100": "hopper",
+    "h100_pcie": "hopper",
+    "h200": "hopper",
+    "l40s": "ada",
+    "l4": "ada",
+    "b200": "blackwell",
+    "mi300x": "cdna3",
+}
+# Physical bounds: large GEMMs reach 0.5-0.9 of dense peak and streaming kernels 0.7-0.95 of HBM
+# bandwidth on the GPUs measured in efficiency.md; a fit outside them would be a fudge, not physics.
+GEMM_BOUNDS = (0.4, 0.95)
+HBM_BOUNDS = (0.65, 0.95)
+
+
+def family_of(hardware: str) -> str:
+    """The GPU family a hardware option belongs to (itself when unknown)."""
+    return FAMILIES.get(hardware, hardware)
+
+
 def default_factors(cases: pd.DataFrame) -> list[Factor]:
-    """The factors the cases can inform: per GPU GEMM and HBM efficiency, per framework step overhead."""
+    """The factors the cases can inform: per GPU family GEMM (per dtype), HBM and MoE GEMM efficiency,
+    and per framework the serial CPU overhead of a step."""
     factors: list[Factor] = []
-    for hardware in sorted(cases["hardware"].unique()):
-        on_hw = cases[cases["hardware"] == hardware]
+    moe_models = frozenset(name for name, profile in builtin_model_profiles().items() if profile.is_moe)
+    families = cases["hardware"].map(family_of)
+    for family in sorted(families.unique()):
+        on_family = cases[families == family]
+        reference = sorted(on_family["hardware"].unique())[0]
+        in_family = lambda r, fam=family: family_of(r["hardware"]) == fam  # noqa: E731
         for dtype_key, dtypes in (("gemm_flops", ("fp16", "bf16")), ("gemm_flops_fp8", ("fp8",))):
-            if on_hw["dtype"].isin(dtypes).any():
-                value = _conf_value("hardware", hardware, f"efficiency.{dtype_key}", 0.7)
+            if on_family["dtype"].isin(dtypes).any():
                 factors.append(
                     Factor(
                         f"hardware.efficiency.{dtype_key}",
-                        lambda r, h=hardware, d=dtypes: r["hardware"] == h and r["dtype"] in d,
-                        0.2,
-                        1.0,
-                        value,
-                        f"{hardware}.efficiency.{dtype_key}",
+                        lambda r, d=dtypes, f=in_family: f(r) and r["dtype"] in d,
+                        *GEMM_BOUNDS,
+                        _conf_value("hardware", reference, f"efficiency.{dtype_key}", 0.7),
+                        f"{family}.efficiency.{dtype_key}",
                     )
                 )
-        moe_models = {name for name, profile in builtin_model_profiles().items() if profile.is_moe}
-        if on_hw["model"].isin(moe_models).any():
-            value = _conf_value("hardware", hardware, "efficiency.moe_gemm_relative", 1.0)
+        if on_family["model"].isin(moe_models).any():
             factors.append(
                 Factor(
                     "hardware.efficiency.moe_gemm_relative",
-                    lambda r, h=hardware, moe=frozenset(moe_models): r["hardware"] == h and r["model"] in moe,
+                    lambda r, f=in_family: f(r) and r["model"] in moe_models,
                     0.1,
                     1.0,
-                    value,
-                    f"{hardware}.efficiency.moe_gemm_relative",
+                    _conf_value("hardware", reference, "efficiency.moe_gemm_relative", 1.0),
+                    f"{family}.efficiency.moe_gemm_relative",
                 )
             )
-        value = _conf_value("hardware", hardware, "efficiency.hbm_bandwidth", 0.85)
         factors.append(
             Factor(
                 "hardware.efficiency.hbm_bandwidth",
-                lambda r, h=hardware: r["hardware"] == h,
-                0.3,
-                1.0,
-                value,
-                f"{hardware}.efficiency.hbm_bandwidth",
+                in_family,
+                *HBM_BOUNDS,
+                _conf_value("hardware", reference, "efficiency.hbm_bandwidth", 0.85),
+                f"{family}.efficiency.hbm_bandwidth",
             )
         )
     for framework in sorted(cases["framework"].unique()):
@@ -120,7 +144,7 @@ class Objective:
         self.evaluations = 0
 
     def overrides_for(self, row: pd.Series) -> list[str]:
-        return [f"{f.key}={f.value:.6g}" for f in self.factors if f.applies(row)]
+        return [f"++{f.key}={f.value:.6g}" for f in self.factors if f.applies(row)]
 
     def evaluate(self, rows: list[int]) -> None:
         """Re-simulate the given cases with the current factor values."""
@@ -175,14 +199,19 @@ def fit(
     return objective
 
 
-def write_overrides(out: Path, factors: list[Factor]) -> list[Path]:
-    """Calibrated copies of the hardware and framework files the factors belong to."""
+def write_overrides(out: Path, factors: list[Factor], hardware_options: list[str]) -> list[Path]:
+    """Calibrated copies of the hardware files (every option of the cases, with its family's factors)
+    and of the framework files the factors belong to."""
     written = []
     by_file: dict[tuple[str, str], dict[str, float]] = {}
     for factor in factors:
-        option, _, path = factor.label.partition(".")
-        group = "framework" if factor.key.startswith("framework.") else "hardware"
-        by_file.setdefault((group, option), {})[path] = round(factor.value, 6)
+        name, _, path = factor.label.partition(".")
+        if factor.key.startswith("framework."):
+            by_file.setdefault(("framework", name), {})[path] = round(factor.value, 6)
+            continue
+        for option in hardware_options:
+            if family_of(option) == name:
+                by_file.setdefault(("hardware", option), {})[path] = round(factor.value, 6)
     for (group, option), values in by_file.items():
         data = yaml.safe_load((CONF_DIR / group / f"{option}.yaml").read_text())
         for path, value in values.items():
@@ -233,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         row = cases.iloc[index]
         after.extend(run_cases(cases.iloc[[index]], objective.overrides_for(row)))
     print(results_frame(after)[["case_id", "metric", "predicted", "measured", "error_pct"]].to_string(index=False))
-    for path in write_overrides(args.out, factors):
+    for path in write_overrides(args.out, factors, sorted(cases["hardware"].unique())):
         print(f"wrote {path}")
     print(f"{objective.evaluations} case simulations; after: " + summary_line(after))
     return 0

@@ -73,9 +73,9 @@ def test_data_parallel_replicas_multiply_system_throughput():
 
 @pytest.mark.slow
 def test_calibrate_recovers_a_known_bandwidth_factor_and_writes_usable_overrides(tmp_path):
-    # "measurements" made by llmsim itself with HBM efficiency 0.6: the fit must find it again
+    # "measurements" made by llmsim itself with HBM efficiency 0.75: the fit must find it again
     rows = [case("bs8", batch_size=8), case("bs2", batch_size=2, output_len=32)]
-    truth = ["hardware.efficiency.hbm_bandwidth=0.6"]
+    truth = ["hardware.efficiency.hbm_bandwidth=0.75"]
     for row in rows:
         row["value"] = predict(pd.Series(row), truth)
     cases = write_cases(tmp_path / "cases.csv", rows)
@@ -85,7 +85,7 @@ def test_calibrate_recovers_a_known_bandwidth_factor_and_writes_usable_overrides
     )
     assert result.returncode == 0, result.stderr
     fitted = yaml.safe_load((out / "hardware" / "a100_calibrated.yaml").read_text())
-    assert fitted["efficiency"]["hbm_bandwidth"] == pytest.approx(0.6, abs=0.02)
+    assert fitted["efficiency"]["hbm_bandwidth"] == pytest.approx(0.75, abs=0.02)
     assert "after: median_abs_err_pct=" in result.stdout
     run = subprocess.run(
         [sys.executable, "-m", "llmsim", "--config-dir", str(out), "hardware=a100_calibrated", "workload.total_duration=5",
