@@ -25,19 +25,8 @@ QUICK = {
     "chat_1h": ["workload.total_duration=120"],
     "offline_30k": ["workload.num_requests=2000"],
     "long_context": ["workload.num_requests=200"],
-    "trace_1m": ["workload.num_requests=20000"],
+    "trace_1m": ["workload.loop=70"],
 }
-TRACE_1M = REPO / "outputs" / "bench" / "trace_1m.csv"
-TRACE_1M_SESSIONS = 600_000  # about 1.0 million requests with the sample's mix of conversations
-
-
-def ensure_trace_1m() -> None:
-    """Generate the trace_1m scenario's trace once (deterministic; git-ignored under outputs/)."""
-    if TRACE_1M.exists():
-        return
-    from llmsim.workload.sample_trace import write_sample_trace
-
-    write_sample_trace(TRACE_1M, sessions=TRACE_1M_SESSIONS, duration_s=TRACE_1M_SESSIONS / 60.0)
 
 
 CHILD = r"""
@@ -98,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     results = {}
     for name in names:
-        if name == "trace_1m":
-            ensure_trace_1m()
         r = run_scenario(name, args.quick)
         results[name] = r
         if "error" in r:
