@@ -80,9 +80,11 @@ class VLLMFramework(ContinuousBatchingFramework):
     config_schema: ClassVar[type[FrameworkConfig]] = VLLMConfig
     type_name: ClassVar[str] = "VLLM"
     # Serial CPU time per step (scheduling, input preparation, sampling, output processing) that the
-    # engine does not overlap with the GPU; efficiency.md section 4 (Vidur's vLLM-style engine on A100:
-    # ~3 ms at batch 8 rising ~0.07 ms per sequence; v1 cut CPU overheads for up to 1.7x throughput).
-    OVERHEADS: ClassVar[dict[str, tuple[float, float]]] = {"v1": (1.5e-3, 1.0e-5), "v0": (3.0e-3, 6.0e-5)}
+    # engine does not overlap with the GPU. v1: 2.5 ms, calibrated on the vLLM CI latency cases
+    # (python -m llmsim.calibrate shared/reference/calibration_cases.csv). v0: Vidur's vLLM-style engine
+    # on A100 (efficiency.md section 4: ~3-4 ms at batch 8, rising ~0.07 ms per sequence; v1 cut CPU
+    # overheads for up to 1.7x throughput).
+    OVERHEADS: ClassVar[dict[str, tuple[float, float]]] = {"v1": (2.5e-3, 1.0e-5), "v0": (4.0e-3, 6.0e-5)}
     config: VLLMConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
