@@ -226,9 +226,15 @@ def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests:
     logging.getLogger("llmsim").setLevel(logging.WARNING)
     results = []
     for _, row in cases.iterrows():
-        result = CaseResult(str(row["case_id"]), str(row["metric"]), float(row["value"]))
         started = time.perf_counter()
         try:
+            measured = float(row["value"])
+        except (TypeError, ValueError):
+            measured = float("nan")
+        result = CaseResult(str(row["case_id"]), str(row["metric"]), measured)
+        try:
+            if not math.isfinite(measured) or measured <= 0:
+                raise LLMSimError(f"value={row['value']!r} is not a positive number")
             result.predicted = predict(row, extra, max_requests)
             result.error_pct = (result.predicted - result.measured) / result.measured * 100.0
         except Exception as exc:  # one bad case never stops the others
