@@ -74,6 +74,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.fast_forward = True
+        self._last_step_duration = 0.0
 
     # ---- policy hooks ---------------------------------------------------------------------------
     @abstractmethod
@@ -115,6 +116,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             batch = self.batch_shape(plan.scheduled)
             start = env.now
             duration = self.step_duration(batch, len(plan.scheduled)) + plan.extra_time_s
+            self._last_step_duration = duration
             yield env.timeout(duration)
             self.apply(plan)
             self.on_step_applied(plan)
@@ -204,6 +206,9 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         """
         scheduled = plan.scheduled
         if plan.evicted or plan.extra_time_s or len(scheduled) != len(self.running) or len(scheduled) < 1:
+            return None
+        # cheap test first: if the next event comes before two more steps could end, stepping is cheaper
+        if self.env.peek() < self.env.now + 2.0 * self._last_step_duration:
             return None
         if self.waiting and not self.steady_while_waiting:
             return None
