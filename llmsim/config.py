@@ -18,15 +18,33 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
+import numpy as np
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from llmsim.distributions import Distribution, parse_distribution
 from llmsim.errors import ConfigError
 from llmsim.hardware.spec import HardwareConfig
-from llmsim.models import Dtype, ModelProfile
+from llmsim.models import DTYPE_BYTES, Dtype, ModelProfile
 from llmsim.schema import Schema
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+#: Sanity limits: values beyond them are typos, and would make the simulator allocate without bound.
+MAX_NUMBER = 1e15  # any number in a config (seeds excepted)
+MAX_GPUS_PER_NODE = 1024
+MAX_GPU_MEMORY_GIB = 16384.0
+MAX_LAYERS = 10_000
+MAX_KV_BLOCKS = 2**23  # num_gpu_blocks_override (blocks, or tokens for SGLang and static)
+MAX_SESSIONS = 10_000_000  # sessions one run may send
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,6 +95,126 @@ def validate_schema(schema: type[SchemaT], data: Any, key: str) -> SchemaT:
         if isinstance(value, Mapping) and error["type"] == "missing":
             value = None
         raise ConfigError(_join_key(key, loc), value, message) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# checks on raw data (before the schemas see it)
+# ------------------------------------------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_magnitudes(data: Any, key: str) -> None:
+    """Every number anywhere in ``data`` is at most :data:`MAX_NUMBER` in size (seeds excepted).
+
+    Larger values are typos; left alone they would make the simulator allocate or loop without bound.
+    """
+    if isinstance(data, Mapping):
+        for name, value in data.items():
+            if "seed" not in str(name):
+                check_magnitudes(value, _join_key(key, (str(name),)))
+    elif isinstance(data, (list, tuple)):
+        for index, value in enumerate(data):
+            check_magnitudes(value, _join_key(key, (index,)))
+    elif _is_number(data) and math.isfinite(data) and abs(data) > MAX_NUMBER:
+        raise ConfigError(key, data, f"a number of at most {MAX_NUMBER:g} in size")
+
+
+def _check_range(data: Mapping[str, Any], name: str, key: str, low: float, high: float, what: str) -> None:
+    value = data.get(name)
+    if name in data and not (_is_number(value) and math.isfinite(value) and low < value <= high):
+        raise ConfigError(f"{key}.{name}", value, what)
+
+
+def check_hardware_data(data: Any, key: str) -> None:
+    """Shapes the hardware schema's own expansion relies on: ``gpu`` a mapping, sizes within reason."""
+    if not isinstance(data, Mapping):
+        return
+    if "gpu" in data:
+        gpu = data["gpu"]
+        if not isinstance(gpu, Mapping):
+            raise ConfigError(f"{key}.gpu", gpu, "a mapping of GPU facts (name, peak_tflops, memory_capacity_gib, ...)")
+        num_gpus = data.get("num_gpus", 1)
+        if not (isinstance(num_gpus, int) and not isinstance(num_gpus, bool) and 1 <= num_gpus <= MAX_GPUS_PER_NODE):
+            raise ConfigError(f"{key}.num_gpus", num_gpus, f"a whole number of GPUs from 1 to {MAX_GPUS_PER_NODE}")
+        devices = [(f"{key}.gpu", gpu)]
+    else:
+        listed = data.get("compute_devices")
+        devices = [(f"{key}.compute_devices[{i}]", d) for i, d in enumerate(listed)] if isinstance(listed, list) else []
+    for device_key, device in devices:
+        if not isinstance(device, Mapping):
+            continue
+        _check_range(
+            device,
+            "memory_capacity_gib",
+            device_key,
+            0,
+            MAX_GPU_MEMORY_GIB,
+            f"GiB of memory, > 0 and <= {MAX_GPU_MEMORY_GIB:g}",
+        )
+        _check_range(
+            device,
+            "memory_capacity_bytes",
+            device_key,
+            0,
+            MAX_GPU_MEMORY_GIB * 2**30,
+            f"bytes of memory, > 0 and <= {MAX_GPU_MEMORY_GIB * 2**30:g}",
+        )
+
+
+PEAK_DTYPES = (*DTYPE_BYTES, "tf32", "fp64")
+
+
+def validate_hardware(data: Any, key: str) -> HardwareConfig:
+    """The hardware section, validated; errors name the keys as written (``hardware.gpu.X``, not the expansion)."""
+    try:
+        return validate_schema(HardwareConfig, data, key)
+    except ConfigError as exc:
+        prefix = f"{key}.compute_devices["
+        if isinstance(data, Mapping) and "gpu" in data and exc.key.startswith(prefix):
+            rest = exc.key[len(prefix) :].split("]", 1)[1]
+            raise ConfigError(f"{key}.gpu{rest}", exc.value, exc.allowed) from None
+        raise
+
+
+def check_hardware(hardware: HardwareConfig, key: str) -> None:
+    """Facts the performance model needs: peaks named by dtype, a 16-bit one (bf16 or fp16) on every device."""
+    for index, device in enumerate(hardware.compute_devices):
+        where = f"{key}.gpu.peak_tflops" if key == "hardware" else f"{key}.compute_devices[{index}].peak_tflops"
+        for dtype, value in device.peak_tflops.items():
+            if dtype not in PEAK_DTYPES:
+                raise ConfigError(
+                    f"{where}.{dtype}", value, f"unknown dtype; peaks are given for {', '.join(PEAK_DTYPES)}"
+                )
+        if not {"bf16", "fp16"} & set(device.peak_tflops):
+            raise ConfigError(where, dict(device.peak_tflops), "needs a bf16 or fp16 entry (dense TFLOPS)")
+
+
+def check_model_data(data: Any, key: str) -> None:
+    """Sizes that the performance model iterates over stay within reason."""
+    if isinstance(data, Mapping):
+        _check_range(data, "num_hidden_layers", key, 0, MAX_LAYERS, f"a whole number of layers from 1 to {MAX_LAYERS}")
+
+
+def check_distribution_types(spec: Any, key: str) -> None:
+    """Every ``type`` of a distribution spec (and of Mixture components) is a name, before parsing."""
+    if not isinstance(spec, Mapping):
+        return
+    kind = spec.get("type")
+    if kind is not None and not isinstance(kind, str):
+        from llmsim.distributions import DISTRIBUTION_TYPES
+
+        raise ConfigError(f"{key}.type", kind, f"one of {', '.join(DISTRIBUTION_TYPES)}")
+    components = spec.get("components")
+    if isinstance(components, (list, tuple)):
+        for index, component in enumerate(components):
+            check_distribution_types(component, f"{key}.components[{index}]")
+
+
+def parse_dist(spec: Any, key: str) -> Distribution:
+    """:func:`~llmsim.distributions.parse_distribution` after :func:`check_distribution_types`."""
+    check_distribution_types(spec, key)
+    return parse_distribution(spec, key)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,8 +278,11 @@ class WorkloadConfig(Schema):
         "or {type: diurnal, period_s, min_rate, max_rate, phase_s}.",
     )
     total_duration: PositiveFloat | None = Field(default=300.0, description="Seconds during which requests arrive.")
-    num_requests: PositiveInt | None = Field(
-        default=None, description="Stop after this many sessions (trace: requests)."
+    num_requests: NonNegativeInt | None = Field(
+        default=None,
+        le=10_000_000,
+        description="Stop after this many sessions (trace: requests); 0 sends none (a run that only reports "
+        "the deployments).",
     )
     concurrency: PositiveInt | None = Field(default=None, description="Closed loop: clients in flight.")
     think_time_dist_config: dict[str, Any] | None = Field(
@@ -220,6 +361,7 @@ class FrameworkConfig(Schema):
     bytes_per_token_estimate_for_network: PositiveFloat = 2.0
     num_gpu_blocks_override: PositiveInt | None = Field(
         default=None,
+        le=MAX_KV_BLOCKS,
         description="Use exactly this many KV blocks (tokens for SGLang and static) instead of what memory allows.",
     )
     step_overhead_s: NonNegativeFloat | None = Field(
@@ -290,20 +432,18 @@ class ExperimentConfig(Schema):
             iat = profile.inter_arrival_time_dist_config
             parsed.append(
                 {
-                    "inter_arrival": parse_distribution(iat, f"{key}.inter_arrival_time_dist_config") if iat else None,
-                    "prompt": parse_distribution(profile.prompt_tokens_dist_config, f"{key}.prompt_tokens_dist_config"),
-                    "output": parse_distribution(
-                        profile.max_output_tokens_dist_config, f"{key}.max_output_tokens_dist_config"
-                    ),
-                    "think": parse_distribution(
+                    "inter_arrival": parse_dist(iat, f"{key}.inter_arrival_time_dist_config") if iat else None,
+                    "prompt": parse_dist(profile.prompt_tokens_dist_config, f"{key}.prompt_tokens_dist_config"),
+                    "output": parse_dist(profile.max_output_tokens_dist_config, f"{key}.max_output_tokens_dist_config"),
+                    "think": parse_dist(
                         profile.conversation_think_time_dist_config, f"{key}.conversation_think_time_dist_config"
                     ),
-                    "shared_prefix": parse_distribution(
+                    "shared_prefix": parse_dist(
                         profile.shared_prefix_tokens_dist_config, f"{key}.shared_prefix_tokens_dist_config"
                     )
                     if profile.shared_prefix_tokens_dist_config
                     else None,
-                    "turns": parse_distribution(profile.turns_dist_config, f"{key}.turns_dist_config")
+                    "turns": parse_dist(profile.turns_dist_config, f"{key}.turns_dist_config")
                     if profile.turns_dist_config
                     else None,
                 }
@@ -360,16 +500,16 @@ def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
                 raise ConfigError(f"{key}.{name}", getattr(workload, name), "only used by open-loop workloads")
     if workload.kind == "offline":
         if workload.num_requests is None:
-            raise ConfigError(f"{key}.num_requests", None, "an offline workload needs num_requests > 0")
+            raise ConfigError(f"{key}.num_requests", None, "an offline workload needs num_requests (0 or more)")
     elif workload.kind == "closed_loop" and (workload.concurrency is None or workload.num_requests is None):
         missing = "concurrency" if workload.concurrency is None else "num_requests"
-        raise ConfigError(f"{key}.{missing}", None, "a closed_loop workload needs concurrency and num_requests > 0")
+        raise ConfigError(f"{key}.{missing}", None, "a closed_loop workload needs concurrency > 0 and num_requests")
     elif workload.kind == "trace":
         from llmsim.workload.trace import check_trace
 
         check_trace(workload, key)
     if workload.think_time_dist_config is not None:
-        parse_distribution(workload.think_time_dist_config, f"{key}.think_time_dist_config")
+        parse_dist(workload.think_time_dist_config, f"{key}.think_time_dist_config")
     for i, profile in enumerate(workload.client_profiles):
         if profile.turns_dist_config is not None and profile.conversational_probability > 0:
             raise ConfigError(
@@ -377,6 +517,42 @@ def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
                 profile.turns_dist_config,
                 "give either turns_dist_config or conversational_probability > 0, not both",
             )
+
+
+def expected_sessions(workload: WorkloadConfig, horizon_s: float) -> float:
+    """About how many sessions a workload sends before ``horizon_s`` (for the size limit; inf if unknown)."""
+    if workload.kind in ("offline", "closed_loop", "trace"):
+        return float(workload.num_requests) if workload.num_requests is not None else 0.0
+    duration = min(workload.total_duration or math.inf, horizon_s)
+    if workload.rate is not None:
+        rate = workload.rate
+    elif workload.rate_schedule is not None:
+        from llmsim.workload.arrivals import parse_rate_schedule
+
+        schedule = parse_rate_schedule(workload.rate_schedule, "workload.rate_schedule")
+        total = float(schedule.cumulative(np.asarray(duration))) if math.isfinite(duration) else schedule.total()
+        return min(total, float(workload.num_requests if workload.num_requests is not None else math.inf))
+    else:
+        rate = 0.0
+        for profile in workload.client_profiles:
+            gap = parse_dist(profile.inter_arrival_time_dist_config, "workload").mean()
+            rate += 1.0 / gap if gap > 0 else math.inf
+    count = rate * duration if rate > 0 else 0.0
+    return min(count, float(workload.num_requests)) if workload.num_requests is not None else count
+
+
+def _check_workload_size(config: ExperimentConfig) -> None:
+    """Refuse a workload too large to hold in memory (a typo such as rate=1e9) before sampling it."""
+    workload = config.workload
+    count = expected_sessions(workload, config.simulation.max_simulation_time)
+    if count > MAX_SESSIONS:
+        name = "num_requests" if workload.num_requests is not None else ("rate" if workload.rate else "total_duration")
+        raise ConfigError(
+            f"workload.{name}",
+            getattr(workload, name),
+            f"about {count:.3g} sessions would be sent before the run stops; at most {MAX_SESSIONS:,} per run "
+            "(lower the rate, total_duration or simulation.max_simulation_time)",
+        )
 
 
 def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
@@ -404,7 +580,11 @@ def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
 
 def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
     """Checks that span sections: distributions, framework schemas, model ids, names."""
+    check_hardware(config.hardware_profile, "hardware" if config.layout == "hydra" else "hardware_profile")
+    for name, profile in config.models.items():
+        check_model_data(profile.model_dump(), f"model[{name}]" if config.layout == "seed" else "model")
     _check_workload(config.workload)
+    _check_workload_size(config)
     config.distributions()
     names = [entry.name for entry in config.frameworks_to_test]
     for name in names:
@@ -439,12 +619,17 @@ def from_seed_layout(data: Mapping[str, Any]) -> ExperimentConfig:
     frameworks = data.get("frameworks_to_test")
     if not isinstance(frameworks, (list, tuple)) or not frameworks:
         raise ConfigError("frameworks_to_test", frameworks, "a non-empty list of frameworks")
+    check_magnitudes(data, "")
+    check_hardware_data(data.get("hardware_profile"), "hardware_profile")
+    db_path = data.get("model_characteristics_db_path")
+    if db_path is not None and not isinstance(db_path, str):
+        raise ConfigError("model_characteristics_db_path", db_path, "a path to a model database file, or null")
     config = ExperimentConfig(
         name=str(data.get("name", "experiment")),
         layout="seed",
         simulation=validate_schema(SimulationConfig, _mapping(data.get("simulation"), "simulation"), "simulation"),
         model_characteristics_db_path=data.get("model_characteristics_db_path"),
-        hardware_profile=validate_schema(HardwareConfig, data.get("hardware_profile"), "hardware_profile"),
+        hardware_profile=validate_hardware(data.get("hardware_profile"), "hardware_profile"),
         workload=validate_schema(WorkloadConfig, _mapping(data.get("workload"), "workload"), "workload"),
         frameworks_to_test=tuple(
             validate_schema(FrameworkEntry, entry, f"frameworks_to_test[{i}]") for i, entry in enumerate(frameworks)
@@ -477,6 +662,9 @@ def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(
             unknown[0], data[unknown[0]], "unknown key; known top-level keys are " + ", ".join(sorted(HYDRA_KEYS))
         )
+    check_magnitudes({k: v for k, v in data.items() if k != "hydra"}, "")
+    check_hardware_data(data.get("hardware"), "hardware")
+    check_model_data(data.get("model"), "model")
     model = validate_schema(ModelProfile, _mapping(data.get("model"), "model"), "model")
     several = _mapping(data.get("frameworks"), "frameworks")
     if several:
@@ -491,7 +679,7 @@ def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
         layout="hydra",
         simulation=validate_schema(SimulationConfig, _mapping(data.get("simulation"), "simulation"), "simulation"),
         models={model.name: model},
-        hardware_profile=validate_schema(HardwareConfig, _mapping(data.get("hardware"), "hardware"), "hardware"),
+        hardware_profile=validate_hardware(_mapping(data.get("hardware"), "hardware"), "hardware"),
         workload=validate_schema(WorkloadConfig, _mapping(data.get("workload"), "workload"), "workload"),
         frameworks_to_test=tuple(FrameworkEntry.model_validate(entry) for entry in entries),
         metrics_config=validate_schema(MetricsConfig, _mapping(data.get("metrics"), "metrics"), "metrics"),

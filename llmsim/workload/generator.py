@@ -41,6 +41,7 @@ class WorkloadGenerator:
         distributions: list[dict[str, Distribution | None]],
         seed: int,
         on_all_done: Any = None,
+        horizon_s: float | None = None,
     ) -> None:
         self.env = simpy_env
         self.config = workload_config
@@ -49,7 +50,7 @@ class WorkloadGenerator:
         self.hardware = virtual_hardware
         self.seed = seed
         self.on_all_done = on_all_done
-        sampler = SessionSampler(workload_config, distributions, seed)
+        sampler = SessionSampler(workload_config, distributions, seed, horizon_s)
         if workload_config.kind == "open_loop":
             self.sessions: list[Session] = sampler.open_loop_sessions()
         elif workload_config.kind == "trace":

@@ -32,10 +32,17 @@ class Session:
 class SessionSampler:
     """Draws sessions for a workload, one independent random stream per purpose and profile."""
 
-    def __init__(self, workload: WorkloadConfig, distributions: list[dict[str, Distribution | None]], seed: int):
+    def __init__(
+        self,
+        workload: WorkloadConfig,
+        distributions: list[dict[str, Distribution | None]],
+        seed: int,
+        horizon_s: float | None = None,
+    ):
         self.workload = workload
         self.dists = distributions
         self.seed = seed
+        self.horizon_s = horizon_s  # the run stops then: open-loop sessions starting later are never built
 
     def _arrival_processes(self) -> list[ArrivalProcess]:
         """Each profile's arrival process; ``workload.rate`` or ``rate_schedule`` is split by weight."""
@@ -54,9 +61,12 @@ class SessionSampler:
     def open_loop_sessions(self) -> list[Session]:
         """Sessions whose first turns arrive by each profile's open-loop process."""
         starts: list[tuple[float, int]] = []
+        duration = self.workload.total_duration
+        if self.horizon_s is not None and (duration is None or duration > self.horizon_s):
+            duration = self.horizon_s  # nothing starting after the run stops is ever sent: do not draw it
         for index, process in enumerate(self._arrival_processes()):
             rng = stream_rng(self.seed, "arrivals", index)
-            times = process.times(self.workload.total_duration, self.workload.num_requests, rng)
+            times = process.times(duration, self.workload.num_requests, rng)
             starts.extend((float(t), index) for t in times)
         starts.sort()
         if self.workload.num_requests is not None:

@@ -57,13 +57,16 @@ def read_table(path: Path, key: str) -> Table:
     suffix = path.suffix.lower()
     if suffix not in (*CSV_SUFFIXES, *PARQUET_SUFFIXES, *JSONL_SUFFIXES):
         raise ConfigError(key, str(path), "a .csv, .parquet or .jsonl file")
-    if path.stat().st_size == 0:
-        raise ConfigError(key, str(path), "the file is empty")
-    if suffix in PARQUET_SUFFIXES:
-        table = _read_parquet(path, key)
-    else:
-        text = _decode(path, key)
-        table = _read_jsonl(path, text, key) if suffix in JSONL_SUFFIXES else _read_csv(path, text, key)
+    try:
+        if path.stat().st_size == 0:
+            raise ConfigError(key, str(path), "the file is empty")
+        if suffix in PARQUET_SUFFIXES:
+            table = _read_parquet(path, key)
+        else:
+            text = _decode(path, key)
+            table = _read_jsonl(path, text, key) if suffix in JSONL_SUFFIXES else _read_csv(path, text, key)
+    except OSError as exc:  # unreadable: permissions, a vanished file, an I/O error
+        raise ConfigError(key, str(path), f"cannot be read: {exc.strerror or exc}") from None
     if len(table.frame) == 0:
         raise ConfigError(key, str(path), "the file has a header but no rows")
     return table

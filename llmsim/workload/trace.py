@@ -255,7 +255,7 @@ def plan_replay(trace: Trace, workload: WorkloadConfig, key: str = "workload") -
         keep &= times < workload.total_duration
     if workload.num_requests is not None:
         keep &= np.cumsum(keep) <= workload.num_requests
-    if not keep.any():
+    if not keep.any() and workload.num_requests != 0:  # num_requests=0 asks for no request at all
         raise ConfigError(
             f"{key}.total_duration", workload.total_duration, f"keeps no request (the first is sent at {times[0]:g} s)"
         )
