@@ -27,6 +27,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(2)
     if summary is None:
         return None
+    errors = summary.get("framework_errors") or {}
+    if errors and not multirun:  # the outputs are written; say which framework stopped and exit non-zero
+        for message in errors.values():
+            report_error(f"framework {message}")
+        sys.exit(3)
     first = next(iter(summary["frameworks"].values()))
     return float(first["output_throughput"])
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from llmsim.errors import LLMSimError
+from llmsim.errors import LLMSimError, one_line
 from llmsim.models import CONF_DIR
 
 log = logging.getLogger("llmsim")
@@ -156,14 +156,16 @@ def execute_job(
             raise
         log.error("run %s failed: %s", output_dir.name, info["error"])
         return None
-    info.update(status="ok", error="", wall_time_s=time.perf_counter() - started)
+    # frameworks that stopped during the run are named in the summary; the others' results stand
+    errors = summary.get("framework_errors") or {}
+    info.update(status="ok", error="; ".join(errors.values()), wall_time_s=time.perf_counter() - started)
     write_run_info(output_dir, info)
     return summary
 
 
-def report_error(exc: BaseException) -> None:
+def report_error(exc: BaseException | str) -> None:
     """Print a user error as one line on stderr."""
-    print(f"llmsim: error: {exc}", file=sys.stderr)
+    print(f"llmsim: error: {one_line(str(exc))}", file=sys.stderr)
 
 
 def is_user_error(exc: BaseException) -> bool:

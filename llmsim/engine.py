@@ -1,13 +1,29 @@
-"""SimulationEnvironment: a ``simpy.Environment`` with the run's stop conditions."""
+"""SimulationEnvironment: a ``simpy.Environment`` with the run's stop conditions, and the framework guard.
+
+:func:`guarded_loop` runs a framework's ``processing_loop`` and watches it: a loop that raises, ends,
+waits for new arrivals while it still holds requests (a deadlock), or keeps stepping without any
+request getting further (a livelock) is stopped with a one-line reason, so one stuck framework can
+neither hang the run nor take the other frameworks' results with it.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
 import simpy
+from simpy.resources.store import StoreGet
 
 from llmsim.config import SimulationConfig
+from llmsim.errors import LLMSimError, SimulationError
+
+log = logging.getLogger(__name__)
+
+#: The guard looks at the requests a framework runs every this many of its loop's events (steps) ...
+PROGRESS_CHECK_EVERY = 1024
+#: ... and stops a framework whose requests got no further during this many events in a row.
+STALL_EVENTS = 200_000
 
 
 class SimulationEnvironment:
@@ -43,3 +59,83 @@ class SimulationEnvironment:
     def now(self) -> float:
         """Current simulated time in seconds."""
         return self.env.now
+
+
+class ProgressWatch:
+    """Tells whether any request a framework runs got further since the last look.
+
+    Progress is a request finishing, or a running request reaching more generated tokens or more
+    computed tokens than it ever had (recomputing after a preemption is not progress until it gets
+    past where it was).
+    """
+
+    def __init__(self, framework: Any) -> None:
+        self.framework = framework
+        self.best: dict[int, tuple[Any, tuple[int, int]]] = {}
+
+    def progressed(self) -> bool:
+        """Look at the framework's requests now; True if any got further since the previous look."""
+        progressed = False
+        for key, (request, _) in list(self.best.items()):
+            if request.status in ("completed", "rejected"):
+                del self.best[key]
+                progressed = True
+        running = getattr(self.framework, "running", None)
+        for request in running if running is not None else self.framework.in_flight():
+            mark = (request.num_output_tokens, request.num_computed_tokens)
+            previous = self.best.get(id(request))
+            if previous is None or mark > previous[1]:
+                self.best[id(request)] = (request, mark)
+                progressed = True
+        return progressed
+
+
+def guarded_loop(framework: Any, on_failure: Callable[[Any, Exception], str]) -> Generator[simpy.Event, Any, None]:
+    """Run ``framework.processing_loop()`` as it is, stopping it with a reason if it fails or gets stuck.
+
+    The framework's events pass through unchanged (values and failures alike), so results are the
+    same as running the loop directly. ``on_failure(framework, error)`` is called once when the loop
+    raises, returns, waits for arrivals while holding requests, or makes no progress for
+    :data:`STALL_EVENTS` events; it returns the reason every later arrival is rejected with.
+    """
+    loop = framework.processing_loop()
+    queue = framework.request_arrival_queue
+    watch = ProgressWatch(framework)
+    events = stalled = 0
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            event = loop.throw(error) if error is not None else loop.send(value)
+            error = None
+            if type(event) is StoreGet and event.resource is queue and framework.in_flight():
+                held = len(framework.in_flight())
+                loop.close()
+                raise SimulationError(
+                    f"{framework.framework_id} stopped at t={framework.env.now:.6g} s: it waits for new requests "
+                    f"while {held} it holds can never be scheduled (a deadlock in its scheduler)"
+                )
+            events += 1
+            if events % PROGRESS_CHECK_EVERY == 0:
+                stalled = 0 if watch.progressed() else stalled + PROGRESS_CHECK_EVERY
+                if stalled >= STALL_EVENTS:
+                    loop.close()
+                    raise SimulationError(
+                        f"{framework.framework_id} stopped at t={framework.env.now:.6g} s: {stalled} engine steps "
+                        f"without any of its {len(framework.in_flight())} requests getting further (a livelock)"
+                    )
+            try:
+                value = yield event
+            except Exception as exc:  # a failed event or an interrupt: the framework's loop handles it
+                error = exc
+    except StopIteration:
+        failure: Exception = SimulationError(f"{framework.framework_id}: its processing loop ended")
+    except LLMSimError as exc:
+        failure = exc
+    except Exception as exc:  # a bug in a framework model: keep the traceback in the log
+        log.error("framework %s failed", framework.framework_id, exc_info=True)
+        failure = exc
+    reason = on_failure(framework, failure)
+    while True:  # the framework is out of service: refuse what still arrives, so clients finish
+        request = yield queue.get()
+        framework.reject(request, reason)

@@ -10,9 +10,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from llmsim.config import ExperimentConfig, load_experiment_config
-from llmsim.engine import SimulationEnvironment
-from llmsim.errors import ConfigError
+from llmsim.engine import SimulationEnvironment, guarded_loop
+from llmsim.errors import ConfigError, LLMSimError, one_line
 from llmsim.frameworks.base import AbstractLLMFramework
 from llmsim.frameworks.registry import framework_spec
 from llmsim.hardware.platform import VirtualHardwarePlatform
@@ -36,21 +38,31 @@ class ExperimentOrchestrator:
         self.workload_generator: WorkloadGenerator | None = None
         self.llm_framework_instances: list[AbstractLLMFramework] = []
         self.summary: dict[str, Any] | None = None
+        #: frameworks that stopped during the run (deadlock, livelock, an error), with the reason
+        self.framework_errors: dict[str, str] = {}
 
     def _load_model_db(self) -> ModelDatabase:
         path = self.config.model_characteristics_db_path
         resolved = None
         if path:
             candidate = Path(path)
-            if candidate.exists():
+            if candidate.is_file():
                 resolved = candidate
             else:
                 log.warning("model_characteristics_db_path %s not found; using the built-in model database", path)
-        return ModelDatabase.load(resolved, extra=self.config.models)
+        try:
+            return ModelDatabase.load(resolved, extra=self.config.models)
+        except LLMSimError:
+            raise
+        except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:  # unreadable, not JSON/YAML, wrong shapes
+            raise ConfigError(
+                "model_characteristics_db_path", str(path), f"a readable JSON or YAML file of model profiles ({exc})"
+            ) from None
 
     def setup_simulation(self) -> None:
         """Create the environment, metrics, hardware, frameworks and workload (validating as it goes)."""
         cfg = self.config
+        self.framework_errors = {}
         self.sim_env_wrapper = SimulationEnvironment(cfg.simulation)
         env = self.sim_env_wrapper.get_simpy_env()
         self.metrics_collector = MetricsCollector(env, cfg.metrics_config)
@@ -67,7 +79,8 @@ class ExperimentOrchestrator:
                     f"{cfg.framework_key(index)}.model_profile_id",
                     framework_config.model_profile_id,
                     f"Model profile ID {framework_config.model_profile_id} not found in database for framework "
-                    f"{entry.name}; known ids: {', '.join(sorted(self.model_characteristics_db))}",
+                    f"{entry.name}; known profiles: "
+                    + ", ".join(sorted({p.name for p in self.model_characteristics_db.values()})),
                 )
             instance = framework_class(
                 framework_id=entry.name,
@@ -96,6 +109,7 @@ class ExperimentOrchestrator:
             distributions=cfg.distributions(),
             seed=cfg.workload_seed,
             on_all_done=self.sim_env_wrapper.signal_work_done,
+            horizon_s=cfg.simulation.max_simulation_time,
         )
 
     def run(self, show_progress: bool | None = None, print_table: bool = True) -> dict[str, Any]:
@@ -116,7 +130,7 @@ class ExperimentOrchestrator:
             self.workload_generator.num_sessions,
         )
         for fw_instance in self.llm_framework_instances:
-            self.sim_env_wrapper.schedule_process(fw_instance.processing_loop)
+            self.sim_env_wrapper.schedule_process(guarded_loop(fw_instance, self._framework_failed))
         self.sim_env_wrapper.schedule_process(self.workload_generator.generate_requests_process)
         with SimulationProgress(self._horizon(), show_progress) as progress:
             if progress.enabled:
@@ -129,12 +143,30 @@ class ExperimentOrchestrator:
         summary = self.metrics_collector.generate_summary_report(simulation_actual_duration)
         summary["stopped_by_time_limit"] = self.sim_env_wrapper.stopped_by_time_limit
         summary["experiment"] = self.config.name
+        if self.framework_errors:
+            summary["framework_errors"] = dict(self.framework_errors)
+            for name, error in self.framework_errors.items():
+                summary["frameworks"][name]["error"] = error
         self.summary = summary
         if print_table:
             print_summary(summary)
         write_outputs(self, summary)
         log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)
         return summary
+
+    def _framework_failed(self, framework: AbstractLLMFramework, error: Exception) -> str:
+        """A framework stopped during the run: record why and fail the requests it held (others go on)."""
+        message = str(error) if isinstance(error, LLMSimError) else f"{type(error).__name__}: {error}"
+        message = one_line(message)
+        if framework.framework_id not in message:
+            message = f"{framework.framework_id}: {message}"
+        self.framework_errors[framework.framework_id] = message
+        log.error("framework %s", message)
+        reason = f"framework stopped: {message}"
+        for request in framework.in_flight():
+            if request.status not in ("completed", "rejected"):
+                framework.reject(request, reason)
+        return reason
 
     def _horizon(self) -> float:
         """Simulated seconds the run is expected to take (for progress only)."""
@@ -150,7 +182,8 @@ class ExperimentOrchestrator:
         assert self.metrics_collector is not None
         for fw in self.llm_framework_instances:
             for request in [*fw.in_flight(), *fw.in_transit()]:
-                self.metrics_collector.record_request(request, status="incomplete")
+                if request.status not in ("completed", "rejected"):  # a stopped framework's were rejected
+                    self.metrics_collector.record_request(request, status="incomplete")
         if self.workload_generator is not None:
             for request in self.workload_generator.in_transit():
                 self.metrics_collector.record_request(request, status="incomplete")
