@@ -62,10 +62,27 @@ def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any])
         atomic_write(path, lambda tmp: requests.to_csv(tmp, index=False))
         written["requests_csv"] = path
     if (path := _resolve(base, cfg.output_steps_parquet_path)) is not None:
-        steps = collector.get_step_series_df()
-        atomic_write(path, lambda tmp: steps.to_parquet(tmp, index=False))
+        atomic_write(path, lambda tmp: _write_parts(tmp, collector.step_parts()))
         written["steps"] = path
     return written
+
+
+def _write_parts(path: Path, parts: list[Any]) -> None:
+    """Stream DataFrame parts into one Parquet file (the step series of a long run never sits in memory whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for frame in parts:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            if table.num_rows:
+                writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _fmt(value: Any) -> str:

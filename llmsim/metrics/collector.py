@@ -1,12 +1,17 @@
 """MetricsCollector: columnar per-request records, per-step series and pooled inter-token gaps.
 
-Nothing is stored per token: inter-token latencies are pooled as (gap, count) pairs, where each
-engine step adds one pair per distinct gap, so memory grows with steps, not tokens.
+Memory stays bounded on long runs: nothing is stored per token — inter-token gaps are pooled as
+(gap, count) pairs at microsecond resolution, so their number is bounded by the distinct gaps, not
+the tokens; the per-step series is kept in memory up to ``STEP_CHUNK`` rows and then spilled to
+Parquet part files in a temporary directory; the step statistics the summary needs (time-weighted
+means, maxima) are accumulated as steps arrive.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +62,42 @@ STEP_COLUMNS = (
 EVENT_KINDS = ("preempted", "swapped_out", "retracted", "paused")
 
 
+STEP_CHUNK = 200_000  # step rows kept in memory before they are spilled to a Parquet part file
+ITL_RESOLUTION_DIGITS = 6  # inter-token gaps are pooled at 1 us resolution (they are milliseconds)
+
+
+class StepStats:
+    """Running aggregates of one framework's steps (what the summary needs from the series)."""
+
+    __slots__ = ("batch_max", "batch_weighted", "count", "duration", "kv_max", "kv_weighted", "waiting_weighted")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.duration = self.kv_weighted = self.kv_max = 0.0
+        self.batch_weighted = self.waiting_weighted = 0.0
+        self.batch_max = 0
+
+    def add(self, duration: float, num_seqs: int, kv_used: int, kv_total: int, waiting: int) -> None:
+        usage = kv_used / kv_total if kv_total else 0.0
+        self.count += 1
+        self.duration += duration
+        self.kv_weighted += usage * duration
+        self.kv_max = max(self.kv_max, usage)
+        self.batch_weighted += num_seqs * duration
+        self.batch_max = max(self.batch_max, num_seqs)
+        self.waiting_weighted += waiting * duration
+
+    def add_many(self, durations: np.ndarray, num_seqs: int, kv_used: np.ndarray, kv_total: int, waiting: int) -> None:
+        usage = kv_used / kv_total if kv_total else np.zeros(len(durations))
+        self.count += len(durations)
+        self.duration += float(durations.sum())
+        self.kv_weighted += float((usage * durations).sum())
+        self.kv_max = max(self.kv_max, float(usage.max()))
+        self.batch_weighted += num_seqs * float(durations.sum())
+        self.batch_max = max(self.batch_max, num_seqs)
+        self.waiting_weighted += waiting * float(durations.sum())
+
+
 class MetricsCollector:
     """Collects what the frameworks report; summaries come from :mod:`llmsim.metrics.summary`."""
 
@@ -69,6 +110,9 @@ class MetricsCollector:
         self.events: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(EVENT_KINDS, 0))
         self.frameworks: list[str] = []
         self.framework_info: dict[str, dict[str, Any]] = {}
+        self.step_stats: dict[str, StepStats] = defaultdict(StepStats)
+        self._step_parts: list[Path] = []
+        self._spill_dir: tempfile.TemporaryDirectory | None = None
 
     def register_framework(self, framework_id: str, info: dict[str, Any]) -> None:
         """Declare a framework so it appears in the summary even if it served nothing."""
@@ -104,12 +148,12 @@ class MetricsCollector:
         """Pool one gap between consecutive streamed chunks at the client (one token each unless
         ``stream_chunk_tokens`` > 1); requests sent during warm-up are excluded."""
         if request.send_time >= self.config.warm_up_duration_s:
-            self._itl[framework_id][gap] += 1
+            self._itl[framework_id][round(gap, ITL_RESOLUTION_DIGITS)] += 1
 
     def record_itl_bulk(self, framework_id: str, gaps: np.ndarray, count: int) -> None:
         """Pool ``count`` occurrences of each gap (a closed-form decode stretch: every streamed request alike)."""
         pooled = self._itl[framework_id]
-        for gap in gaps.tolist():
+        for gap in np.round(gaps, ITL_RESOLUTION_DIGITS).tolist():
             pooled[gap] += count
 
     def count_event(self, framework_id: str, kind: str) -> None:
@@ -124,6 +168,11 @@ class MetricsCollector:
         steps["duration"].append(duration)
         for name in STEP_COLUMNS[3:]:
             steps[name].append(values[name])
+        self.step_stats[framework_id].add(
+            duration, values["num_seqs"], values["kv_blocks_used"], values["kv_blocks_total"], values["num_waiting"]
+        )
+        if len(steps["time"]) >= STEP_CHUNK:
+            self._spill_steps()
 
     def record_steps(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, **values: Any) -> None:
         """Append several engine steps at once (columns given as scalars repeat for every step)."""
@@ -135,6 +184,35 @@ class MetricsCollector:
         for name in STEP_COLUMNS[3:]:
             value = values[name]
             steps[name].extend(value.tolist() if isinstance(value, np.ndarray) else [value] * count)
+        used = values["kv_blocks_used"]
+        self.step_stats[framework_id].add_many(
+            durations,
+            values["num_seqs"],
+            used if isinstance(used, np.ndarray) else np.full(count, used),
+            values["kv_blocks_total"],
+            values["num_waiting"],
+        )
+        if len(steps["time"]) >= STEP_CHUNK:
+            self._spill_steps()
+
+    def _spill_steps(self) -> None:
+        """Move the in-memory step rows to a Parquet part file (bounded memory on long runs)."""
+        if self._spill_dir is None:
+            self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
+        path = Path(self._spill_dir.name) / f"part-{len(self._step_parts):05d}.parquet"
+        self._memory_steps_df().to_parquet(path, index=False)
+        self._step_parts.append(path)
+        self.steps = {name: [] for name in STEP_COLUMNS}
+
+    def _memory_steps_df(self) -> pd.DataFrame:
+        return pd.DataFrame({name: self.steps[name] for name in STEP_COLUMNS})
+
+    def step_parts(self) -> list[pd.DataFrame]:
+        """The step series in pieces (spilled parts, then what is in memory), for streaming writers."""
+        parts = [pd.read_parquet(path) for path in self._step_parts]
+        if self.steps["time"] or not parts:
+            parts.append(self._memory_steps_df())
+        return parts
 
     # ---- tables --------------------------------------------------------------------------------
     def get_all_request_metrics_df(self) -> pd.DataFrame:
@@ -170,8 +248,10 @@ class MetricsCollector:
         return df.sort_values(["framework", "request_id"], kind="stable").reset_index(drop=True)
 
     def get_step_series_df(self) -> pd.DataFrame:
-        """One row per engine step."""
-        return pd.DataFrame({name: self.steps[name] for name in STEP_COLUMNS})
+        """One row per engine step (spilled parts included)."""
+        if not self._step_parts:
+            return self._memory_steps_df()
+        return pd.concat(self.step_parts(), ignore_index=True)
 
     def itl_samples(self, framework_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Pooled inter-token gaps (seconds) and their counts for a framework."""

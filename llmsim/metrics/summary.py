@@ -50,14 +50,7 @@ def _latency_stats(
     return out
 
 
-def _time_weighted(values: pd.Series, weights: pd.Series) -> float:
-    total = float(weights.sum())
-    return float((values * weights).sum() / total) if total > 0 else 0.0
-
-
-def summarize_framework(
-    collector: MetricsCollector, framework: str, requests: pd.DataFrame, steps: pd.DataFrame
-) -> dict[str, Any]:
+def summarize_framework(collector: MetricsCollector, framework: str, requests: pd.DataFrame) -> dict[str, Any]:
     """Every summary metric of one framework."""
     cfg = collector.config
     percents = cfg.percentiles_to_calculate
@@ -94,14 +87,14 @@ def summarize_framework(
     out["preemptions"] = int(requests["preemptions"].sum())
     for kind, count in collector.events[framework].items():
         out[f"num_{kind}"] = int(count)
-    out["num_steps"] = len(steps)
-    if len(steps):
-        usage = steps["kv_blocks_used"] / steps["kv_blocks_total"]
-        out["mean_kv_cache_usage"] = _time_weighted(usage, steps["duration"])
-        out["max_kv_cache_usage"] = float(usage.max())
-        out["mean_batch_size"] = _time_weighted(steps["num_seqs"], steps["duration"])
-        out["max_batch_size"] = int(steps["num_seqs"].max())
-        out["mean_waiting_requests"] = _time_weighted(steps["num_waiting"], steps["duration"])
+    stats = collector.step_stats.get(framework)
+    out["num_steps"] = stats.count if stats else 0
+    if stats and stats.count and stats.duration > 0:
+        out["mean_kv_cache_usage"] = stats.kv_weighted / stats.duration
+        out["max_kv_cache_usage"] = float(stats.kv_max)
+        out["mean_batch_size"] = stats.batch_weighted / stats.duration
+        out["max_batch_size"] = int(stats.batch_max)
+        out["mean_waiting_requests"] = stats.waiting_weighted / stats.duration
     else:
         out["mean_kv_cache_usage"] = out["max_kv_cache_usage"] = out["mean_batch_size"] = 0.0
         out["max_batch_size"] = 0
@@ -112,14 +105,12 @@ def summarize_framework(
 def summarize(collector: MetricsCollector, simulation_actual_duration: float) -> dict[str, Any]:
     """The run's summary: ``{"frameworks": {name: metrics}, "deployments": ..., "simulated_time_s": ...}``."""
     requests = collector.get_all_request_metrics_df()
-    steps = collector.get_step_series_df()
     frameworks = {}
     for framework in collector.frameworks:
         frameworks[framework] = summarize_framework(
             collector,
             framework,
             requests[requests["framework"] == framework],
-            steps[steps["framework"] == framework],
         )
     return {
         "frameworks": frameworks,
