@@ -138,6 +138,18 @@ class AbstractLLMFramework(ABC):
         items.clear()
         return taken
 
+    def admissible_arrivals(self) -> list[Request]:
+        """Arrived requests that can be served (marked waiting); the others are rejected with their reason."""
+        admissible = []
+        for request in self.take_arrivals():
+            error = self.admission_error(request)
+            if error is not None:
+                self.reject(request, error)
+            else:
+                request.status = "waiting"
+                admissible.append(request)
+        return admissible
+
     def admission_error(self, request: Request) -> str | None:
         """Why a request can never be served (too long for the model or the KV cache), else None."""
         if request.max_tokens > self.max_model_len:

@@ -87,13 +87,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     # ---- the loop -------------------------------------------------------------------------------
     def admit_arrivals(self) -> None:
         """Move arrived requests to the waiting queue, rejecting those that can never be served."""
-        for request in self.take_arrivals():
-            error = self.admission_error(request)
-            if error is not None:
-                self.reject(request, error)
-            else:
-                request.status = "waiting"
-                self.waiting.append(request)
+        self.waiting.extend(self.admissible_arrivals())
 
     def processing_loop(self) -> Generator[simpy.Event, Any, None]:
         """Repeat: take arrivals, schedule one step, wait its duration, apply its outcome."""

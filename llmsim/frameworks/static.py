@@ -69,13 +69,7 @@ class StaticBatchingFramework(AbstractLLMFramework):
         )
 
     def _admit(self) -> None:
-        for request in self.take_arrivals():
-            error = self.admission_error(request)
-            if error is not None:
-                self.reject(request, error)
-            else:
-                request.status = "waiting"
-                self.waiting.append(request)
+        self.waiting.extend(self.admissible_arrivals())
 
     def _form_batch(self) -> list[Request]:
         """FCFS members while the padded batch's KV cache fits."""
