@@ -110,6 +110,10 @@ def guarded_loop(framework: Any, on_failure: Callable[[Any, Exception], str]) ->
             error = None
             if type(event) is StoreGet and event.resource is queue and framework.in_flight():
                 held = len(framework.in_flight())
+                if event.triggered:  # it took a waiting request: put it back for the refusal below
+                    queue.items.insert(0, event.value)
+                else:
+                    event.cancel()  # or the next arrival would go to a process that no longer exists
                 loop.close()
                 raise SimulationError(
                     f"{framework.framework_id} stopped at t={framework.env.now:.6g} s: it waits for new requests "

@@ -77,7 +77,10 @@ class WorkloadGenerator:
                     yield self.env.timeout(session.start_time - self.env.now)
                 for target in self.targets:
                     self._send(target, session, 0, session.start_time)
-        self.arrivals_done = self.config.kind != "closed_loop"
+        # a closed loop is done sending once every client has taken its last session (at once if none)
+        self.arrivals_done = self.config.kind != "closed_loop" or all(
+            index >= len(self.sessions) for index in self._closed_next.values()
+        )
         self._check_done()
 
     @property
@@ -132,6 +135,8 @@ class WorkloadGenerator:
     def _deliver(self, store: simpy.Store, request: Request) -> None:
         """The request reached the server: it joins the framework's arrival queue."""
         del self._on_network[id(request)]
+        # the clock reads the planned arrival up to rounding: keep arrival <= first scheduled exactly
+        request.arrival_time = self.env.now
         store.put(request)
 
     def _on_request_done(self, request: Request) -> None:
