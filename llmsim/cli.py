@@ -124,7 +124,6 @@ def execute_job(
     In a sweep a failing job is recorded (status ``failed`` and its one-line reason) and does not
     stop the others; a single run re-raises so the command exits non-zero.
     """
-    import json
     import time
 
     from llmsim.runinfo import base_run_info, read_run_info, write_run_info
@@ -138,13 +137,17 @@ def execute_job(
     resume = bool(OmegaConf.select(cfg, "resume", default=True)) if isinstance(cfg, DictConfig) else True
     if (
         resume
-        and previous is not None
+        and isinstance(previous, dict)
         and previous.get("status") == "ok"
         and previous.get("config_hash") == info["config_hash"]
-        and (output_dir / "summary.json").exists()
     ):
-        log.info("skipping %s: finished before with the same config (resume=false to force)", output_dir)
-        return json.loads((output_dir / "summary.json").read_text())
+        finished = finished_summary(output_dir)
+        if finished is not None:
+            log.info("skipping %s: finished before with the same config (resume=false to force)", output_dir)
+            return finished
+        log.warning("re-running %s: its run.json says ok but summary.json is missing or corrupt", output_dir)
+    elif isinstance(previous, dict) and previous.get("status") == "running":
+        log.warning("re-running %s: an earlier attempt was interrupted", output_dir)
     write_run_info(output_dir, info)
     started = time.perf_counter()
     try:
@@ -160,6 +163,19 @@ def execute_job(
     errors = summary.get("framework_errors") or {}
     info.update(status="ok", error="; ".join(errors.values()), wall_time_s=time.perf_counter() - started)
     write_run_info(output_dir, info)
+    return summary
+
+
+def finished_summary(output_dir: Path) -> dict[str, Any] | None:
+    """The ``summary.json`` of a finished run, or None when it is missing, corrupt or incomplete."""
+    import json
+
+    try:
+        summary = json.loads((output_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("frameworks"), dict) or not summary["frameworks"]:
+        return None
     return summary
 
 

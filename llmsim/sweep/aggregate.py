@@ -65,14 +65,29 @@ def expected_combinations(sweep_dir: Path) -> list[frozenset[str]] | None:
     path = sweep_dir / "multirun.yaml"
     if not path.exists():
         return None
-    config = yaml.safe_load(path.read_text()) or {}
-    hydra_cfg = config.get("hydra", {})
-    task = list(hydra_cfg.get("overrides", {}).get("task", []))
-    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + task
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    batches = BasicSweeper.split_arguments(parsed, None)
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+        hydra_cfg = config.get("hydra", {})
+        task = list(hydra_cfg.get("overrides", {}).get("task", []))
+        params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()] + task
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception as exc:  # half-written or edited by hand: take every job directory there is
+        log.warning("cannot read %s (%s): aggregating every job directory", path, " ".join(str(exc).split()))
+        return None
     return [frozenset(job) for batch in batches for job in batch]
+
+
+def read_overrides(path: Path) -> list[str] | None:
+    """A job's ``.hydra/overrides.yaml`` as a list of override strings (None if unreadable)."""
+    try:
+        overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
+        return None
+    return overrides
 
 
 def job_dirs(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -87,11 +102,11 @@ def job_dirs(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
             if (path / ".hydra").exists() or (path / "run.json").exists():
                 skipped.append((path, "no .hydra/overrides.yaml"))
             continue
-        try:
-            overrides = frozenset(yaml.safe_load(overrides_file.read_text()) or [])
-        except yaml.YAMLError as exc:
-            skipped.append((path, f"unreadable overrides.yaml: {exc}"))
+        listed = read_overrides(path)
+        if listed is None:
+            skipped.append((path, "unreadable .hydra/overrides.yaml"))
             continue
+        overrides = frozenset(listed)
         if wanted is not None and overrides not in wanted:
             continue  # a job of another sweep into the same directory
         found.append(path)
@@ -100,8 +115,10 @@ def job_dirs(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     info = read_run_info(path)
-    if info is None:
+    if not isinstance(info, dict):
         return [], "missing or corrupt run.json"
+    if info.get("status") == "running":
+        return [], "interrupted: run.json still says running (re-run the sweep into this directory to finish it)"
     base = {
         **keys,
         "run": path.name,
@@ -116,9 +133,14 @@ def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], s
         return [{**base, "framework": info.get("framework", "")}], None
     try:
         summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError):
+        frameworks = summary["frameworks"]
+        rows = [{**base, "framework": str(name), **dict(metrics)} for name, metrics in frameworks.items()]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return [{**base, "status": "failed", "error": "summary.json missing or corrupt", "framework": ""}], None
-    return [{**base, "framework": name, **metrics} for name, metrics in summary["frameworks"].items()], None
+    for row in rows:  # a framework that stopped during the run (the others' results stand)
+        if row.get("error"):
+            row["status"] = "failed"
+    return rows, None
 
 
 def _sorted_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -142,8 +164,11 @@ def aggregate(sweep_dir: str | Path, *, write: bool = True) -> SweepTables:
     override_keys: list[str] = []
     used: list[Path] = []
     for path in jobs:
-        overrides = yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []
-        keys = dict(parse_override(o) for o in overrides)
+        try:
+            keys = dict(parse_override(o) for o in read_overrides(path) or [])
+        except Exception as exc:  # an override Hydra cannot parse (edited by hand)
+            skipped.append((path, f"unreadable .hydra/overrides.yaml: {' '.join(str(exc).split())}"))
+            continue
         for key in keys:
             if key not in override_keys:
                 override_keys.append(key)
@@ -200,13 +225,21 @@ def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
                 keys = runs.loc[runs["run"] == path.name, key_columns].head(1)
                 if keys.empty:
                     continue
-                frame = pd.read_parquet(request_file)
-                for column in reversed(key_columns):
-                    frame.insert(0, column, keys.iloc[0][column])
-                table = pa.Table.from_pandas(frame, preserve_index=False)
+                try:
+                    frame = pd.read_parquet(request_file)
+                    for column in reversed(key_columns):
+                        frame.insert(0, column, keys.iloc[0][column])
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is not None:
+                        table = table.cast(writer.schema)
+                except Exception as exc:  # a corrupt or foreign requests.parquet: leave this run's rows out
+                    problem = f"requests.parquet left out: {' '.join(str(exc).split())[:200]}"
+                    tables.skipped.append((path, problem))
+                    log.warning("skipped %s: %s", path, problem)
+                    continue
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table.cast(writer.schema))
+                writer.write_table(table)
             if writer is None:
                 pq.write_table(pa.table({c: pa.array([], pa.string()) for c in key_columns}), tmp)
         finally:
@@ -234,10 +267,11 @@ def main(argv: list[str] | None = None) -> int:
 def describe(tables: SweepTables, sweep_dir: Path) -> str:
     """A few lines: how many runs, which failed and why, where the tables are."""
     runs = tables.runs
-    run_status = runs.drop_duplicates("run")[["run", "status", "error"]] if len(runs) else runs
-    ok = int((run_status["status"] == "ok").sum()) if len(runs) else 0
-    lines = [f"{len(run_status)} runs aggregated ({ok} ok, {len(run_status) - ok} failed) -> {sweep_dir / RUNS_TABLE}"]
-    for _, row in run_status[run_status["status"] != "ok"].iterrows() if len(runs) else []:
+    failed_rows = runs[runs["status"] != "ok"] if len(runs) else runs
+    total = runs["run"].nunique() if len(runs) else 0
+    failed = failed_rows["run"].nunique() if len(runs) else 0
+    lines = [f"{total} runs aggregated ({total - failed} ok, {failed} failed) -> {sweep_dir / RUNS_TABLE}"]
+    for _, row in failed_rows.drop_duplicates(["run", "error"]).iterrows() if len(runs) else []:
         lines.append(f"  FAILED {row['run']}: {row['error']}")
     for path, why in tables.skipped:
         lines.append(f"  skipped {path.name}: {why}")

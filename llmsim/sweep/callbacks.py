@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -29,16 +28,15 @@ def count_done(sweep_dir: Path, wanted: set[frozenset[str]]) -> int:
     done = 0
     if not sweep_dir.is_dir():
         return 0
+    from llmsim.sweep.aggregate import read_overrides
+
     for path in sweep_dir.iterdir():
         overrides_file = path / ".hydra" / "overrides.yaml"
         info = read_run_info(path) if overrides_file.exists() else None
-        if info is None or info.get("status") not in ("ok", "failed"):
+        if not isinstance(info, dict) or info.get("status") not in ("ok", "failed"):
             continue
-        try:
-            overrides = frozenset(yaml.safe_load(overrides_file.read_text()) or [])
-        except (OSError, yaml.YAMLError):
-            continue
-        done += overrides in wanted
+        overrides = read_overrides(path)
+        done += overrides is not None and frozenset(overrides) in wanted
     return done
 
 
