@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -541,6 +542,30 @@ def expected_sessions(workload: WorkloadConfig, horizon_s: float) -> float:
     return min(count, float(workload.num_requests)) if workload.num_requests is not None else count
 
 
+OUTPUT_KEYS = (
+    "output_summary_json_path",
+    "output_requests_parquet_path",
+    "output_requests_csv_path",
+    "output_steps_parquet_path",
+)
+
+
+def _check_output_paths(config: ExperimentConfig) -> None:
+    """Every result file has a path of its own (two outputs in one file would overwrite each other)."""
+    metrics_key = "metrics" if config.layout == "hydra" else "metrics_config"
+    seen: dict[str, str] = {}
+    for name in OUTPUT_KEYS:
+        value = getattr(config.metrics_config, name)
+        if not value:
+            continue
+        normal = str(PurePath(value))
+        if normal in seen:
+            raise ConfigError(
+                f"{metrics_key}.{name}", value, f"a file of its own; {metrics_key}.{seen[normal]} writes there too"
+            )
+        seen[normal] = name
+
+
 def _check_workload_size(config: ExperimentConfig) -> None:
     """Refuse a workload too large to hold in memory (a typo such as rate=1e9) before sampling it."""
     workload = config.workload
@@ -585,6 +610,7 @@ def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
         check_model_data(profile.model_dump(), f"model[{name}]" if config.layout == "seed" else "model")
     _check_workload(config.workload)
     _check_workload_size(config)
+    _check_output_paths(config)
     config.distributions()
     names = [entry.name for entry in config.frameworks_to_test]
     for name in names:

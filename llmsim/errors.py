@@ -44,3 +44,7 @@ class CapacityError(LLMSimError, ValueError):
 
 class SimulationError(LLMSimError, RuntimeError):
     """The simulation cannot make progress (for example a deadlock in a scheduler)."""
+
+
+class OutputError(LLMSimError):
+    """A result file cannot be written (a directory in the way, no permission, a full disk)."""

@@ -148,11 +148,28 @@ class ExperimentOrchestrator:
             for name, error in self.framework_errors.items():
                 summary["frameworks"][name]["error"] = error
         self.summary = summary
+        self._warn_all_rejected(summary)
         if print_table:
             print_summary(summary)
         write_outputs(self, summary)
         log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)
         return summary
+
+    def _warn_all_rejected(self, summary: dict[str, Any]) -> None:
+        """A framework that served nothing because it refused every request is worth a line in the log."""
+        assert self.metrics_collector is not None
+        columns = self.metrics_collector.requests
+        for name, metrics in summary["frameworks"].items():
+            if metrics["completed"] == 0 and metrics["failed"] > 0 and not metrics.get("error"):
+                reason = next(
+                    (
+                        why
+                        for fw, why in zip(columns["framework"], columns["reason"], strict=True)
+                        if fw == name and why
+                    ),
+                    "",
+                )
+                log.warning("%s rejected every request it received (%d), e.g.: %s", name, metrics["failed"], reason)
 
     def _framework_failed(self, framework: AbstractLLMFramework, error: Exception) -> str:
         """A framework stopped during the run: record why and fail the requests it held (others go on)."""

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from llmsim.errors import OutputError, one_line
 from llmsim.metrics.summary import percentile_label
 
 if TYPE_CHECKING:
@@ -32,6 +34,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def write_text(path: Path, text: str) -> None:
+    """Text (``\\n`` line ends), written atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, newline="\n"))
+
+
 def write_json(path: Path, data: Any) -> None:
     """Pretty JSON, written atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"))
@@ -45,25 +52,47 @@ def _resolve(base: Path, configured: str | None) -> Path | None:
 
 
 def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any]) -> dict[str, Path]:
-    """Write summary JSON, per-request Parquet/CSV and the step series where the metrics config asks."""
+    """Write summary JSON, per-request Parquet/CSV and the step series where the metrics config asks.
+
+    Each file is written atomically; one that cannot be written is an :class:`OutputError` naming its key.
+    """
     cfg = orchestrator.config.metrics_config
     collector = orchestrator.metrics_collector
     assert collector is not None
     base = orchestrator.output_dir
     written: dict[str, Path] = {}
     requests = collector.get_all_request_metrics_df()
-    if (path := _resolve(base, cfg.output_summary_json_path)) is not None:
-        write_json(path, summary)
-        written["summary"] = path
-    if (path := _resolve(base, cfg.output_requests_parquet_path)) is not None:
-        atomic_write(path, lambda tmp: requests.to_parquet(tmp, index=False))
-        written["requests"] = path
-    if (path := _resolve(base, cfg.output_requests_csv_path)) is not None:
-        atomic_write(path, lambda tmp: requests.to_csv(tmp, index=False))
-        written["requests_csv"] = path
-    if (path := _resolve(base, cfg.output_steps_parquet_path)) is not None:
-        atomic_write(path, lambda tmp: _write_parts(tmp, collector.step_parts()))
-        written["steps"] = path
+    writers: list[tuple[str, str, str | None, Callable[[Path], None]]] = [
+        ("summary", "output_summary_json_path", cfg.output_summary_json_path, lambda path: write_json(path, summary)),
+        (
+            "requests",
+            "output_requests_parquet_path",
+            cfg.output_requests_parquet_path,
+            lambda path: atomic_write(path, lambda tmp: requests.to_parquet(tmp, index=False)),
+        ),
+        (
+            "requests_csv",
+            "output_requests_csv_path",
+            cfg.output_requests_csv_path,
+            lambda path: atomic_write(path, lambda tmp: requests.to_csv(tmp, index=False)),
+        ),
+        (
+            "steps",
+            "output_steps_parquet_path",
+            cfg.output_steps_parquet_path,
+            lambda path: atomic_write(path, lambda tmp: _write_parts(tmp, collector.step_parts())),
+        ),
+    ]
+    for name, key, configured, write in writers:
+        if (path := _resolve(base, configured)) is None:
+            continue
+        try:
+            write(path)
+        except OSError as exc:
+            raise OutputError(
+                f"metrics.{key}={configured!r}: cannot write {path}: {exc.strerror or one_line(str(exc))}"
+            ) from None
+        written[name] = path
     return written
 
 
@@ -153,3 +182,6 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
                 cells.append(_fmt(metrics.get(key, "")))
         table.add_row(label, *cells)
     console.print(table)
+    for name, metrics in frameworks.items():
+        if metrics.get("error"):
+            console.print(Text(f"{name} stopped during the run: {metrics['error']}", style="bold red"))

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render(result, args.format if not (args.out and args.format == "table") else "csv", args.a, args.b)
     if text is not None:
         if args.out:
-            args.out.write_text(text)
+            from llmsim.outputs import write_text
+
+            write_text(args.out, text)
         else:
             sys.stdout.write(text)
     return 0

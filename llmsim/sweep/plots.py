@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,6 +18,13 @@ from llmsim.sweep.aggregate import REQUESTS_TABLE
 from llmsim.sweep.tables import ResultTable, load_results
 
 LOAD_KEYS = ("workload.rate", "workload.concurrency", "workload.num_requests")
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A PNG written atomically (an interrupted plot never leaves a truncated image)."""
+    from llmsim.outputs import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
 def _load_key(keys: list[str]) -> str | None:
@@ -60,7 +68,7 @@ def plot_latency_vs_throughput(results: ResultTable, out: Path) -> Path:
     fig.suptitle(f"Latency against throughput — {results.source}")
     fig.tight_layout()
     path = out / "latency_vs_throughput.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -109,7 +117,7 @@ def plot_goodput(results: ResultTable, out: Path, ttft_ms: float, tpot_ms: float
     left.legend(fontsize="small")
     fig.tight_layout()
     path = out / "goodput_vs_load.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -134,7 +142,7 @@ def plot_run_timeline(run_dir: Path, out: Path) -> Path:
     fig.suptitle(f"Engine state over time — {run_dir}")
     fig.tight_layout()
     path = out / "run_timeline.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

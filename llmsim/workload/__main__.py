@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "fit":
+            from llmsim.outputs import write_text
             from llmsim.workload.fit import fit_workload, format_summary, render_workload_yaml, summarize_trace
             from llmsim.workload.trace import load_trace
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(summary))
             if args.out:
                 workload = fit_workload(trace, dist=args.dist, quantiles=max(args.quantiles, 2))
-                Path(args.out).write_text(render_workload_yaml(workload, summary))
+                write_text(Path(args.out), render_workload_yaml(workload, summary))
                 print(f"wrote {args.out}")
         else:
             from llmsim.workload.sample_trace import write_sample_trace

@@ -70,6 +70,7 @@ def render_sample_trace(**kwargs: Any) -> str:
 def write_sample_trace(path: str | Path | None = None, **kwargs: Any) -> Path:
     """Write the sample trace (default: the shipped file in the checkout) and return its path."""
     target = Path(path) if path is not None else REPO_ROOT / SAMPLE_TRACE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_sample_trace(**kwargs), newline="\n")
+    from llmsim.outputs import write_text
+
+    write_text(target, render_sample_trace(**kwargs))
     return target
