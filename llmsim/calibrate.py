@@ -27,6 +27,7 @@ import yaml
 
 from llmsim.errors import LLMSimError
 from llmsim.models import CONF_DIR, builtin_model_profiles
+from llmsim.outputs import write_text
 from llmsim.validate import load_cases, results_frame, run_cases, summary_line
 
 GOLDEN = (math.sqrt(5) - 1) / 2
@@ -224,7 +225,7 @@ def write_overrides(out: Path, factors: list[Factor], hardware_options: list[str
         target = out / group / f"{option}_calibrated.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
         header = f"# Calibrated by python -m llmsim.calibrate from conf/{group}/{option}.yaml\n"
-        target.write_text(header + yaml.safe_dump(data, sort_keys=False))
+        write_text(target, header + yaml.safe_dump(data, sort_keys=False))
         written.append(target)
     return written
 

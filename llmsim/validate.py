@@ -30,6 +30,7 @@ import pandas as pd
 
 from llmsim.errors import LLMSimError
 from llmsim.models import CONF_DIR
+from llmsim.outputs import atomic_write
 
 METRICS = {
     "output_tokens_per_s": "output_throughput",
@@ -292,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.case_id:45s} {r.metric:28s} predicted={r.predicted:12.2f} measured={r.measured:12.2f} error={r.error_pct:+7.1f}%"
             )
     if args.out:
-        results_frame(results).to_csv(args.out, index=False)
+        table = results_frame(results)
+        atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(summary_line(results))
     return 0
 

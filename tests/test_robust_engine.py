@@ -546,12 +546,6 @@ def _sglang_with_a_decoder_and_a_chunked_prefill_filling_the_cache():
     return framework
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SGLangFramework._decode_batch/_retract never retract the chunked-prefill request and keep the "
-    "last decoder, so a decoder plus a chunked prefill that fill the cache can schedule nothing "
-    "(SimulationError 'no request could be scheduled although 2 are running')",
-)
 def test_sglang_retracts_a_stuck_chunked_prefill_instead_of_deadlocking():
     framework = _sglang_with_a_decoder_and_a_chunked_prefill_filling_the_cache()
     plan = framework.schedule()
@@ -579,12 +573,6 @@ def test_the_sglang_chunked_prefill_deadlock_ends_the_run_with_a_clear_message(t
     assert np.isfinite(summary["frameworks"]["sglang"]["duration_s"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ContinuousBatchingFramework.apply_stretch records every step of a decode stretch with the KV usage "
-    "after the whole stretch was reserved, so the step series' kv_blocks_used (and mean/max_kv_cache_usage) "
-    "differ from step-by-step simulation",
-)
 @pytest.mark.parametrize("name", ["vllm", "trtllm", "sglang"])
 def test_fast_forward_keeps_the_kv_usage_series_exact(name):
     workload = {

@@ -51,11 +51,6 @@ def test_every_result_file_is_written_through_a_temporary_file_and_a_rename():
     assert not offenders, "\n".join(offenders)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calibrate.py (write_overrides: target.write_text) and validate.py (main: to_csv(args.out)) "
-    "write in place; use llmsim.outputs.write_text / atomic_write",
-)
 def test_calibrate_and_validate_write_atomically():
     assert not [site for site in write_sites() if site[0] in NOT_MINE and "tmp" not in site[2]]
 

@@ -43,6 +43,8 @@ class KVManager(Protocol):
 
     def reserve_decode_steps(self, request: Request, steps: int) -> None: ...
 
+    def decode_usage(self, requests: list[Request], steps: int) -> list[int]: ...
+
 
 @dataclass
 class DecodeStretch:
@@ -53,6 +55,7 @@ class DecodeStretch:
     start: float
     durations: np.ndarray
     ends: np.ndarray
+    usage: list[int]
 
 
 @dataclass
@@ -240,7 +243,8 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
         if steps < 2:
             return None
-        return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps])
+        usage = self.kv.decode_usage(requests, steps)
+        return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps], usage)
 
     def apply_stretch(self, stretch: DecodeStretch) -> None:
         """Account ``stretch.steps`` decode steps at once: tokens, KV, ITL, completions, step series."""
@@ -265,7 +269,6 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             self.metrics.record_itl_bulk(self.framework_id, np.diff(stretch.ends), streamed)
         self.on_decode_stretch(steps)
         n = len(stretch.requests)
-        used_during = self.kv.num_used
         for request in finished:
             self.kv.free(request)
             self.finish(request, end)
@@ -274,7 +277,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         # the series after each step: the batch as it was, then (last row) after the completions
         running = np.full(steps, n)
         running[-1] = len(self.running)
-        used = np.full(steps, used_during)
+        used = np.array(stretch.usage, dtype=np.int64)
         used[-1] = self.kv.num_used
         self.num_steps += steps
         self.metrics.record_steps(

@@ -228,6 +228,13 @@ class KVCacheManager:
                 high = middle
         return low
 
+    def decode_usage(self, requests: Sequence[Request], steps: int) -> list[int]:
+        """Blocks in use after each of ``steps`` decode steps (step one's room is already allocated)."""
+        size = self.block_size
+        base = self.pool.num_used
+        current = [(r.num_computed_tokens + 1, len(r.blocks)) for r in requests]  # tokens and blocks after step one
+        return [base + sum(max(0, -(-(c + k) // size) - held) for c, held in current) for k in range(steps)]
+
     def reserve_decode_steps(self, request: Request, steps: int) -> None:
         """Take the blocks ``steps`` decode steps need (checked by :meth:`decode_stretch_limit`)."""
         if not self.allocate_slots(request, steps):  # pragma: no cover - guarded by decode_stretch_limit

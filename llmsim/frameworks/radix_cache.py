@@ -277,6 +277,10 @@ class RadixKVManager:
         n = len(requests)
         return max(1, min(steps, 1 + (self.cache.available_tokens - n) // n)) if n else steps
 
+    def decode_usage(self, requests: Sequence[Request], steps: int) -> list[int]:
+        """Slots in use after each of ``steps`` decode steps (one more token per request and step)."""
+        return [self.num_used + k * len(requests) for k in range(steps)]
+
     def reserve_decode_steps(self, request: Request, steps: int) -> None:
         """Take the slots of ``steps - 1`` more tokens (the first step's was taken when scheduled)."""
         if steps > 1 and not self.allocate(request, steps - 1):  # pragma: no cover - guarded by the limit

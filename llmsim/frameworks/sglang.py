@@ -204,6 +204,12 @@ class SGLangFramework(ContinuousBatchingFramework):
         """Every running request decodes one token; retract first if the cache cannot take one each."""
         plan = StepPlan()
         decoding = [r for r in self.running if r is not self.chunked]
+        if self.chunked is not None and self.kv.cache.available_tokens < max(len(decoding), 1):
+            # the half-prefilled request cannot continue and decoders are short of room: give its memory back
+            stuck, self.chunked = self.chunked, None
+            self.running.remove(stuck)
+            self.evict(stuck, "retracted")
+            plan.evicted += 1
         if self.kv.cache.available_tokens < len(decoding):
             decoding = self._retract(decoding, plan)
         else:
