@@ -84,8 +84,26 @@ RUN_CONTROL_KEYS = ("resume",)
 
 
 def experiment_container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The resolved experiment config, without Hydra's settings and run-control switches."""
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    """The resolved experiment config, without Hydra's settings and run-control switches.
+
+    An interpolation that does not resolve (``${oops}``, or a group removed with ``~``) is a ConfigError.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from llmsim.errors import ConfigError
+
+    if not isinstance(cfg, DictConfig):
+        container = dict(cfg)
+    else:
+        try:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or "config"
+            value: Any = OmegaConf.to_container(cfg, resolve=False)
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            raise ConfigError(key, value, one_line(str(exc).split("\n")[0])) from None
+        container = dict(resolved) if isinstance(resolved, dict) else {}
     return {k: v for k, v in container.items() if k not in ("hydra", *RUN_CONTROL_KEYS)}
 
 
@@ -129,7 +147,16 @@ def execute_job(
     from llmsim.runinfo import base_run_info, read_run_info, write_run_info
 
     output_dir = Path(output_dir)
-    container = experiment_container(cfg)
+    try:
+        container = experiment_container(cfg)
+    except LLMSimError as exc:  # in a sweep: this job fails alone, with its reason
+        if not multirun:
+            raise
+        info = base_run_info({}, overrides)
+        info.update(status="failed", error=_error_line(exc), framework="", wall_time_s=0.0)
+        write_run_info(output_dir, info)
+        log.error("run %s failed: %s", output_dir.name, info["error"])
+        return None
     info = base_run_info(container, overrides)
     framework = (container.get("framework") or {}).get("name", "")
     info["framework"] = framework

@@ -51,6 +51,7 @@ CASES = {
     ),
     "trt-policy": (["framework=trtllm", "framework.capacity_scheduler_policy=FAIR"], "capacity_scheduler_policy"),
     "too-many-sessions": (["workload.rate=1e9", "workload.total_duration=1000"], "workload.rate"),
+    "bad-interpolation": (["framework.max_num_seqs=${oops}"], "framework.max_num_seqs='${oops}'"),
     **{
         f"trace-{name.split('.')[0]}": (["workload=trace", f"workload.path=TRACES/{name}"], f"{name}")
         for name in TRACES
@@ -261,3 +262,23 @@ def test_corrupt_and_partial_job_directories_are_reported_and_skipped_not_fatal(
     assert set(requests["run"]) == {"good", "framework-stopped"}  # the bad Parquet file is left out
     report = describe(tables, sweep)
     assert "FAILED framework-stopped: vllm stopped" in report and "skipped running: interrupted" in report
+
+
+def test_a_sweep_with_a_bad_value_in_one_job_still_gets_its_tables(tmp_path):
+    source = tmp_path / "source"
+    config = make_config(
+        workload={"kind": "offline", "num_requests": 2},
+        metrics={"output_summary_json_path": "summary.json", "output_requests_parquet_path": "requests.parquet"},
+    )
+    ExperimentOrchestrator(config, output_dir=source).run(show_progress=False, print_table=False)
+    sweep = tmp_path / "sweep"
+    make_job(sweep, "good", ["workload.rate=5"], summary_of=source)
+    bad = make_job(sweep, "bad", ["workload.rate=abc"])
+    info = json.loads((bad / "run.json").read_text())
+    info.update(status="failed", error="workload.rate='abc' is not valid: Input should be a valid number")
+    (bad / "run.json").write_text(json.dumps(info))
+    tables = aggregate(sweep)
+    runs = pd.read_parquet(sweep / "runs.parquet").set_index("run")
+    assert runs.loc["good", "status"] == "ok" and runs.loc["bad", "status"] == "failed"
+    assert sorted(runs["workload.rate"]) == ["5", "abc"]  # mixed values are kept as text
+    assert "FAILED bad: workload.rate='abc'" in describe(tables, sweep)

@@ -472,3 +472,23 @@ def test_a_model_database_path_that_is_a_directory_falls_back_to_the_built_in_pr
     config = seed_config()
     config["model_characteristics_db_path"] = str(tmp_path)
     assert user_error(config) is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        pytest.param(["framework.max_num_seqs=${oops}"], "framework.max_num_seqs", id="unknown-interpolation"),
+        pytest.param(["~framework"], "name", id="group-removed"),
+    ],
+)
+def test_an_interpolation_that_does_not_resolve_is_a_config_error_naming_the_key(overrides, key):
+    from hydra import compose, initialize_config_dir
+
+    from llmsim.cli import experiment_container
+    from llmsim.models import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    with pytest.raises(ConfigError) as info:
+        experiment_container(cfg)
+    assert info.value.key == key and "Interpolation key" in str(info.value) and "\n" not in str(info.value)

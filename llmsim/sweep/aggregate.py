@@ -143,6 +143,21 @@ def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], s
     return rows, None
 
 
+def _one_type_per_column(runs: pd.DataFrame) -> pd.DataFrame:
+    """Columns that mix value types (``workload.rate=abc,5`` in one sweep) become text, so Parquet can hold them."""
+
+    def missing(value: Any) -> bool:
+        return value is None or (isinstance(value, float) and value != value)
+
+    for column in runs.columns:
+        if runs[column].dtype != object:
+            continue
+        kinds = {type(value) for value in runs[column] if not missing(value)}
+        if len(kinds) > 1:
+            runs[column] = [None if missing(value) else str(value) for value in runs[column]]
+    return runs
+
+
 def _sorted_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Order rows by the swept values (numbers numerically), then run and framework names."""
     order = []
@@ -183,6 +198,7 @@ def aggregate(sweep_dir: str | Path, *, write: bool = True) -> SweepTables:
         front = [k for k in override_keys if k in runs] + [c for c in RUN_COLUMNS if c in runs]
         runs = runs[front + [c for c in runs.columns if c not in front]]
         runs = _sorted_runs(runs, [k for k in override_keys if k in runs])
+        runs = _one_type_per_column(runs)
     for path, why in skipped:
         log.warning("skipped %s: %s", path, why)
     tables = SweepTables(runs, used, skipped, [k for k in override_keys if k in runs])
