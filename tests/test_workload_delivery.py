@@ -51,7 +51,8 @@ def test_streamed_chunks_set_ttft_at_the_first_full_chunk_and_itl_between_chunk_
     # chunks: tokens 1-3 leave with token 3, tokens 4-6 with token 6, token 7 alone
     assert row["first_token_time"] == pytest.approx(t[2] + link_delay(3), abs=1e-12)
     assert row["completion_time"] == pytest.approx(t[6] + link_delay(1), abs=1e-12)
-    assert sorted(itl) == pytest.approx(sorted([t[5] - t[2], t[6] + link_delay(1) - t[5] - link_delay(3)]), abs=1e-12)
+    # ITL gaps are pooled at 1 us resolution
+    assert sorted(itl) == pytest.approx(sorted([t[5] - t[2], t[6] + link_delay(1) - t[5] - link_delay(3)]), abs=5e-7)
     assert row["tpot_ms"] == pytest.approx((row["e2el_ms"] - row["ttft_ms"]) / 6)
 
 
@@ -69,7 +70,7 @@ def test_one_token_chunks_give_one_itl_gap_per_token():
     t = token_times(config, 100, 6)
     _, requests, itl = run_with_itl(config)
     assert requests.iloc[0]["first_token_time"] == pytest.approx(t[0] + link_delay(1), abs=1e-12)
-    assert sorted(itl) == pytest.approx(sorted(np.diff(t)), abs=1e-12)
+    assert sorted(itl) == pytest.approx(sorted(np.diff(t)), abs=5e-7)  # pooled at 1 us resolution
 
 
 def test_chunks_cut_the_number_of_itl_gaps_and_stretch_them():
