@@ -568,3 +568,17 @@ def test_fast_forward_keeps_the_kv_usage_series_exact(name):
     (steps_ff, metrics_ff), (steps, metrics) = results
     assert metrics_ff == metrics
     assert steps_ff["kv_blocks_used"].tolist() == steps["kv_blocks_used"].tolist()
+
+
+@pytest.mark.parametrize("policy", ["GUARANTEED_NO_EVICT", "STATIC_BATCH"])
+def test_trtllm_requests_that_fit_only_one_at_a_time_run_one_after_another_without_a_hang(time_limit, policy):
+    # 40 blocks of 32 tokens; each request reserves 24 of them (600 + 150 tokens): never two beside each other
+    config = with_framework(
+        make_config(workload={"kind": "offline", "num_requests": 4, "client_profiles": [constant_profile(600, 150)]}),
+        "trtllm",
+        capacity_scheduler_policy=policy,
+        num_gpu_blocks_override=40,
+    )
+    summary = check_run(config)
+    metrics = summary["frameworks"]["trtllm"]
+    assert metrics["completed"] == 4 and metrics["max_batch_size"] == 1 and metrics["num_paused"] == 0
