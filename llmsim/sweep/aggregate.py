@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,9 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        print(f"llmsim: error: {args.sweep_dir} is not a directory", flush=True)
+        print(f"llmsim: error: {args.sweep_dir} is not a directory", file=sys.stderr, flush=True)
         return 2
-    tables = aggregate(args.sweep_dir)
+    try:
+        tables = aggregate(args.sweep_dir)
+    except OSError as exc:  # the tables cannot be written there (permissions, a full disk)
+        print(f"llmsim: error: cannot write the tables of {args.sweep_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(describe(tables, args.sweep_dir))
     return 0
 
