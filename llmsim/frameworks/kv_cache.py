@@ -15,6 +15,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import numpy as np
+
 from llmsim.workload.request import Request, Segment
 
 _ID_MASK = (1 << 60) - 1
@@ -232,8 +234,13 @@ class KVCacheManager:
         """Blocks in use after each of ``steps`` decode steps (step one's room is already allocated)."""
         size = self.block_size
         base = self.pool.num_used
-        current = [(r.num_computed_tokens + 1, len(r.blocks)) for r in requests]  # tokens and blocks after step one
-        return [base + sum(max(0, -(-(c + k) // size) - held) for c, held in current) for k in range(steps)]
+        tokens = np.fromiter((r.num_computed_tokens + 1 for r in requests), dtype=np.int64, count=len(requests))
+        held = np.fromiter((len(r.blocks) for r in requests), dtype=np.int64, count=len(requests))
+        # a request needs a new block when its tokens cross a block boundary: count those crossings per step
+        usage = []
+        for k in range(steps):
+            usage.append(base + int(np.maximum(-(-(tokens + k) // size) - held, 0).sum()))
+        return usage
 
     def reserve_decode_steps(self, request: Request, steps: int) -> None:
         """Take the blocks ``steps`` decode steps need (checked by :meth:`decode_stretch_limit`)."""

@@ -63,7 +63,7 @@ EVENT_KINDS = ("preempted", "swapped_out", "retracted", "paused")
 
 
 STEP_CHUNK = 200_000  # step rows kept in memory before they are spilled to a Parquet part file
-ITL_RESOLUTION_DIGITS = 6  # inter-token gaps are pooled at 1 us resolution (they are milliseconds)
+ITL_TICKS_PER_S = 1_000_000  # inter-token gaps are pooled as whole microseconds (they are milliseconds)
 
 
 class StepStats:
@@ -101,7 +101,7 @@ class MetricsCollector:
         self.config = metrics_config
         self.requests: dict[str, list[Any]] = {name: [] for name in REQUEST_COLUMNS}
         self.steps: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
-        self._itl: dict[str, dict[float, int]] = defaultdict(lambda: defaultdict(int))
+        self._itl: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.events: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(EVENT_KINDS, 0))
         self.frameworks: list[str] = []
         self.framework_info: dict[str, dict[str, Any]] = {}
@@ -143,12 +143,12 @@ class MetricsCollector:
         """Pool one gap between consecutive streamed chunks at the client (one token each unless
         ``stream_chunk_tokens`` > 1); requests sent during warm-up are excluded."""
         if request.send_time >= self.config.warm_up_duration_s:
-            self._itl[framework_id][round(gap, ITL_RESOLUTION_DIGITS)] += 1
+            self._itl[framework_id][int(gap * ITL_TICKS_PER_S + 0.5)] += 1
 
     def record_itl_bulk(self, framework_id: str, gaps: np.ndarray, count: int) -> None:
         """Pool ``count`` occurrences of each gap (a closed-form decode stretch: every streamed request alike)."""
         pooled = self._itl[framework_id]
-        for gap in np.round(gaps, ITL_RESOLUTION_DIGITS).tolist():
+        for gap in np.floor(gaps * ITL_TICKS_PER_S + 0.5).astype(np.int64).tolist():
             pooled[gap] += count
 
     def count_event(self, framework_id: str, kind: str) -> None:
@@ -251,7 +251,7 @@ class MetricsCollector:
     def itl_samples(self, framework_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Pooled inter-token gaps (seconds) and their counts for a framework."""
         pooled = self._itl.get(framework_id, {})
-        values = np.fromiter(pooled.keys(), dtype=np.float64, count=len(pooled))
+        values = np.fromiter(pooled.keys(), dtype=np.float64, count=len(pooled)) / ITL_TICKS_PER_S
         counts = np.fromiter(pooled.values(), dtype=np.int64, count=len(pooled))
         order = np.argsort(values, kind="stable")  # sums then do not depend on the order gaps were seen
         return values[order], counts[order]
