@@ -239,8 +239,3 @@ class AbstractLLMFramework(ABC):
             "kv_cache_blocks": plan.num_blocks,
             "kv_cache_tokens": plan.kv_capacity_tokens,
         }
-
-
-def clamp_positive(value: float) -> float:
-    """``value`` if finite and positive, else 0 (used for durations)."""
-    return value if math.isfinite(value) and value > 0 else 0.0
