@@ -187,6 +187,48 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         if finished:
             self.running = [r for r in self.running if r.status == "running"]
 
+    def serve_running(self, plan: StepPlan, budget: int, chunked: bool = True) -> int:
+        """Schedule running requests first, in admission order, under the token ``budget`` (paged caches).
+
+        Each gets its remaining tokens (a chunk of them when ``chunked``; without chunking a request
+        that does not fit whole waits). When the KV cache has no room for a request, the last running
+        request makes room (:meth:`make_room`) until it fits or the request itself was the victim.
+        Returns the budget left.
+        """
+        running = self.running
+        index = 0
+        block_size = self.kv.block_size
+        while index < len(running) and budget > 0:
+            request = running[index]
+            computed = request.num_computed_tokens
+            remaining = request.spec.prompt_tokens + request.num_output_tokens - computed
+            if remaining == 1 and computed < len(request.blocks) * block_size:
+                plan.scheduled.append((request, 1))  # a decode step with room left in its last block
+                budget -= 1
+                index += 1
+                continue
+            num_new = min(remaining, budget)
+            if not chunked and num_new < remaining:
+                index += 1
+                continue
+            while not self.kv.allocate_slots(request, num_new):
+                victim = running.pop()
+                self.make_room(victim, plan)
+                if victim is request:
+                    break
+            else:
+                plan.scheduled.append((request, num_new))
+                budget -= num_new
+                index += 1
+                continue
+            break  # the request gave up its own room: nothing after it remains
+        return budget
+
+    def make_room(self, victim: Request, plan: StepPlan) -> None:
+        """Free a running request's KV cache for others (default: preemption by recompute)."""
+        self.evict(victim)
+        plan.evicted += 1
+
     # ---- closed-form decode stretches ------------------------------------------------------------
     #: Whether waiting requests stay unadmittable while the running batch only decodes (true when
     #: admission depends only on free memory, seats and token budget, which decoding never increases).

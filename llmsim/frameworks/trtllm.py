@@ -109,34 +109,15 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         if self.policy == "STATIC_BATCH":
             return self._schedule_static()
         plan = StepPlan()
-        budget = self._schedule_running(plan)
+        budget = self.serve_running(plan, self.config.max_num_tokens)
         if plan.evicted == 0:
             self._admit(plan, budget)
         return plan
 
-    def _schedule_running(self, plan: StepPlan) -> int:
-        """Generation tokens and remaining context chunks of running requests; pauses under pressure."""
-        budget = self.config.max_num_tokens
-        running = self.running
-        index = 0
-        while index < len(running) and budget > 0:
-            request = running[index]
-            remaining = request.num_tokens - request.num_computed_tokens
-            num_new = min(remaining, budget)
-            while not self.kv.allocate_slots(request, num_new):
-                # only MAX_UTILIZATION can run out: GUARANTEED_NO_EVICT reserved every block up front
-                victim = running.pop()
-                self.evict(victim, "paused")
-                plan.evicted += 1
-                if victim is request:
-                    break
-            else:
-                plan.scheduled.append((request, num_new))
-                budget -= num_new
-                index += 1
-                continue
-            break
-        return budget
+    def make_room(self, victim: Request, plan: StepPlan) -> None:
+        """MAX_UTILIZATION pauses the most recently started request (GUARANTEED_NO_EVICT never runs out)."""
+        self.evict(victim, "paused")
+        plan.evicted += 1
 
     def _reserved_blocks(self) -> int:
         """Blocks running requests may still need to reach their full length."""

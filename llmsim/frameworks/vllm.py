@@ -153,35 +153,8 @@ class VLLMFramework(ContinuousBatchingFramework):
         return self._schedule_v1()
 
     def _schedule_v1(self) -> StepPlan:
-        budget = self.max_num_batched_tokens
         plan = StepPlan()
-        running = self.running
-        index = 0
-        block_size = self.kv.block_size
-        while index < len(running) and budget > 0:
-            request = running[index]
-            computed = request.num_computed_tokens
-            remaining = request.spec.prompt_tokens + request.num_output_tokens - computed
-            if remaining == 1 and computed < len(request.blocks) * block_size:
-                plan.scheduled.append((request, 1))  # a decode step with room left in its last block
-                budget -= 1
-                index += 1
-                continue
-            num_new = min(remaining, budget)
-            if not self.chunked_prefill and num_new < remaining:
-                index += 1
-                continue
-            while not self.kv.allocate_slots(request, num_new):
-                victim = running.pop()
-                self._preempt(victim, plan)
-                if victim is request:
-                    break
-            else:
-                plan.scheduled.append((request, num_new))
-                budget -= num_new
-                index += 1
-                continue
-            break  # the request preempted itself: nothing after it remains
+        budget = self.serve_running(plan, self.max_num_batched_tokens, self.chunked_prefill)
         if plan.evicted == 0:
             self._admit_waiting(plan, budget)
         return plan
@@ -209,23 +182,15 @@ class VLLMFramework(ContinuousBatchingFramework):
             self._admit_waiting(plan, self.max_num_batched_tokens)
             if plan.scheduled:
                 return plan
-        running = self.running
-        index = 0
-        while index < len(running):
-            request = running[index]
-            while not self.kv.allocate_slots(request, 1):
-                victim = running.pop()
-                self._preempt(victim, plan)
-                if victim is request:
-                    break
-            else:
-                plan.scheduled.append((request, 1))
-                index += 1
-                continue
-            break
+        # every running request has its whole prompt computed: each decodes one token, whatever the budget
+        self.serve_running(plan, len(self.running))
         if plan.evicted == 0:
             self._swap_in(plan)
         return plan
+
+    def make_room(self, victim: Request, plan: StepPlan) -> None:
+        """vLLM preempts the victim: recompute, or swap in v0 with ``preemption_mode: swap``."""
+        self._preempt(victim, plan)
 
     def _preempt(self, request: Request, plan: StepPlan) -> None:
         """Recompute (free the blocks) or, in v0 with swap, copy them to host memory."""
