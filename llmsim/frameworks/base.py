@@ -20,7 +20,7 @@ import simpy
 from llmsim.config import FrameworkConfig, validate_schema
 from llmsim.errors import ConfigError
 from llmsim.hardware.perf_model import BatchShape, PerformanceModel
-from llmsim.hardware.platform import MemoryPlan, VirtualHardwarePlatform
+from llmsim.hardware.platform import MemoryPlan, VirtualHardwarePlatform, plan_memory
 from llmsim.models import ModelProfile
 from llmsim.workload.request import Request
 
@@ -111,6 +111,30 @@ class AbstractLLMFramework(ABC):
         kv_cache = override * plan.block_size * plan.kv_bytes_per_token
         return dataclasses.replace(plan, num_blocks=override, kv_cache=kv_cache)
 
+    def plan_deployment_memory(
+        self,
+        utilisation: float,
+        block_size: int,
+        max_batched_tokens: int,
+        max_seqs: int,
+        fraction_of_free: bool = False,
+    ) -> MemoryPlan:
+        """:func:`~llmsim.hardware.platform.plan_memory` for this deployment's model, GPU, dtypes and TP size."""
+        return plan_memory(
+            self.model,
+            self.device,
+            dtype=self.dtype,
+            kv_dtype=self.kv_dtype,
+            tp=self.config.tensor_parallel_size,
+            utilisation=utilisation,
+            block_size=block_size,
+            max_batched_tokens=max_batched_tokens,
+            max_seqs=max_seqs,
+            num_gpus_in_node=len(self.hardware.devices),
+            key=f"{self.config_key}.tensor_parallel_size",
+            fraction_of_free=fraction_of_free,
+        )
+
     @abstractmethod
     def plan_memory(self) -> MemoryPlan:
         """Split each GPU's memory into weights, workspace and KV cache for this framework's knobs."""
@@ -137,6 +161,35 @@ class AbstractLLMFramework(ABC):
         taken = list(items)
         items.clear()
         return taken
+
+    def record_batch_step(
+        self,
+        start: float,
+        duration: float,
+        batch: BatchShape,
+        *,
+        num_seqs: int,
+        kv_used: int,
+        kv_total: int,
+        num_running: int,
+        num_waiting: int,
+        num_preempted: int = 0,
+    ) -> None:
+        """Append one engine step to the metrics' per-step series."""
+        self.metrics.record_step(
+            self.framework_id,
+            start,
+            duration,
+            num_seqs=num_seqs,
+            num_tokens=batch.num_tokens,
+            num_prefill_tokens=batch.prefill_tokens,
+            num_decode_seqs=batch.decode_seqs,
+            kv_blocks_used=kv_used,
+            kv_blocks_total=kv_total,
+            num_running=num_running,
+            num_waiting=num_waiting,
+            num_preempted=num_preempted,
+        )
 
     def admissible_arrivals(self) -> list[Request]:
         """Arrived requests that can be served (marked waiting); the others are rejected with their reason."""

@@ -143,16 +143,13 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
 
     def record_step(self, start: float, duration: float, batch: BatchShape, num_seqs: int, evicted: int) -> None:
         """Append the step to the metrics' per-step series."""
-        self.metrics.record_step(
-            self.framework_id,
+        self.record_batch_step(
             start,
             duration,
+            batch,
             num_seqs=num_seqs,
-            num_tokens=batch.num_tokens,
-            num_prefill_tokens=batch.prefill_tokens,
-            num_decode_seqs=batch.decode_seqs,
-            kv_blocks_used=self.kv.num_used,
-            kv_blocks_total=self.kv.capacity,
+            kv_used=self.kv.num_used,
+            kv_total=self.kv.capacity,
             num_running=len(self.running),
             num_waiting=len(self.waiting),
             num_preempted=evicted,

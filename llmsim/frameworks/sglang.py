@@ -31,7 +31,7 @@ from pydantic import Field, PositiveInt
 from llmsim.config import FrameworkConfig
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.radix_cache import RadixKVManager
-from llmsim.hardware.platform import MemoryPlan, plan_memory
+from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
 from llmsim.rng import stream_rng
 from llmsim.workload.request import Request
@@ -94,19 +94,8 @@ class SGLangFramework(ContinuousBatchingFramework):
 
     def plan_memory(self) -> MemoryPlan:
         """``mem_fraction_static`` of the GPU holds weights and the token pool (page size 1)."""
-        return plan_memory(
-            self.model,
-            self.device,
-            dtype=self.dtype,
-            kv_dtype=self.kv_dtype,
-            tp=self.config.tensor_parallel_size,
-            utilisation=self.config.mem_fraction_static,
-            block_size=1,
-            max_batched_tokens=0,  # activations live outside the static fraction
-            max_seqs=0,
-            num_gpus_in_node=len(self.hardware.devices),
-            key=f"{self.config_key}.tensor_parallel_size",
-        )
+        # activations live outside the static fraction: no workspace inside it
+        return self.plan_deployment_memory(self.config.mem_fraction_static, 1, 0, 0)
 
     # ---- policy --------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:

@@ -21,7 +21,8 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from llmsim.config import FrameworkConfig
 from llmsim.frameworks.base import AbstractLLMFramework
-from llmsim.hardware.platform import MemoryPlan, plan_memory
+from llmsim.hardware.perf_model import BatchShape
+from llmsim.hardware.platform import MemoryPlan
 from llmsim.workload.request import Request
 
 
@@ -54,19 +55,8 @@ class StaticBatchingFramework(AbstractLLMFramework):
     def plan_memory(self) -> MemoryPlan:
         """Weights, workspace and a KV region counted in tokens (block size 1: no paging)."""
         cfg = self.config
-        return plan_memory(
-            self.model,
-            self.device,
-            dtype=self.dtype,
-            kv_dtype=self.kv_dtype,
-            tp=cfg.tensor_parallel_size,
-            utilisation=cfg.gpu_memory_utilization,
-            block_size=1,
-            max_batched_tokens=min(cfg.max_batch_size * 512, 16384),
-            max_seqs=cfg.max_batch_size,
-            num_gpus_in_node=len(self.hardware.devices),
-            key=f"{self.config_key}.tensor_parallel_size",
-        )
+        tokens = min(cfg.max_batch_size * 512, 16384)
+        return self.plan_deployment_memory(cfg.gpu_memory_utilization, 1, tokens, cfg.max_batch_size)
 
     def _admit(self) -> None:
         self.waiting.extend(self.admissible_arrivals())
@@ -145,20 +135,16 @@ class StaticBatchingFramework(AbstractLLMFramework):
         """Streamed answers end at their own last token; non-streamed ones return with the batch."""
         self.finish(request, last_token if request.spec.streaming else batch_end)
 
-    def _record(self, start: float, duration: float, shape: Any, num_seqs: int) -> None:
-        self.metrics.record_step(
-            self.framework_id,
+    def _record(self, start: float, duration: float, shape: BatchShape, num_seqs: int) -> None:
+        self.record_batch_step(
             start,
             duration,
+            shape,
             num_seqs=num_seqs,
-            num_tokens=shape.num_tokens,
-            num_prefill_tokens=shape.prefill_tokens,
-            num_decode_seqs=shape.decode_seqs,
-            kv_blocks_used=self.used_tokens,
-            kv_blocks_total=self.capacity_tokens,
+            kv_used=self.used_tokens,
+            kv_total=self.capacity_tokens,
             num_running=num_seqs,
             num_waiting=len(self.waiting),
-            num_preempted=0,
         )
 
     def in_flight(self) -> list[Request]:

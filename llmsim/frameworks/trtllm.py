@@ -31,7 +31,7 @@ from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
-from llmsim.hardware.platform import MemoryPlan, plan_memory
+from llmsim.hardware.platform import MemoryPlan
 from llmsim.workload.request import Request
 
 
@@ -78,18 +78,11 @@ class TRTLLMFramework(ContinuousBatchingFramework):
     def plan_memory(self) -> MemoryPlan:
         """Weights and activations first; ``free_gpu_memory_fraction`` of what is left becomes KV blocks."""
         cfg = self.config
-        return plan_memory(
-            self.model,
-            self.device,
-            dtype=self.dtype,
-            kv_dtype=self.kv_dtype,
-            tp=cfg.tensor_parallel_size,
-            utilisation=cfg.free_gpu_memory_fraction,
-            block_size=cfg.tokens_per_block,
-            max_batched_tokens=cfg.max_num_tokens,
-            max_seqs=min(cfg.max_batch_size, 256),
-            num_gpus_in_node=len(self.hardware.devices),
-            key=f"{self.config_key}.tensor_parallel_size",
+        return self.plan_deployment_memory(
+            cfg.free_gpu_memory_fraction,
+            cfg.tokens_per_block,
+            cfg.max_num_tokens,
+            min(cfg.max_batch_size, 256),
             fraction_of_free=True,
         )
 

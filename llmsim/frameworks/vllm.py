@@ -29,7 +29,7 @@ from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
-from llmsim.hardware.platform import MemoryPlan, plan_memory
+from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
 from llmsim.workload.request import Request
 
@@ -131,19 +131,7 @@ class VLLMFramework(ContinuousBatchingFramework):
     def plan_memory(self) -> MemoryPlan:
         """Weights, profiled activation workspace and KV blocks under ``gpu_memory_utilization``."""
         seqs, tokens = self._limits()
-        return plan_memory(
-            self.model,
-            self.device,
-            dtype=self.dtype,
-            kv_dtype=self.kv_dtype,
-            tp=self.config.tensor_parallel_size,
-            utilisation=self.config.gpu_memory_utilization,
-            block_size=self.config.block_size,
-            max_batched_tokens=tokens,
-            max_seqs=seqs,
-            num_gpus_in_node=len(self.hardware.devices),
-            key=f"{self.config_key}.tensor_parallel_size",
-        )
+        return self.plan_deployment_memory(self.config.gpu_memory_utilization, self.config.block_size, tokens, seqs)
 
     # ---- policy --------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
