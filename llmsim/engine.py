@@ -72,6 +72,7 @@ class ProgressWatch:
     def __init__(self, framework: Any) -> None:
         self.framework = framework
         self.best: dict[int, tuple[Any, tuple[int, int]]] = {}
+        self.lazy_tokens = 0
 
     def progressed(self) -> bool:
         """Look at the framework's requests now; True if any got further since the previous look."""
@@ -80,6 +81,10 @@ class ProgressWatch:
             if request.status in ("completed", "rejected"):
                 del self.best[key]
                 progressed = True
+        lazy = getattr(self.framework, "lazy", None)
+        if lazy is not None and lazy.tokens > self.lazy_tokens:  # lazily advanced decoders generated tokens
+            self.lazy_tokens = lazy.tokens
+            progressed = True
         running = getattr(self.framework, "running", None)
         for request in running if running is not None else self.framework.in_flight():
             mark = (request.num_output_tokens, request.num_computed_tokens)

@@ -22,6 +22,7 @@ import simpy
 
 from llmsim.errors import SimulationError
 from llmsim.frameworks.base import AbstractLLMFramework
+from llmsim.frameworks.lazy_decode import LazyDecoders
 from llmsim.hardware.perf_model import BatchShape
 from llmsim.workload.request import Request
 
@@ -55,16 +56,26 @@ class DecodeStretch:
     start: float
     durations: np.ndarray
     ends: np.ndarray
-    usage: list[int]
+    usage: list[int] | np.ndarray
 
 
 @dataclass
 class StepPlan:
-    """One step: (request, new tokens) pairs, how many requests were evicted, extra serial time."""
+    """One step: (request, new tokens) pairs, how many requests were evicted, extra serial time.
+
+    ``lazy`` counts the lazily advanced decoders (:mod:`~llmsim.frameworks.lazy_decode`) that also
+    decode one token each in this step without being listed.
+    """
 
     scheduled: list[tuple[Request, int]] = field(default_factory=list)
     evicted: int = 0
     extra_time_s: float = 0.0
+    lazy: int = 0
+
+    @property
+    def num_seqs(self) -> int:
+        """Sequences in the step."""
+        return len(self.scheduled) + self.lazy
 
 
 class ContinuousBatchingFramework(AbstractLLMFramework):
@@ -78,6 +89,9 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         self.running: list[Request] = []
         self.fast_forward = True
         self._last_step_duration = 0.0
+        #: steady decoders advanced by a step counter (set up when the loop starts, if supported)
+        self.lazy: LazyDecoders | None = None
+        self._next_seq = 0
 
     # ---- policy hooks ---------------------------------------------------------------------------
     @abstractmethod
@@ -87,6 +101,22 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     def on_step_applied(self, plan: StepPlan) -> None:
         """Called after a step's tokens are accounted (policies with adaptive state override it)."""
 
+    def supports_lazy_decode(self) -> bool:
+        """Whether this policy suits lazy decoders: a paged KV cache, full attention on every layer,
+        and every step serving all running requests first (through :meth:`serve_running`)."""
+        return False
+
+    @property
+    def num_running(self) -> int:
+        """Running requests, lazily advanced decoders included."""
+        return len(self.running) + (len(self.lazy) if self.lazy is not None else 0)
+
+    def release_lazy(self) -> None:
+        """Give every lazy decoder its explicit state back and merge it into ``running`` (admission order)."""
+        if self.lazy:
+            released = self.lazy.release_all()
+            self.running = sorted([*self.running, *released], key=_admission_order)
+
     # ---- the loop -------------------------------------------------------------------------------
     def admit_arrivals(self) -> None:
         """Move arrived requests to the waiting queue, rejecting those that can never be served."""
@@ -95,36 +125,54 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     def processing_loop(self) -> Generator[simpy.Event, Any, None]:
         """Repeat: take arrivals, schedule one step, wait its duration, apply its outcome."""
         env = self.env
+        if self.fast_forward and self.supports_lazy_decode():
+            self.lazy = LazyDecoders(self.kv, self.metrics.config.warm_up_duration_s)  # type: ignore[arg-type]
+        lazy = self.lazy
         while True:
             self.admit_arrivals()
-            if not self.running and not self.waiting:
+            if not self.running and not self.waiting and not lazy:
                 request = yield self.request_arrival_queue.get()
                 self.request_arrival_queue.items.insert(0, request)
                 continue
             plan = self.schedule()
-            if not plan.scheduled:
+            if not plan.scheduled and not plan.lazy:
                 self.unblock()
                 continue
-            stretch = self.steady_stretch(plan) if self.fast_forward else None
-            if stretch is not None:
-                yield env.timeout(stretch.ends[-1] - env.now)
-                self.apply_stretch(stretch)
-                continue
-            batch = self.batch_shape(plan.scheduled)
+            if self.fast_forward:
+                if lazy is not None:
+                    stretch = self.lazy_stretch(plan)
+                    if stretch is not None:
+                        yield env.timeout(stretch.ends[-1] - env.now)
+                        self.apply_lazy_stretch(stretch)
+                        continue
+                else:
+                    stretch = self.steady_stretch(plan)
+                    if stretch is not None:
+                        yield env.timeout(stretch.ends[-1] - env.now)
+                        self.apply_stretch(stretch)
+                        continue
+            batch = self.batch_shape(plan.scheduled, plan.lazy)
             start = env.now
-            duration = self.step_duration(batch, len(plan.scheduled)) + plan.extra_time_s
+            duration = self.step_duration(batch, plan.num_seqs) + plan.extra_time_s
             self._last_step_duration = duration
             yield env.timeout(duration)
             self.apply(plan)
             self.on_step_applied(plan)
             self.num_steps += 1
-            self.record_step(start, duration, batch, len(plan.scheduled), plan.evicted)
+            self.record_step(start, duration, batch, plan.num_seqs, plan.evicted)
 
-    def batch_shape(self, scheduled: list[tuple[Request, int]]) -> BatchShape:
-        """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes."""
+    def batch_shape(self, scheduled: list[tuple[Request, int]], lazy_decodes: int = 0) -> BatchShape:
+        """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes.
+
+        ``lazy_decodes`` lazy decoders (full-attention models only) add their aggregate decode work.
+        """
         batch = self.perf_model.new_batch()
         window = batch.window
         decodes = decode_kv = windowed_kv = 0
+        if lazy_decodes:
+            assert self.lazy is not None
+            decodes, decode_kv = lazy_decodes, self.lazy.kv_tokens
+            windowed_kv = decode_kv
         for request, num_new in scheduled:
             computed = request.num_computed_tokens
             known = request.spec.prompt_tokens + request.num_output_tokens
@@ -150,7 +198,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             num_seqs=num_seqs,
             kv_used=self.kv.num_used,
             kv_total=self.kv.capacity,
-            num_running=len(self.running),
+            num_running=self.num_running,
             num_waiting=len(self.waiting),
             num_preempted=evicted,
         )
@@ -167,7 +215,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     def apply(self, plan: StepPlan) -> None:
         """Advance computed tokens; requests that caught up sample a token; finished ones leave."""
         now = self.env.now
-        finished = False
+        finished = []
         cache_full_blocks = self.kv.cache_full_blocks
         # a paged cache only has work when a block fills up: check that here, without a call per token
         block_size = self.kv.block_size if getattr(self.kv, "enable_caching", False) and self.kv.block_size > 1 else 0
@@ -178,11 +226,25 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             if request.num_computed_tokens >= request.spec.prompt_tokens + request.num_output_tokens:
                 self.on_token(request, now)
                 if request.num_output_tokens >= request.spec.max_output_tokens:
-                    self.kv.free(request)
-                    finished = True
-                    self.finish(request, now)
+                    finished.append(request)
+        lazy = self.lazy
+        if lazy is not None:
+            if plan.lazy and lazy.itl_count:
+                # every lazy decoder's previous token came out when the previous step ended
+                self.metrics.record_itl_count(self.framework_id, now - lazy.last_end, lazy.itl_count)
+            lazy.advance(1, now)
+            done = lazy.finished_now()
+            if done:
+                finished.extend(done)
+                finished.sort(key=_admission_order)  # the order step-by-step simulation finishes them in
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, now)
         if finished:
             self.running = [r for r in self.running if r.status == "running"]
+        if lazy is not None and self.running:
+            join = lazy.try_join
+            self.running = [r for r in self.running if not join(r)]
 
     def serve_running(self, plan: StepPlan, budget: int, chunked: bool = True) -> int:
         """Schedule running requests first, in admission order, under the token ``budget`` (paged caches).
@@ -192,9 +254,12 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         request makes room (:meth:`make_room`) until it fits or the request itself was the victim.
         Returns the budget left.
         """
+        block_size = self.kv.block_size
+        lazy = self.lazy
+        if lazy:
+            budget = self._serve_lazy(plan, lazy, budget, block_size)
         running = self.running
         index = 0
-        block_size = self.kv.block_size
         while index < len(running) and budget > 0:
             request = running[index]
             computed = request.num_computed_tokens
@@ -220,6 +285,28 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
                 continue
             break  # the request gave up its own room: nothing after it remains
         return budget
+
+    def _serve_lazy(self, plan: StepPlan, lazy: LazyDecoders, budget: int, block_size: int) -> int:
+        """Schedule the lazy decoders as one aggregate when that cannot change anyone's share.
+
+        That holds when the budget covers every running request's remaining tokens and the free
+        blocks cover everyone's allocations: then admission order decides nothing. Otherwise the
+        decoders become explicit again and the step is scheduled one request at a time.
+        """
+        count = len(lazy)
+        due = lazy.blocks_due()
+        demand, need = count, due
+        for request in self.running:
+            computed = request.num_computed_tokens
+            remaining = request.spec.prompt_tokens + request.num_output_tokens - computed
+            demand += remaining
+            need += max(0, -(-(computed + remaining) // block_size) - len(request.blocks))
+        if demand > budget or need > self.kv.pool.num_free:  # type: ignore[attr-defined]
+            self.release_lazy()
+            return budget
+        lazy.take_blocks(due)
+        plan.lazy = count
+        return budget - count
 
     def make_room(self, victim: Request, plan: StepPlan) -> None:
         """Free a running request's KV cache for others (default: preemption by recompute)."""
@@ -334,6 +421,79 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             num_preempted=0,
         )
 
+    def lazy_stretch(self, plan: StepPlan) -> DecodeStretch | None:
+        """Like :meth:`steady_stretch` when every running request is a lazy decoder.
+
+        The run ends at the next finishing decoder, the KV cache running short, or the first step
+        boundary at or after the next pending SimPy event.
+        """
+        lazy = self.lazy
+        assert lazy is not None
+        if plan.scheduled or plan.evicted or plan.extra_time_s or self.running or not plan.lazy:
+            return None
+        env = self.env
+        now = env.now
+        next_event = env.peek()
+        if next_event < now + 2.0 * self._last_step_duration:
+            return None
+        if self.waiting and not self.steady_while_waiting:
+            return None
+        steps = min(self.MAX_STRETCH, lazy.steps_to_next_finish())
+        if steps < 2:
+            return None
+        n = plan.lazy
+        kv_tokens = lazy.kv_tokens + n * np.arange(steps, dtype=np.int64)
+        gpu = self.perf_model.decode_step_times(n, kv_tokens, kv_tokens)
+        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
+        if next_event <= ends[0]:
+            return None
+        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
+        # blocks the decoders take after the first step (whose blocks the schedule took already)
+        taken = np.cumsum(lazy.crossings_over(steps)[1:])
+        steps = min(steps, 1 + int(np.searchsorted(taken, self.kv.pool.num_free, side="right")))  # type: ignore[attr-defined]
+        if steps < 2:
+            return None
+        usage = self.kv.num_used + np.concatenate(([0], taken[: steps - 1]))
+        return DecodeStretch([], steps, now, durations[:steps], ends[:steps], usage)
+
+    def apply_lazy_stretch(self, stretch: DecodeStretch) -> None:
+        """Account a :meth:`lazy_stretch`: blocks, ITL, the step counter, completions, step series."""
+        lazy = self.lazy
+        assert lazy is not None
+        steps, end = stretch.steps, float(stretch.ends[-1])
+        n = len(lazy)
+        used = np.asarray(stretch.usage, dtype=np.int64)
+        lazy.take_blocks(int(used[-1] - used[0]))
+        if lazy.itl_count:
+            gaps = np.diff(np.concatenate(([stretch.start], stretch.ends)))
+            self.metrics.record_itl_bulk(self.framework_id, gaps, lazy.itl_count)
+        lazy.advance(steps, end)
+        finished = lazy.finished_now()
+        finished.sort(key=_admission_order)
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, end)
+        running = np.full(steps, n)
+        running[-1] = self.num_running
+        used = used.copy()
+        used[-1] = self.kv.num_used
+        self.num_steps += steps
+        self.metrics.record_steps(
+            self.framework_id,
+            np.concatenate(([stretch.start], stretch.ends[:-1])),
+            stretch.durations,
+            num_seqs=n,
+            num_tokens=n,
+            num_prefill_tokens=0,
+            num_decode_seqs=n,
+            kv_blocks_used=used,
+            kv_blocks_total=self.kv.capacity,
+            num_running=running,
+            num_waiting=len(self.waiting),
+            num_preempted=0,
+        )
+
     def on_decode_stretch(self, steps: int) -> None:
         """Policy state that advances with every decode step (SGLang's new-token ratio) moves ``steps`` at once."""
 
@@ -345,6 +505,8 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             request.num_cached_tokens = min(cached_tokens, request.prompt_len)
             request.first_scheduled_time = self.env.now
         request.status = "running"
+        request.seq = self._next_seq
+        self._next_seq += 1
         self.running.append(request)
 
     def evict(self, request: Request, kind: str = "preempted") -> None:
@@ -363,4 +525,9 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
 
     def in_flight(self) -> list[Request]:
         """Running and waiting requests."""
+        self.release_lazy()
         return [*self.running, *self.waiting]
+
+
+def _admission_order(request: Request) -> int:
+    return request.seq

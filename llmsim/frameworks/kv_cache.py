@@ -138,6 +138,8 @@ class KVCacheManager:
     def __init__(self, num_blocks: int, block_size: int, enable_caching: bool) -> None:
         self.block_size = block_size
         self.pool = BlockPool(num_blocks, enable_caching)
+        #: blocks held by requests, summed over requests (a block shared by two counts twice)
+        self.held = 0
 
     @property
     def enable_caching(self) -> bool:
@@ -190,8 +192,10 @@ class KVCacheManager:
             self.pool.touch(computed_blocks)
             request.blocks.extend(computed_blocks)
             request.num_hashed_blocks = len(request.blocks)
+            self.held += len(computed_blocks)
         if need > 0:
             request.blocks.extend(self.pool.allocate(need))
+            self.held += need
         return True
 
     def cache_full_blocks(self, request: Request) -> None:
@@ -250,5 +254,6 @@ class KVCacheManager:
     def free(self, request: Request) -> None:
         """Return the request's blocks (they stay cached until reused)."""
         self.pool.release(request.blocks)
+        self.held -= len(request.blocks)
         request.blocks = []
         request.num_hashed_blocks = 0

@@ -70,6 +70,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         cfg = self.config
         self.kv = KVCacheManager(self.memory_plan.num_blocks, cfg.tokens_per_block, cfg.enable_block_reuse)
         self.policy = cfg.capacity_scheduler_policy
+        self._max_blocks_running = 0  # blocks the running requests' whole sequences take
         if self.policy == "STATIC_BATCH" and cfg.enable_chunked_prefill:
             raise ConfigError(
                 f"{self.config_key}.enable_chunked_prefill", True, "false with capacity_scheduler_policy STATIC_BATCH"
@@ -112,15 +113,34 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         self.evict(victim, "paused")
         plan.evicted += 1
 
+    def supports_lazy_decode(self) -> bool:
+        """In-flight batching serves every running request each step (not STATIC_BATCH's lockstep)."""
+        return self.policy != "STATIC_BATCH" and self.model.sliding_window is None
+
+    def start_running(self, request: Request, cached_tokens: int) -> None:
+        """Admit a waiting request (and count the blocks its whole sequence takes)."""
+        super().start_running(request, cached_tokens)
+        self._max_blocks_running += self.kv.blocks_needed(request.max_tokens)
+
+    def evict(self, request: Request, kind: str = "preempted") -> None:
+        """Pause a running request (its whole-sequence blocks no longer count)."""
+        self._max_blocks_running -= self.kv.blocks_needed(request.max_tokens)
+        super().evict(request, kind)
+
+    def finish(self, request: Request, now: float) -> None:
+        """A running request finished (its whole-sequence blocks no longer count)."""
+        self._max_blocks_running -= self.kv.blocks_needed(request.max_tokens)
+        super().finish(request, now)
+
     def _reserved_blocks(self) -> int:
-        """Blocks running requests may still need to reach their full length."""
-        return sum(self.kv.blocks_needed(r.max_tokens) - len(r.blocks) for r in self.running)
+        """Blocks running requests may still need to reach their full length (every block holder runs)."""
+        return self._max_blocks_running - self.kv.held
 
     def _admit(self, plan: StepPlan, budget: int) -> None:
         guaranteed = self.policy == "GUARANTEED_NO_EVICT"
         chunked = self.config.enable_chunked_prefill
         reserved = self._reserved_blocks() if guaranteed else 0
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_batch_size:
+        while self.waiting and budget > 0 and self.num_running < self.config.max_batch_size:
             request = self.waiting[0]
             computed = self.kv.get_computed_blocks(request)
             cached_tokens = len(computed) * self.kv.block_size
@@ -150,7 +170,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
                 plan.scheduled.append((request, 1))
             return plan
         budget = self.config.max_num_tokens
-        while self.waiting and len(self.running) < self.config.max_batch_size:
+        while self.waiting and self.num_running < self.config.max_batch_size:
             request = self.waiting[0]
             if request.num_tokens > budget or not self.kv.allocate_slots(request, request.max_tokens):
                 break

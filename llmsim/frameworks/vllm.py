@@ -148,7 +148,7 @@ class VLLMFramework(ContinuousBatchingFramework):
         return plan
 
     def _admit_waiting(self, plan: StepPlan, budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+        while self.waiting and budget > 0 and self.num_running < self.max_num_seqs:
             request = self.waiting[0]
             computed = self.kv.get_computed_blocks(request)
             cached_tokens = len(computed) * self.kv.block_size
@@ -175,6 +175,11 @@ class VLLMFramework(ContinuousBatchingFramework):
         if plan.evicted == 0:
             self._swap_in(plan)
         return plan
+
+    def supports_lazy_decode(self) -> bool:
+        """The v1 scheduler (also v0 with chunked prefill) serves every running request each step."""
+        uses_v1 = self.config.engine_version == "v1" or self.chunked_prefill
+        return uses_v1 and self.model.sliding_window is None
 
     def make_room(self, victim: Request, plan: StepPlan) -> None:
         """vLLM preempts the victim: recompute, or swap in v0 with ``preemption_mode: swap``."""
@@ -220,6 +225,7 @@ class VLLMFramework(ContinuousBatchingFramework):
 
     def in_flight(self) -> list[Request]:
         """Running, waiting and swapped-out requests."""
+        self.release_lazy()
         return [*self.running, *self.waiting, *self.swapped]
 
     def describe(self) -> dict[str, Any]:

@@ -145,6 +145,10 @@ class MetricsCollector:
         if request.send_time >= self.config.warm_up_duration_s:
             self._itl[framework_id][int(gap * ITL_TICKS_PER_S + 0.5)] += 1
 
+    def record_itl_count(self, framework_id: str, gap: float, count: int) -> None:
+        """Pool ``count`` occurrences of one gap (lazy decoders: every one streamed a token this step)."""
+        self._itl[framework_id][int(gap * ITL_TICKS_PER_S + 0.5)] += count
+
     def record_itl_bulk(self, framework_id: str, gaps: np.ndarray, count: int) -> None:
         """Pool ``count`` occurrences of each gap (a closed-form decode stretch: every streamed request alike)."""
         pooled = self._itl[framework_id]

@@ -57,6 +57,8 @@ class Request:
         "block_hashes",
         "num_hashed_blocks",
         "kv_state",
+        "seq",
+        "lazy_state",
         "num_cached_tokens",
         "preemptions",
         "status",
@@ -93,6 +95,8 @@ class Request:
         self.block_hashes: list[int] = []
         self.num_hashed_blocks = 0  # leading blocks already registered in the prefix cache
         self.kv_state: Any = None  # a KV mechanism's own per-request state (radix cache)
+        self.seq = -1  # admission order among running requests (set each time it starts running)
+        self.lazy_state: tuple[int, ...] | None = None  # set while advanced lazily (frameworks/lazy_decode.py)
         self.num_cached_tokens = -1  # prompt tokens found in the prefix cache at first admission
         self.preemptions = 0
         self.status = "queued"
