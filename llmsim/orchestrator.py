@@ -6,6 +6,7 @@ seed's layout or be a composed Hydra config; both validate into :class:`Experime
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ class ExperimentOrchestrator:
             for fw, entry in zip(self.llm_framework_instances, cfg.frameworks_to_test, strict=True)
             if entry.is_target_for_workload
         }
-        self.workload_generator = WorkloadGenerator(
+        generator = self.workload_generator = WorkloadGenerator(
             env,
             cfg.workload,
             target_dispatch_points,
@@ -111,6 +112,9 @@ class ExperimentOrchestrator:
             on_all_done=self.sim_env_wrapper.signal_work_done,
             horizon_s=cfg.simulation.max_simulation_time,
         )
+        limit = cfg.simulation.max_simulation_time
+        for fw in self.llm_framework_instances:
+            fw.arrival_bound = functools.partial(generator.next_arrival_bound, fw.framework_id, limit)
 
     def run(self, show_progress: bool | None = None, print_table: bool = True) -> dict[str, Any]:
         """Set up, simulate, write the configured outputs and return the summary report.

@@ -99,3 +99,12 @@ def test_fast_forward_handles_sliding_window_models():
     workload = {"kind": "offline", "num_requests": 6, "client_profiles": [constant_profile(4000, 300)]}
     (_, slow, _), (_, fast, _) = both_ways({"workload": workload, "model": "mistral_7b"}, "vllm")
     pd.testing.assert_frame_equal(slow[TIMES], fast[TIMES], check_exact=True)
+
+
+def test_fast_forward_matches_step_by_step_on_a_compressed_trace_with_early_follow_ups():
+    """A trace replayed 20x faster sends conversation turns while the previous answer still decodes."""
+    workload = conf_file("workload", "trace")
+    workload.update({"time_scale": 0.05, "num_requests": 600})
+    slow_run, fast_run = both_ways({"workload": workload}, "vllm", num_gpu_blocks_override=1500)
+    assert slow_run[0]["frameworks"]["vllm"]["prefix_cache_hit_rate"] > 0
+    assert_same_results(slow_run, fast_run, "vllm")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar
 
 import simpy
@@ -89,6 +89,8 @@ class AbstractLLMFramework(ABC):
             virtual_hardware.allocate_memory(device_id, f"{framework_id}:kv_cache", plan.kv_cache)
         self.num_steps = 0
         self.num_preemptions = 0
+        #: earliest time a new request may reach this framework (set by the orchestrator)
+        self.arrival_bound: Callable[[], float] | None = None
 
     # ---- set-up --------------------------------------------------------------------------------
     def _kv_dtype(self) -> str:
@@ -152,6 +154,13 @@ class AbstractLLMFramework(ABC):
             + self.per_seq_overhead_s * num_seqs
             + self.config.scheduler_iteration_delay_s
         )
+
+    def next_arrival_bound(self) -> float:
+        """Earliest time something may change this framework from outside (a new request, the time limit).
+
+        Without the workload's answer, the next pending SimPy event of any process.
+        """
+        return self.arrival_bound() if self.arrival_bound is not None else self.env.peek()
 
     def take_arrivals(self) -> list[Request]:
         """Every request waiting in the arrival queue, oldest first (non-blocking)."""

@@ -323,7 +323,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         """If the planned step starts a run of identical decode steps, the run (None otherwise).
 
         The run lasts until a request finishes, the KV cache would run short, or the first step
-        boundary at or after the next pending SimPy event (an arrival, say): exactly the steps
+        boundary at or after the next possible arrival (or the time limit): exactly the steps
         step-by-step simulation would take with nothing changing in between. Their times come from
         the same decode-step formula, added in the same order, so timestamps are bit-identical.
         """
@@ -331,7 +331,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         if plan.evicted or plan.extra_time_s or len(scheduled) != len(self.running) or len(scheduled) < 1:
             return None
         # cheap test first: if the next event comes before two more steps could end, stepping is cheaper
-        if self.env.peek() < self.env.now + 2.0 * self._last_step_duration:
+        if self.next_arrival_bound() < self.env.now + 2.0 * self._last_step_duration:
             return None
         if self.waiting and not self.steady_while_waiting:
             return None
@@ -362,7 +362,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
         durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
         ends = np.cumsum(np.concatenate(([self.env.now], durations)))[1:]
-        next_event = self.env.peek()
+        next_event = self.next_arrival_bound()
         if next_event <= ends[0]:
             return None
         # stop at the first step boundary at or after the next event: it must be seen there
@@ -425,7 +425,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         """Like :meth:`steady_stretch` when every running request is a lazy decoder.
 
         The run ends at the next finishing decoder, the KV cache running short, or the first step
-        boundary at or after the next pending SimPy event.
+        boundary at or after the next possible arrival.
         """
         lazy = self.lazy
         assert lazy is not None
@@ -433,7 +433,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             return None
         env = self.env
         now = env.now
-        next_event = env.peek()
+        next_event = self.next_arrival_bound()
         if next_event < now + 2.0 * self._last_step_duration:
             return None
         if self.waiting and not self.steady_while_waiting:

@@ -18,10 +18,13 @@ however many requests decode, instead of a few calls per request:
   framework needs every request in its exact order (preemption, a token budget too small for
   everyone); it then gets its true token counts, timestamps and blocks back.
 
-Blocks a member fills while decoding hold its own generated tokens, which no other request can
-share (output segments are unique, and a conversation's next turn is sent only after this one
-finishes), so registering them in the prefix cache is deferred to when the member leaves: nobody
-could have looked them up earlier. Everything else is exactly what step-by-step simulation does.
+Blocks a member fills while decoding hold its own generated tokens. Output segments are unique,
+so only a later turn of the same conversation can share them, and a session's next turn is sent
+only after this answer is in (``RequestSpec.output_reuse``; trace replays, which may send it
+earlier, keep such requests explicit when prefix caching is on). Registering those blocks in the
+prefix cache is therefore deferred to when the member leaves, and skipped when it finishes as the
+last turn: nobody could look them up in between. Everything else is exactly what step-by-step
+simulation does.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class LazyDecoders:
         outputs = request.num_output_tokens
         if (
             spec.stream_chunk_tokens != 1
+            or (spec.output_reuse == "any_time" and self.kv.enable_caching)
             or outputs < 1
             or outputs >= spec.max_output_tokens
             or spec.prompt_tokens + outputs - computed != 1
@@ -103,8 +107,12 @@ class LazyDecoders:
             finishing.append(request)
         return True
 
-    def _leave(self, request: Request) -> None:
-        """Give the member its true state at ``tick`` (tokens, times, blocks) and drop it."""
+    def _leave(self, request: Request, finished: bool = False) -> None:
+        """Give the member its true state at ``tick`` (tokens, times, blocks) and drop it.
+
+        The blocks it filled are registered in the prefix cache now, unless it ``finished`` and no
+        later request can contain its answer.
+        """
         joined, computed, outputs, held, phase, _ = request.lazy_state
         request.lazy_state = None
         del self.members[request]
@@ -125,7 +133,8 @@ class LazyDecoders:
                 bank = self._bank
                 request.blocks.extend(bank[-extra:])
                 del bank[-extra:]
-            self.kv.cache_full_blocks(request)
+            if not finished or spec.output_reuse != "never":
+                self.kv.cache_full_blocks(request)
 
     def finished_now(self) -> list[Request]:
         """Members whose last token came out in the step just applied, as non-members (join order)."""
@@ -135,7 +144,7 @@ class LazyDecoders:
         if self._finish_ticks and self._finish_ticks[0] == self.tick:
             heapq.heappop(self._finish_ticks)
         for request in finished:
-            self._leave(request)
+            self._leave(request, finished=True)
         return finished
 
     def release_all(self) -> list[Request]:

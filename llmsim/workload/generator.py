@@ -14,6 +14,8 @@ reports them as incomplete.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -58,6 +60,8 @@ class WorkloadGenerator:
         else:
             self.sessions = sampler.batch_sessions()
         self._on_network: dict[int, Request] = {}  # sent, not yet in the framework's queue
+        self._pending: dict[str, list[tuple[float, int]]] = {target: [] for target in self.targets}
+        self._next_session = 0  # the first session whose first turn the sending process has not sent yet
         self.outstanding = 0
         self.arrivals_done = False
         self.requests_sent = 0
@@ -72,11 +76,13 @@ class WorkloadGenerator:
                 for _ in range(min(self.config.concurrency or 0, len(self.sessions))):
                     self._start_next_closed_session(target, self.env.now)
         else:
-            for session in self.sessions:
+            for index, session in enumerate(self.sessions):
                 if session.start_time > self.env.now:
                     yield self.env.timeout(session.start_time - self.env.now)
                 for target in self.targets:
                     self._send(target, session, 0, session.start_time)
+                self._next_session = index + 1
+        self._next_session = len(self.sessions)
         # a closed loop is done sending once every client has taken its last session (at once if none)
         self.arrivals_done = self.config.kind != "closed_loop" or all(
             index >= len(self.sessions) for index in self._closed_next.values()
@@ -87,6 +93,24 @@ class WorkloadGenerator:
     def num_sessions(self) -> int:
         """Sessions in the sampled workload (trace: requests)."""
         return len(self.sessions)
+
+    def next_arrival_bound(self, target: str, limit: float) -> float:
+        """Earliest time a request may still reach ``target``'s queue (or ``limit``, if sooner).
+
+        Requests on the network arrive at known times; first turns not sent yet are sent no earlier
+        than their session's start. Later turns are sent only when an answer finishes, which the
+        target itself decides. Frameworks use this to fast-forward past other processes' events.
+        """
+        pending = self._pending.get(target)
+        if pending is None:
+            return limit
+        now = self.env.now
+        while pending and pending[0][0] < now:
+            heapq.heappop(pending)
+        bound = pending[0][0] if pending else math.inf
+        if self._next_session < len(self.sessions):
+            bound = min(bound, self.sessions[self._next_session].start_time)
+        return min(bound, limit)
 
     def in_transit(self) -> list[Request]:
         """Requests the clients have sent that have not reached a framework's queue yet."""
@@ -130,6 +154,7 @@ class WorkloadGenerator:
             store.put(request)
         else:
             self._on_network[id(request)] = request
+            heapq.heappush(self._pending[target], (arrival, self.requests_sent))
             self.env.timeout(delay).callbacks.append(lambda _event, r=request: self._deliver(store, r))
 
     def _deliver(self, store: simpy.Store, request: Request) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 # Segment ids name runs of token content: two requests share a KV block exactly when the block
 # covers the same (segment, offset) pieces in the same order after the same prefix.
@@ -34,6 +34,10 @@ class RequestSpec:
     output_segment: int
     think_time_s: float = 0.0  # pause before this turn (turns after the first)
     stream_chunk_tokens: int = 1  # a streamed answer reaches the client in chunks of this many tokens
+    # when a later request may contain this one's generated tokens (its KV blocks could be reused):
+    # "never" (the last turn), "after_finish" (the next turn is sent once this answer is in) or
+    # "any_time" (a trace replays the next turn at its own time, possibly while this one decodes)
+    output_reuse: Literal["never", "after_finish", "any_time"] = "any_time"
 
     @property
     def token_segments(self) -> tuple[Segment, ...]:

@@ -112,7 +112,8 @@ class SessionSampler:
             if group >= 0:
                 history = ((shared_prompt_segment(group, index), int(d["prefix_lengths"][group])),)
             think = 0.0
-            for turn in range(1 + int(d["extra_turns"][k])):
+            num_turns = 1 + int(d["extra_turns"][k])
+            for turn in range(num_turns):
                 if turn > 0:
                     j = followup_cursor[index]
                     followup_cursor[index] += 1
@@ -134,6 +135,7 @@ class SessionSampler:
                     output_segment=2 * rid + 2,
                     think_time_s=think,
                     stream_chunk_tokens=self.workload.stream_chunk_tokens,
+                    output_reuse="never" if turn == num_turns - 1 else "after_finish",
                 )
                 turns.append(spec)
                 history = spec.token_segments

@@ -311,6 +311,10 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
     history: dict[tuple[int, int], tuple[tuple[Segment, ...], int, int]] = {}  # (copy, session) -> segments, turn, id
     next_session = 0
     units = []
+    last_turn: dict[tuple[int, int], int] = {}  # (copy, session) -> id of its last request
+    for rid, (row, copy) in enumerate(zip(replay.rows.tolist(), replay.copy.tolist(), strict=True)):
+        if trace.session[row] >= 0:
+            last_turn[(copy, int(trace.session[row]))] = rid
     plan = zip(replay.rows.tolist(), replay.times.tolist(), replay.copy.tolist(), strict=True)
     for rid, (row, time, copy) in enumerate(plan):
         prompt = int(trace.input_tokens[row])
@@ -338,6 +342,7 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
             prompt_segments=segments,
             output_segment=2 * rid + 2,
             stream_chunk_tokens=workload.stream_chunk_tokens,
+            output_reuse="never" if code < 0 or last_turn[(copy, code)] == rid else "any_time",
         )
         if code >= 0:
             history[(copy, code)] = (spec.token_segments, turn, session_id)
