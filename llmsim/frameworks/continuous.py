@@ -400,9 +400,17 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             self.finish(request, end)
         if finished:
             self.running = [r for r in self.running if r.status == "running"]
-        # the series after each step: the batch as it was, then (last row) after the completions
+        self._record_stretch(stretch, n)
+
+    def _record_stretch(self, stretch: DecodeStretch, n: int) -> None:
+        """Append a stretch of ``n``-sequence decode steps to the step series.
+
+        Each row is the state after its step: the batch as it was, then (last row) after the
+        completions the stretch ended with.
+        """
+        steps = stretch.steps
         running = np.full(steps, n)
-        running[-1] = len(self.running)
+        running[-1] = self.num_running
         used = np.array(stretch.usage, dtype=np.int64)
         used[-1] = self.kv.num_used
         self.num_steps += steps
@@ -474,25 +482,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         for request in finished:
             self.kv.free(request)
             self.finish(request, end)
-        running = np.full(steps, n)
-        running[-1] = self.num_running
-        used = used.copy()
-        used[-1] = self.kv.num_used
-        self.num_steps += steps
-        self.metrics.record_steps(
-            self.framework_id,
-            np.concatenate(([stretch.start], stretch.ends[:-1])),
-            stretch.durations,
-            num_seqs=n,
-            num_tokens=n,
-            num_prefill_tokens=0,
-            num_decode_seqs=n,
-            kv_blocks_used=used,
-            kv_blocks_total=self.kv.capacity,
-            num_running=running,
-            num_waiting=len(self.waiting),
-            num_preempted=0,
-        )
+        self._record_stretch(stretch, n)
 
     def on_decode_stretch(self, steps: int) -> None:
         """Policy state that advances with every decode step (SGLang's new-token ratio) moves ``steps`` at once."""
