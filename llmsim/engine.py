@@ -128,7 +128,8 @@ def guarded_loop(framework: Any, on_failure: Callable[[Any, Exception], str]) ->
     loop = framework.processing_loop()
     queue = framework.request_arrival_queue
     watch = ProgressWatch(framework)
-    events = stalled = 0
+    events = stalled = checked = 0
+    next_check = PROGRESS_CHECK_EVERY
     value: Any = None
     error: BaseException | None = None
     try:
@@ -147,8 +148,11 @@ def guarded_loop(framework: Any, on_failure: Callable[[Any, Exception], str]) ->
                     f"while {held} it holds can never be scheduled (a deadlock in its scheduler)"
                 )
             events += 1
-            if events % PROGRESS_CHECK_EVERY == 0:
-                stalled = 0 if watch.progressed() else stalled + PROGRESS_CHECK_EVERY
+            # steps a framework advanced without an event (inline) count as events here
+            count = events + getattr(framework, "inline_steps", 0)
+            if count >= next_check:
+                stalled = 0 if watch.progressed() else stalled + count - checked
+                checked, next_check = count, count + PROGRESS_CHECK_EVERY
                 if stalled >= STALL_EVENTS:
                     loop.close()
                     raise SimulationError(

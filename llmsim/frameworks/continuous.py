@@ -92,6 +92,9 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         #: steady decoders advanced by a step counter (set up when the loop starts, if supported)
         self.lazy: LazyDecoders | None = None
         self._next_seq = 0
+        #: steps whose time passed without a SimPy event (:meth:`advance_clock_inline`)
+        self.inline_steps = 0
+        self._inline_run = 0
 
     # ---- policy hooks ---------------------------------------------------------------------------
     @abstractmethod
@@ -142,7 +145,9 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
                 if lazy is not None:
                     stretch = self.lazy_stretch(plan)
                     if stretch is not None:
-                        yield env.timeout(stretch.ends[-1] - env.now)
+                        delay = stretch.ends[-1] - env.now
+                        if not self.advance_clock_inline(delay):
+                            yield env.timeout(delay)
                         self.apply_lazy_stretch(stretch)
                         continue
                 else:
@@ -155,11 +160,31 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             start = env.now
             duration = self.step_duration(batch, plan.num_seqs) + plan.extra_time_s
             self._last_step_duration = duration
-            yield env.timeout(duration)
+            if not self.advance_clock_inline(duration):
+                yield env.timeout(duration)
             self.apply(plan)
             self.on_step_applied(plan)
             self.num_steps += 1
             self.record_step(start, duration, batch, plan.num_seqs, plan.evicted)
+
+    #: consecutive steps at most without giving SimPy (and the livelock guard) control
+    MAX_INLINE_STEPS: ClassVar[int] = 1024
+
+    def advance_clock_inline(self, delay: float) -> bool:
+        """Let ``delay`` pass without a SimPy event when no other event comes first (True if done).
+
+        The clock moves by the same sum a timeout would be scheduled at, so every time is
+        identical; only the event itself (and the resumption of this process) is saved. Used with
+        lazy decoders (fast-forward on); at most :attr:`MAX_INLINE_STEPS` times in a row.
+        """
+        env = self.env
+        if self.lazy is None or self._inline_run >= self.MAX_INLINE_STEPS or env.peek() <= env.now + delay:
+            self._inline_run = 0
+            return False
+        env._now += delay  # noqa: SLF001 - SimPy's own clock; a Timeout(delay) would land at this sum
+        self._inline_run += 1
+        self.inline_steps += 1
+        return True
 
     def batch_shape(self, scheduled: list[tuple[Request, int]], lazy_decodes: int = 0) -> BatchShape:
         """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes.

@@ -69,24 +69,27 @@ class BlockPool:
         if count > len(self.free_queue):
             raise RuntimeError(f"asked for {count} blocks with {len(self.free_queue)} free")
         blocks = []
+        pop, block_hash, ref_counts, cached = self.free_queue.popitem, self.block_hash, self.ref_counts, self.cached
         for _ in range(count):
-            block, _ = self.free_queue.popitem(last=False)
-            old = self.block_hash[block]
+            block = pop(last=False)[0]
+            old = block_hash[block]
             if old is not None:
-                if self.cached.get(old) == block:
-                    del self.cached[old]
-                self.block_hash[block] = None
-            self.ref_counts[block] = 1
+                if cached.get(old) == block:
+                    del cached[old]
+                block_hash[block] = None
+            ref_counts[block] = 1
             blocks.append(block)
         return blocks
 
     def release(self, blocks: Sequence[int]) -> None:
         """Drop one reference on each block, tail first; unreferenced blocks join the free queue."""
+        ref_counts, free_queue = self.ref_counts, self.free_queue
         for block in reversed(blocks):
-            self.ref_counts[block] -= 1
-            if self.ref_counts[block] == 0:
-                self.free_queue[block] = None
-            elif self.ref_counts[block] < 0:  # pragma: no cover - a scheduler bug
+            count = ref_counts[block] - 1
+            ref_counts[block] = count
+            if count == 0:
+                free_queue[block] = None
+            elif count < 0:  # pragma: no cover - a scheduler bug
                 raise RuntimeError(f"block {block} released more often than taken")
 
     def register(self, block: int, block_hash: int) -> None:
@@ -117,6 +120,13 @@ def block_hashes(
         seg_index += 1
     for _ in range(start_block, end_block):
         block_end = position + block_size
+        if seg_index < len(segments) and block_end < seg_start + segments[seg_index][1]:
+            # the block lies inside one segment, not at its end (most blocks): one piece
+            offset = position - seg_start
+            parent = hash((parent, ((segments[seg_index][0] & _ID_MASK, offset, offset + block_size),)))
+            hashes.append(parent)
+            position = block_end
+            continue
         pieces = []
         while position < block_end and seg_index < len(segments):
             seg_id, length = segments[seg_index]
@@ -138,6 +148,8 @@ class KVCacheManager:
     def __init__(self, num_blocks: int, block_size: int, enable_caching: bool) -> None:
         self.block_size = block_size
         self.pool = BlockPool(num_blocks, enable_caching)
+        # block hashes of finished conversation turns, by output segment, for their next turn to reuse
+        self._history: dict[int, list[int]] = {}
         #: blocks held by requests, summed over requests (a block shared by two counts twice)
         self.held = 0
 
@@ -162,10 +174,22 @@ class KVCacheManager:
 
     def _hashes(self, request: Request, num_blocks: int) -> list[int]:
         known = request.block_hashes
+        if not known and self._history:
+            self._reuse_history(request)
         if len(known) < num_blocks:
             parent = known[-1] if known else 0
             known.extend(block_hashes(request.spec.token_segments, self.block_size, len(known), num_blocks, parent))
         return known[:num_blocks]
+
+    def _reuse_history(self, request: Request) -> None:
+        """A conversation's next turn starts with the previous turn's whole sequence: take its block hashes."""
+        segments = request.spec.prompt_segments
+        if len(segments) < 2:
+            return
+        previous = self._history.pop(segments[-2][0], None)
+        if previous is not None:
+            shared_blocks = sum(length for _, length in segments[:-1]) // self.block_size
+            request.block_hashes.extend(previous[:shared_blocks])
 
     def get_computed_blocks(self, request: Request) -> list[int]:
         """Cached blocks that hold a prefix of the request (at most ``num_tokens - 1`` tokens)."""
@@ -206,8 +230,9 @@ class KVCacheManager:
         if full <= request.num_hashed_blocks:
             return
         hashes = self._hashes(request, full)
+        register, blocks = self.pool.register, request.blocks
         for i in range(request.num_hashed_blocks, full):
-            self.pool.register(request.blocks[i], hashes[i])
+            register(blocks[i], hashes[i])
         request.num_hashed_blocks = full
 
     def decode_stretch_limit(self, requests: Sequence[Request], steps: int) -> int:
@@ -253,6 +278,9 @@ class KVCacheManager:
 
     def free(self, request: Request) -> None:
         """Return the request's blocks (they stay cached until reused)."""
+        if self.pool.enable_caching and request.spec.output_reuse == "after_finish" and request.block_hashes:
+            # the next turn is sent only after this one is answered (kept until it comes, once per turn)
+            self._history[request.spec.output_segment] = request.block_hashes
         self.pool.release(request.blocks)
         self.held -= len(request.blocks)
         request.blocks = []
