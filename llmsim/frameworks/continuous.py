@@ -181,7 +181,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         if self.lazy is None or self._inline_run >= self.MAX_INLINE_STEPS or env.peek() <= env.now + delay:
             self._inline_run = 0
             return False
-        env._now += delay  # noqa: SLF001 - SimPy's own clock; a Timeout(delay) would land at this sum
+        env._now += delay  # SimPy's own clock: a Timeout(delay) would be scheduled at this very sum
         self._inline_run += 1
         self.inline_steps += 1
         return True
