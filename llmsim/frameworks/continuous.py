@@ -92,6 +92,8 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         #: steady decoders advanced by a step counter (set up when the loop starts, if supported)
         self.lazy: LazyDecoders | None = None
         self._next_seq = 0
+        #: tokens one step may compute (policies with lazy decoders set it)
+        self.step_token_budget = 0
         #: steps whose time passed without a SimPy event (:meth:`advance_clock_inline`)
         self.inline_steps = 0
         self._inline_run = 0
@@ -112,7 +114,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     @property
     def num_running(self) -> int:
         """Running requests, lazily advanced decoders included."""
-        return len(self.running) + (len(self.lazy) if self.lazy is not None else 0)
+        return len(self.running) + (len(self.lazy.members) if self.lazy is not None else 0)
 
     def release_lazy(self) -> None:
         """Give every lazy decoder its explicit state back and merge it into ``running`` (admission order)."""
@@ -131,11 +133,24 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         if self.fast_forward and self.supports_lazy_decode():
             self.lazy = LazyDecoders(self.kv, self.metrics.config.warm_up_duration_s)  # type: ignore[arg-type]
         lazy = self.lazy
+        members = lazy.members if lazy is not None else {}
         while True:
             self.admit_arrivals()
-            if not self.running and not self.waiting and not lazy:
+            if not self.running and not self.waiting and not members:
                 request = yield self.request_arrival_queue.get()
                 self.request_arrival_queue.items.insert(0, request)
+                continue
+            if members and not self.running and not self.waiting and self._lazy_only_step_fits(lazy):  # type: ignore[arg-type]
+                # only lazy decoders run and all of them fit: what schedule() would decide, without it
+                lazy.take_blocks(lazy.blocks_due())
+                stretch = self.lazy_stretch(len(members))
+                if stretch is None:
+                    yield from self._lazy_only_step(lazy)
+                    continue
+                delay = stretch.ends[-1] - env.now
+                if not self.advance_clock_inline(delay):
+                    yield env.timeout(delay)
+                self.apply_lazy_stretch(stretch)
                 continue
             plan = self.schedule()
             if not plan.scheduled and not plan.lazy:
@@ -143,7 +158,8 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
                 continue
             if self.fast_forward:
                 if lazy is not None:
-                    stretch = self.lazy_stretch(plan)
+                    only_lazy = plan.lazy and not (plan.scheduled or plan.evicted or plan.extra_time_s or self.running)
+                    stretch = self.lazy_stretch(plan.lazy) if only_lazy else None
                     if stretch is not None:
                         delay = stretch.ends[-1] - env.now
                         if not self.advance_clock_inline(delay):
@@ -166,6 +182,49 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             self.on_step_applied(plan)
             self.num_steps += 1
             self.record_step(start, duration, batch, plan.num_seqs, plan.evicted)
+
+    def _lazy_only_step_fits(self, lazy: LazyDecoders) -> bool:
+        """Whether a step of only the lazy decoders needs no scheduling decision (budget and blocks suffice)."""
+        return len(lazy) <= self.step_token_budget and lazy.blocks_due() <= self.kv.pool.num_free  # type: ignore[attr-defined]
+
+    def _lazy_only_step(self, lazy: LazyDecoders) -> Generator[simpy.Event, Any, None]:
+        """One step of only lazy decoders (blocks already taken): priced, timed, applied and recorded."""
+        env = self.env
+        n = len(lazy)
+        start = env.now
+        gpu = self.perf_model.decode_step_time(n, lazy.kv_tokens, lazy.kv_tokens)
+        duration = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        self._last_step_duration = duration
+        if not self.advance_clock_inline(duration):
+            yield env.timeout(duration)
+        now = env.now
+        finished = self._advance_lazy(lazy, now)
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, now)
+        self.num_steps += 1
+        self.metrics.record_step(
+            self.framework_id,
+            start,
+            duration,
+            num_seqs=n,
+            num_tokens=n,
+            num_prefill_tokens=0,
+            num_decode_seqs=n,
+            kv_blocks_used=self.kv.num_used,
+            kv_blocks_total=self.kv.capacity,
+            num_running=self.num_running,
+            num_waiting=len(self.waiting),
+            num_preempted=0,
+        )
+
+    def _advance_lazy(self, lazy: LazyDecoders, now: float) -> list[Request]:
+        """The lazy decoders took one step ending at ``now``: ITL, the counter; returns who finished."""
+        if lazy.itl_count:
+            # every lazy decoder's previous token came out when the previous step ended
+            self.metrics.record_itl_count(self.framework_id, now - lazy.last_end, lazy.itl_count)
+        lazy.advance(1, now)
+        return lazy.finished_now()
 
     #: consecutive steps at most without giving SimPy (and the livelock guard) control
     MAX_INLINE_STEPS: ClassVar[int] = 1024
@@ -254,11 +313,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
                     finished.append(request)
         lazy = self.lazy
         if lazy is not None:
-            if plan.lazy and lazy.itl_count:
-                # every lazy decoder's previous token came out when the previous step ended
-                self.metrics.record_itl_count(self.framework_id, now - lazy.last_end, lazy.itl_count)
-            lazy.advance(1, now)
-            done = lazy.finished_now()
+            done = self._advance_lazy(lazy, now)
             if done:
                 finished.extend(done)
                 finished.sort(key=_admission_order)  # the order step-by-step simulation finishes them in
@@ -454,16 +509,14 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             num_preempted=0,
         )
 
-    def lazy_stretch(self, plan: StepPlan) -> DecodeStretch | None:
-        """Like :meth:`steady_stretch` when every running request is a lazy decoder.
+    def lazy_stretch(self, n: int) -> DecodeStretch | None:
+        """Like :meth:`steady_stretch` for a step of only the ``n`` lazy decoders (its blocks taken).
 
         The run ends at the next finishing decoder, the KV cache running short, or the first step
         boundary at or after the next possible arrival.
         """
         lazy = self.lazy
         assert lazy is not None
-        if plan.scheduled or plan.evicted or plan.extra_time_s or self.running or not plan.lazy:
-            return None
         env = self.env
         now = env.now
         next_event = self.next_arrival_bound()
@@ -474,7 +527,6 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         steps = min(self.MAX_STRETCH, lazy.steps_to_next_finish())
         if steps < 2:
             return None
-        n = plan.lazy
         kv_tokens = lazy.kv_tokens + n * np.arange(steps, dtype=np.int64)
         gpu = self.perf_model.decode_step_times(n, kv_tokens, kv_tokens)
         durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s

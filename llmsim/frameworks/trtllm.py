@@ -71,6 +71,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         self.kv = KVCacheManager(self.memory_plan.num_blocks, cfg.tokens_per_block, cfg.enable_block_reuse)
         self.policy = cfg.capacity_scheduler_policy
         self._max_blocks_running = 0  # blocks the running requests' whole sequences take
+        self.step_token_budget = cfg.max_num_tokens
         if self.policy == "STATIC_BATCH" and cfg.enable_chunked_prefill:
             raise ConfigError(
                 f"{self.config_key}.enable_chunked_prefill", True, "false with capacity_scheduler_policy STATIC_BATCH"

@@ -96,6 +96,7 @@ class VLLMFramework(ContinuousBatchingFramework):
         if self.config.per_seq_overhead_s is None:
             self.per_seq_overhead_s = per_seq
         self.max_num_seqs, self.max_num_batched_tokens = self._limits()
+        self.step_token_budget = self.max_num_batched_tokens
         self.chunked_prefill = self.config.chunked_prefill
         if not self.chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
             raise ConfigError(

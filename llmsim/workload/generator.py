@@ -162,7 +162,10 @@ class WorkloadGenerator:
         del self._on_network[id(request)]
         # the clock reads the planned arrival up to rounding: keep arrival <= first scheduled exactly
         request.arrival_time = self.env.now
-        store.put(request)
+        if store.get_queue:
+            store.put(request)  # the framework waits for work: wake it
+        else:
+            store.items.append(request)  # what the put would do, without an event nobody waits for
 
     def _on_request_done(self, request: Request) -> None:
         """A framework finished (or rejected) a request: send the next turn or session."""
