@@ -62,6 +62,7 @@ class WorkloadGenerator:
         self._on_network: dict[int, Request] = {}  # sent, not yet in the framework's queue
         self._pending: dict[str, list[tuple[float, int]]] = {target: [] for target in self.targets}
         self._next_session = 0  # the first session whose first turn the sending process has not sent yet
+        self._deliveries: dict[float, list[tuple[simpy.Store, Request]]] = {}  # by arrival time: one event each
         self.outstanding = 0
         self.arrivals_done = False
         self.requests_sent = 0
@@ -155,17 +156,25 @@ class WorkloadGenerator:
         else:
             self._on_network[id(request)] = request
             heapq.heappush(self._pending[target], (arrival, self.requests_sent))
-            self.env.timeout(delay).callbacks.append(lambda _event, r=request: self._deliver(store, r))
+            landing = self._deliveries.get(arrival)
+            if landing is None:  # requests landing at the same instant share one event (an offline batch)
+                landing = self._deliveries[arrival] = []
+                self.env.timeout(delay).callbacks.append(lambda _event, at=arrival: self._deliver_all(at))
+            landing.append((store, request))
+
+    def _deliver_all(self, arrival: float) -> None:
+        for store, request in self._deliveries.pop(arrival):
+            self._deliver(store, request)
 
     def _deliver(self, store: simpy.Store, request: Request) -> None:
         """The request reached the server: it joins the framework's arrival queue."""
         del self._on_network[id(request)]
         # the clock reads the planned arrival up to rounding: keep arrival <= first scheduled exactly
         request.arrival_time = self.env.now
-        if store.get_queue:
+        if store.get_queue and not store.items:
             store.put(request)  # the framework waits for work: wake it
-        else:
-            store.items.append(request)  # what the put would do, without an event nobody waits for
+        else:  # what a put would do, without an event: nobody waits, or an earlier put wakes the waiter
+            store.items.append(request)
 
     def _on_request_done(self, request: Request) -> None:
         """A framework finished (or rejected) a request: send the next turn or session."""
