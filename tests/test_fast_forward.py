@@ -101,10 +101,13 @@ def test_fast_forward_handles_sliding_window_models():
     pd.testing.assert_frame_equal(slow[TIMES], fast[TIMES], check_exact=True)
 
 
-def test_fast_forward_matches_step_by_step_on_a_compressed_trace_with_early_follow_ups():
-    """A trace replayed 20x faster sends conversation turns while the previous answer still decodes."""
+@pytest.mark.parametrize(
+    ("framework", "time_scale", "blocks"), [("vllm", 0.05, 1500), ("vllm", 0.3, 3000), ("trtllm", 0.05, 800)]
+)
+def test_fast_forward_matches_step_by_step_on_a_compressed_trace_with_early_follow_ups(framework, time_scale, blocks):
+    """A compressed trace sends conversation turns (containing the previous answer) while it still decodes."""
     workload = conf_file("workload", "trace")
-    workload.update({"time_scale": 0.05, "num_requests": 600})
-    slow_run, fast_run = both_ways({"workload": workload}, "vllm", num_gpu_blocks_override=1500)
-    assert slow_run[0]["frameworks"]["vllm"]["prefix_cache_hit_rate"] > 0
-    assert_same_results(slow_run, fast_run, "vllm")
+    workload.update({"time_scale": time_scale, "num_requests": 600})
+    slow_run, fast_run = both_ways({"workload": workload}, framework, num_gpu_blocks_override=blocks)
+    assert slow_run[0]["frameworks"][framework]["prefix_cache_hit_rate"] > 0
+    assert_same_results(slow_run, fast_run, framework)

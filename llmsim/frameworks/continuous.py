@@ -125,7 +125,26 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
     # ---- the loop -------------------------------------------------------------------------------
     def admit_arrivals(self) -> None:
         """Move arrived requests to the waiting queue, rejecting those that can never be served."""
-        self.waiting.extend(self.admissible_arrivals())
+        arrivals = self.admissible_arrivals()
+        lazy = self.lazy
+        if lazy is not None:
+            for request in arrivals:
+                released = lazy.note_arrival(request)
+                if released:
+                    self.running = sorted([*self.running, *released], key=_admission_order)
+        self.waiting.extend(arrivals)
+
+    def finish(self, request: Request, now: float) -> None:
+        """The last token is out (see the base class); lazy decoders stop counting its prompt."""
+        if self.lazy is not None:
+            self.lazy.note_done(request)
+        super().finish(request, now)
+
+    def reject(self, request: Request, reason: str) -> None:
+        """Refuse a request (see the base class); lazy decoders stop counting its prompt."""
+        if self.lazy is not None and request.status not in ("queued", "rejected"):
+            self.lazy.note_done(request)
+        super().reject(request, reason)
 
     def processing_loop(self) -> Generator[simpy.Event, Any, None]:
         """Repeat: take arrivals, schedule one step, wait its duration, apply its outcome."""
@@ -166,11 +185,13 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
                             yield env.timeout(delay)
                         self.apply_lazy_stretch(stretch)
                         continue
-                else:
+                if lazy is None or not members:
                     stretch = self.steady_stretch(plan)
                     if stretch is not None:
                         yield env.timeout(stretch.ends[-1] - env.now)
                         self.apply_stretch(stretch)
+                        if lazy is not None:  # no members: only the counter and the clock move
+                            lazy.advance(stretch.steps, float(stretch.ends[-1]))
                         continue
             batch = self.batch_shape(plan.scheduled, plan.lazy)
             start = env.now

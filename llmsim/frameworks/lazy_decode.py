@@ -19,12 +19,13 @@ however many requests decode, instead of a few calls per request:
   everyone); it then gets its true token counts, timestamps and blocks back.
 
 Blocks a member fills while decoding hold its own generated tokens. Output segments are unique,
-so only a later turn of the same conversation can share them, and a session's next turn is sent
-only after this answer is in (``RequestSpec.output_reuse``; trace replays, which may send it
-earlier, keep such requests explicit when prefix caching is on). Registering those blocks in the
-prefix cache is therefore deferred to when the member leaves, and skipped when it finishes as the
-last turn: nobody could look them up in between. Everything else is exactly what step-by-step
-simulation does.
+so only a later turn of the same conversation can contain them (``RequestSpec.output_reuse``).
+Registering those blocks in the prefix cache is therefore deferred to when the member leaves, and
+skipped when it finishes as the last turn. A session's next turn is sent only after the answer is
+in; a trace replay may send it earlier, so with prefix caching a request whose answer an arrived
+request already contains never joins, and a member leaves for good when such a request arrives
+(before it could look the blocks up or register copies of them). Lookups and registrations thus
+happen exactly as in step-by-step simulation.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class LazyDecoders:
         self._finishing: dict[int, list[Request]] = {}
         self._finish_ticks: list[int] = []
         self._bank: list[int] = []
+        # with prefix caching: answers contained in prompts of requests that arrived and are not done
+        # (segment -> count), and members whose answer a later request may contain, by output segment
+        self._track_outputs = kv.enable_caching
+        self._wanted: dict[int, int] = {}
+        self._shared_outputs: dict[int, Request] = {}
         #: server time at which the latest applied step ended
         self.last_end = math.nan
 
@@ -78,7 +84,6 @@ class LazyDecoders:
         outputs = request.num_output_tokens
         if (
             spec.stream_chunk_tokens != 1
-            or (spec.output_reuse == "any_time" and self.kv.enable_caching)
             or outputs < 1
             or outputs >= spec.max_output_tokens
             or spec.prompt_tokens + outputs - computed != 1
@@ -90,6 +95,11 @@ class LazyDecoders:
         room = held * size - computed  # decode steps before it needs another block
         if not 0 <= room < size:
             return False
+        shared = self._track_outputs and spec.output_reuse == "any_time"
+        if shared:
+            if spec.output_segment in self._wanted or request.lazy_state == ():
+                return False
+            self._shared_outputs[spec.output_segment] = request
         tick = self.tick
         phase = (tick + room + 1) % size
         finish_tick = tick + spec.max_output_tokens - outputs
@@ -123,6 +133,8 @@ class LazyDecoders:
         spec = request.spec
         if spec.streaming and request.send_time >= self.warm_up_s:
             self.itl_count -= 1
+        if self._shared_outputs:
+            self._shared_outputs.pop(spec.output_segment, None)
         if steps:
             request.num_computed_tokens = computed + steps
             request.num_output_tokens = outputs + steps
@@ -151,13 +163,44 @@ class LazyDecoders:
         """Every member back to explicit state (in join order); the set is empty afterwards."""
         released = list(self.members)
         for request in released:
-            finish_tick = request.lazy_state[5]
-            self._leave(request)
-            finishing = self._finishing[finish_tick]
-            finishing.remove(request)
-            if not finishing:
-                del self._finishing[finish_tick]
+            self._release(request)
         return released
+
+    def _release(self, request: Request) -> None:
+        finish_tick = request.lazy_state[5]  # type: ignore[index]
+        self._leave(request)
+        finishing = self._finishing[finish_tick]
+        finishing.remove(request)
+        if not finishing:
+            del self._finishing[finish_tick]
+
+    # ---- answers that later requests contain (trace replays) ----------------------------------
+    def note_arrival(self, request: Request) -> list[Request]:
+        """Count the answers ``request``'s prompt contains; members among them leave for good (returned)."""
+        if not self._track_outputs or request.spec.turn == 0:
+            return []
+        released = []
+        wanted = self._wanted
+        for segment, _ in request.spec.prompt_segments:
+            wanted[segment] = wanted.get(segment, 0) + 1
+            member = self._shared_outputs.get(segment)
+            if member is not None:
+                self._release(member)
+                member.lazy_state = ()  # marks it: it never joins again
+                released.append(member)
+        return released
+
+    def note_done(self, request: Request) -> None:
+        """``request`` finished or was refused: its prompt's answers are no longer wanted by it."""
+        if not self._track_outputs or request.spec.turn == 0:
+            return
+        wanted = self._wanted
+        for segment, _ in request.spec.prompt_segments:
+            count = wanted.get(segment, 0) - 1
+            if count > 0:
+                wanted[segment] = count
+            else:
+                wanted.pop(segment, None)
 
     # ---- stepping -------------------------------------------------------------------------------
     def blocks_due(self) -> int:

@@ -100,7 +100,8 @@ class Request:
         self.num_hashed_blocks = 0  # leading blocks already registered in the prefix cache
         self.kv_state: Any = None  # a KV mechanism's own per-request state (radix cache)
         self.seq = -1  # admission order among running requests (set each time it starts running)
-        self.lazy_state: tuple[int, ...] | None = None  # set while advanced lazily (frameworks/lazy_decode.py)
+        # while advanced lazily: its state when it joined; () once it may never join (frameworks/lazy_decode.py)
+        self.lazy_state: tuple[int, ...] | None = None
         self.num_cached_tokens = -1  # prompt tokens found in the prefix cache at first admission
         self.preemptions = 0
         self.status = "queued"
