@@ -228,7 +228,8 @@ class SimulationConfig(Schema):
     random_seed: int = Field(default=42, description="Seed every random stream is derived from.")
     fast_forward: bool = Field(
         default=True,
-        description="Advance runs of identical decode steps in closed form (same timestamps, much faster).",
+        description="Advance decoding requests from one step counter and runs of decode steps in closed form "
+        "(identical results, much faster); false: every request is stepped explicitly.",
     )
 
 
