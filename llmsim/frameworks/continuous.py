@@ -7,6 +7,13 @@ request: a request whose computed tokens catch up with its known tokens samples 
 request with all its output tokens finishes. Evicting a request (vLLM preemption, SGLang
 retraction, TensorRT-LLM pausing) frees its KV cache and queues it again at the front, to be
 recomputed from its prompt and the tokens generated so far.
+
+With ``simulation.fast_forward`` (default), policies that serve every running request each step
+(vLLM v1, TensorRT-LLM in-flight batching) keep steady decoders as lazy decoders
+(:mod:`~llmsim.frameworks.lazy_decode`): ``running`` then lists only the others, a step takes
+the decoders as one aggregate (:meth:`ContinuousBatchingFramework.serve_running`), and whenever
+admission order could matter they become explicit again. The shortcuts themselves are in
+:mod:`~llmsim.frameworks.fast_forward`; every result is identical to step-by-step simulation.
 """
 
 from __future__ import annotations
@@ -15,14 +22,14 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
-import numpy as np
 import simpy
 
 from llmsim.errors import SimulationError
 from llmsim.frameworks.base import AbstractLLMFramework
-from llmsim.frameworks.lazy_decode import LazyDecoders
+from llmsim.frameworks.fast_forward import FastForward
+from llmsim.frameworks.lazy_decode import LazyDecoders, admission_order
 from llmsim.hardware.perf_model import BatchShape
 from llmsim.workload.request import Request
 
@@ -48,18 +55,6 @@ class KVManager(Protocol):
 
 
 @dataclass
-class DecodeStretch:
-    """A run of identical decode steps of ``requests``: per-step durations and end times."""
-
-    requests: list[Request]
-    steps: int
-    start: float
-    durations: np.ndarray
-    ends: np.ndarray
-    usage: list[int] | np.ndarray
-
-
-@dataclass
 class StepPlan:
     """One step: (request, new tokens) pairs, how many requests were evicted, extra serial time.
 
@@ -78,7 +73,7 @@ class StepPlan:
         return len(self.scheduled) + self.lazy
 
 
-class ContinuousBatchingFramework(AbstractLLMFramework):
+class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
     """Shared loop and bookkeeping of vLLM, TensorRT-LLM and SGLang models (see module docstring)."""
 
     kv: KVManager
@@ -120,7 +115,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         """Give every lazy decoder its explicit state back and merge it into ``running`` (admission order)."""
         if self.lazy:
             released = self.lazy.release_all()
-            self.running = sorted([*self.running, *released], key=_admission_order)
+            self.running = sorted([*self.running, *released], key=admission_order)
 
     # ---- the loop -------------------------------------------------------------------------------
     def admit_arrivals(self) -> None:
@@ -131,7 +126,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             for request in arrivals:
                 released = lazy.note_arrival(request)
                 if released:
-                    self.running = sorted([*self.running, *released], key=_admission_order)
+                    self.running = sorted([*self.running, *released], key=admission_order)
         self.waiting.extend(arrivals)
 
     def finish(self, request: Request, now: float) -> None:
@@ -204,68 +199,6 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             self.num_steps += 1
             self.record_step(start, duration, batch, plan.num_seqs, plan.evicted)
 
-    def _lazy_only_step_fits(self, lazy: LazyDecoders) -> bool:
-        """Whether a step of only the lazy decoders needs no scheduling decision (budget and blocks suffice)."""
-        return len(lazy) <= self.step_token_budget and lazy.blocks_due() <= self.kv.pool.num_free  # type: ignore[attr-defined]
-
-    def _lazy_only_step(self, lazy: LazyDecoders) -> Generator[simpy.Event, Any, None]:
-        """One step of only lazy decoders (blocks already taken): priced, timed, applied and recorded."""
-        env = self.env
-        n = len(lazy)
-        start = env.now
-        gpu = self.perf_model.decode_step_time(n, lazy.kv_tokens, lazy.kv_tokens)
-        duration = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
-        self._last_step_duration = duration
-        if not self.advance_clock_inline(duration):
-            yield env.timeout(duration)
-        now = env.now
-        finished = self._advance_lazy(lazy, now)
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, now)
-        self.num_steps += 1
-        self.metrics.record_step(
-            self.framework_id,
-            start,
-            duration,
-            num_seqs=n,
-            num_tokens=n,
-            num_prefill_tokens=0,
-            num_decode_seqs=n,
-            kv_blocks_used=self.kv.num_used,
-            kv_blocks_total=self.kv.capacity,
-            num_running=self.num_running,
-            num_waiting=len(self.waiting),
-            num_preempted=0,
-        )
-
-    def _advance_lazy(self, lazy: LazyDecoders, now: float) -> list[Request]:
-        """The lazy decoders took one step ending at ``now``: ITL, the counter; returns who finished."""
-        if lazy.itl_count:
-            # every lazy decoder's previous token came out when the previous step ended
-            self.metrics.record_itl_count(self.framework_id, now - lazy.last_end, lazy.itl_count)
-        lazy.advance(1, now)
-        return lazy.finished_now()
-
-    #: consecutive steps at most without giving SimPy (and the livelock guard) control
-    MAX_INLINE_STEPS: ClassVar[int] = 1024
-
-    def advance_clock_inline(self, delay: float) -> bool:
-        """Let ``delay`` pass without a SimPy event when no other event comes first (True if done).
-
-        The clock moves by the same sum a timeout would be scheduled at, so every time is
-        identical; only the event itself (and the resumption of this process) is saved. Used with
-        lazy decoders (fast-forward on); at most :attr:`MAX_INLINE_STEPS` times in a row.
-        """
-        env = self.env
-        if self.lazy is None or self._inline_run >= self.MAX_INLINE_STEPS or env.peek() <= env.now + delay:
-            self._inline_run = 0
-            return False
-        env._now += delay  # SimPy's own clock: a Timeout(delay) would be scheduled at this very sum
-        self._inline_run += 1
-        self.inline_steps += 1
-        return True
-
     def batch_shape(self, scheduled: list[tuple[Request, int]], lazy_decodes: int = 0) -> BatchShape:
         """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes.
 
@@ -337,7 +270,7 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
             done = self._advance_lazy(lazy, now)
             if done:
                 finished.extend(done)
-                finished.sort(key=_admission_order)  # the order step-by-step simulation finishes them in
+                finished.sort(key=admission_order)  # the order step-by-step simulation finishes them in
         for request in finished:
             self.kv.free(request)
             self.finish(request, now)
@@ -414,177 +347,6 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         self.evict(victim)
         plan.evicted += 1
 
-    # ---- closed-form decode stretches ------------------------------------------------------------
-    #: Whether waiting requests stay unadmittable while the running batch only decodes (true when
-    #: admission depends only on free memory, seats and token budget, which decoding never increases).
-    steady_while_waiting: ClassVar[bool] = True
-    MAX_STRETCH: ClassVar[int] = 4096
-
-    def steady_stretch(self, plan: StepPlan) -> DecodeStretch | None:
-        """If the planned step starts a run of identical decode steps, the run (None otherwise).
-
-        The run lasts until a request finishes, the KV cache would run short, or the first step
-        boundary at or after the next possible arrival (or the time limit): exactly the steps
-        step-by-step simulation would take with nothing changing in between. Their times come from
-        the same decode-step formula, added in the same order, so timestamps are bit-identical.
-        """
-        scheduled = plan.scheduled
-        if plan.evicted or plan.extra_time_s or len(scheduled) != len(self.running) or len(scheduled) < 1:
-            return None
-        # cheap test first: if the next event comes before two more steps could end, stepping is cheaper
-        if self.next_arrival_bound() < self.env.now + 2.0 * self._last_step_duration:
-            return None
-        if self.waiting and not self.steady_while_waiting:
-            return None
-        remaining = self.MAX_STRETCH
-        requests = []
-        for request, num_new in scheduled:
-            if num_new != 1 or request.num_output_tokens == 0 or request.spec.stream_chunk_tokens != 1:
-                return None
-            remaining = min(remaining, request.spec.max_output_tokens - request.num_output_tokens)
-            requests.append(request)
-        if remaining < 2:
-            return None
-        steps = self.kv.decode_stretch_limit(requests, remaining)
-        if steps < 2:
-            return None
-        n = len(requests)
-        contexts = np.fromiter((r.num_computed_tokens + 1 for r in requests), dtype=np.int64, count=n)
-        offsets = np.arange(steps, dtype=np.int64)
-        kv_tokens = int(contexts.sum()) + n * offsets
-        window = self.model.sliding_window
-        if window is None:
-            windowed = kv_tokens
-        else:
-            ordered = np.sort(contexts)
-            below = np.searchsorted(ordered, window - offsets, side="left")  # contexts still under the window
-            prefix = np.concatenate(([0], np.cumsum(ordered)))
-            windowed = prefix[below] + below * offsets + (n - below) * window
-        gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
-        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
-        ends = np.cumsum(np.concatenate(([self.env.now], durations)))[1:]
-        next_event = self.next_arrival_bound()
-        if next_event <= ends[0]:
-            return None
-        # stop at the first step boundary at or after the next event: it must be seen there
-        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
-        if steps < 2:
-            return None
-        usage = self.kv.decode_usage(requests, steps)
-        return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps], usage)
-
-    def apply_stretch(self, stretch: DecodeStretch) -> None:
-        """Account ``stretch.steps`` decode steps at once: tokens, KV, ITL, completions, step series."""
-        steps, end = stretch.steps, float(stretch.ends[-1])
-        first_end = float(stretch.ends[0])
-        warm_up = self.metrics.config.warm_up_duration_s
-        streamed = 0
-        finished = []
-        for request in stretch.requests:
-            self.kv.reserve_decode_steps(request, steps)
-            request.num_computed_tokens += steps
-            self.kv.cache_full_blocks(request)
-            if request.spec.streaming:
-                self.metrics.record_itl(self.framework_id, request, first_end - request.last_chunk_time)
-                streamed += request.send_time >= warm_up
-            request.num_output_tokens += steps
-            request.last_token_time = request.last_chunk_time = end
-            if request.is_finished:
-                finished.append(request)
-        if streamed:
-            # gaps as differences of step end times, exactly as step-by-step timestamps give them
-            self.metrics.record_itl_bulk(self.framework_id, np.diff(stretch.ends), streamed)
-        self.on_decode_stretch(steps)
-        n = len(stretch.requests)
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, end)
-        if finished:
-            self.running = [r for r in self.running if r.status == "running"]
-        self._record_stretch(stretch, n)
-
-    def _record_stretch(self, stretch: DecodeStretch, n: int) -> None:
-        """Append a stretch of ``n``-sequence decode steps to the step series.
-
-        Each row is the state after its step: the batch as it was, then (last row) after the
-        completions the stretch ended with.
-        """
-        steps = stretch.steps
-        running = np.full(steps, n)
-        running[-1] = self.num_running
-        used = np.array(stretch.usage, dtype=np.int64)
-        used[-1] = self.kv.num_used
-        self.num_steps += steps
-        self.metrics.record_steps(
-            self.framework_id,
-            np.concatenate(([stretch.start], stretch.ends[:-1])),
-            stretch.durations,
-            num_seqs=n,
-            num_tokens=n,
-            num_prefill_tokens=0,
-            num_decode_seqs=n,
-            kv_blocks_used=used,
-            kv_blocks_total=self.kv.capacity,
-            num_running=running,
-            num_waiting=len(self.waiting),
-            num_preempted=0,
-        )
-
-    def lazy_stretch(self, n: int) -> DecodeStretch | None:
-        """Like :meth:`steady_stretch` for a step of only the ``n`` lazy decoders (its blocks taken).
-
-        The run ends at the next finishing decoder, the KV cache running short, or the first step
-        boundary at or after the next possible arrival.
-        """
-        lazy = self.lazy
-        assert lazy is not None
-        env = self.env
-        now = env.now
-        next_event = self.next_arrival_bound()
-        if next_event < now + 2.0 * self._last_step_duration:
-            return None
-        if self.waiting and not self.steady_while_waiting:
-            return None
-        steps = min(self.MAX_STRETCH, lazy.steps_to_next_finish())
-        if steps < 2:
-            return None
-        kv_tokens = lazy.kv_tokens + n * np.arange(steps, dtype=np.int64)
-        gpu = self.perf_model.decode_step_times(n, kv_tokens, kv_tokens)
-        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
-        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
-        if next_event <= ends[0]:
-            return None
-        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
-        # blocks the decoders take after the first step (whose blocks the schedule took already)
-        taken = np.cumsum(lazy.crossings_over(steps)[1:])
-        steps = min(steps, 1 + int(np.searchsorted(taken, self.kv.pool.num_free, side="right")))  # type: ignore[attr-defined]
-        if steps < 2:
-            return None
-        usage = self.kv.num_used + np.concatenate(([0], taken[: steps - 1]))
-        return DecodeStretch([], steps, now, durations[:steps], ends[:steps], usage)
-
-    def apply_lazy_stretch(self, stretch: DecodeStretch) -> None:
-        """Account a :meth:`lazy_stretch`: blocks, ITL, the step counter, completions, step series."""
-        lazy = self.lazy
-        assert lazy is not None
-        steps, end = stretch.steps, float(stretch.ends[-1])
-        n = len(lazy)
-        used = np.asarray(stretch.usage, dtype=np.int64)
-        lazy.take_blocks(int(used[-1] - used[0]))
-        if lazy.itl_count:
-            gaps = np.diff(np.concatenate(([stretch.start], stretch.ends)))
-            self.metrics.record_itl_bulk(self.framework_id, gaps, lazy.itl_count)
-        lazy.advance(steps, end)
-        finished = lazy.finished_now()
-        finished.sort(key=_admission_order)
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, end)
-        self._record_stretch(stretch, n)
-
-    def on_decode_stretch(self, steps: int) -> None:
-        """Policy state that advances with every decode step (SGLang's new-token ratio) moves ``steps`` at once."""
-
     # ---- shared mechanics -----------------------------------------------------------------------
     def start_running(self, request: Request, cached_tokens: int) -> None:
         """Admit a waiting request with ``cached_tokens`` already in the cache."""
@@ -615,7 +377,3 @@ class ContinuousBatchingFramework(AbstractLLMFramework):
         """Running and waiting requests."""
         self.release_lazy()
         return [*self.running, *self.waiting]
-
-
-def _admission_order(request: Request) -> int:
-    return request.seq

@@ -238,3 +238,8 @@ class LazyDecoders:
     def describe(self) -> dict[str, Any]:  # pragma: no cover - debugging aid
         """Counters, for debugging."""
         return {"members": len(self.members), "tick": self.tick, "bank": len(self._bank)}
+
+
+def admission_order(request: Request) -> int:
+    """Sort key: the order running requests were admitted in (the order step-by-step serves them)."""
+    return request.seq

@@ -1,0 +1,307 @@
+"""Fast-forward: the engine loop's shortcuts that leave every result exactly as step-by-step simulation.
+
+:class:`FastForward` is mixed into :class:`~llmsim.frameworks.continuous.ContinuousBatchingFramework`
+and used when ``simulation.fast_forward`` is on (the default):
+
+* *closed-form decode stretches*: when the planned step starts a run of identical decode steps
+  (nothing finishes, the KV cache suffices and nothing can arrive before the run ends), the run's
+  step times come from one vectorised formula, added in the same order as step by step;
+* *lazy decoders* (:mod:`~llmsim.frameworks.lazy_decode`): steady decoders advance from one step
+  counter, so a step of only lazy decoders needs no scheduling and a constant amount of work;
+* *inline clock*: a step whose end comes before any other pending event moves the SimPy clock by
+  the same sum a timeout would, without the event.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import simpy
+
+from llmsim.frameworks.lazy_decode import LazyDecoders, admission_order
+from llmsim.workload.request import Request
+
+if TYPE_CHECKING:
+    from llmsim.frameworks.continuous import StepPlan
+
+
+@dataclass
+class DecodeStretch:
+    """A run of identical decode steps of ``requests``: per-step durations and end times."""
+
+    requests: list[Request]
+    steps: int
+    start: float
+    durations: np.ndarray
+    ends: np.ndarray
+    usage: list[int] | np.ndarray
+
+
+class FastForward:
+    """Closed-form decode stretches, steps of only lazy decoders and the inline clock (module docstring).
+
+    Expects the attributes and methods of a continuous-batching framework (``env``, ``kv``,
+    ``perf_model``, ``metrics``, ``running``, ``waiting``, ``lazy``, ``finish`` ...).
+    """
+
+    #: Whether waiting requests stay unadmittable while the running batch only decodes (true when
+    #: admission depends only on free memory, seats and token budget, which decoding never increases).
+    steady_while_waiting: ClassVar[bool] = True
+    MAX_STRETCH: ClassVar[int] = 4096
+    #: consecutive steps at most without giving SimPy (and the livelock guard) control
+    MAX_INLINE_STEPS: ClassVar[int] = 1024
+
+    env: simpy.Environment
+    kv: Any
+    perf_model: Any
+    metrics: Any
+    config: Any
+    model: Any
+    framework_id: str
+    running: list[Request]
+    waiting: deque[Request]
+    lazy: LazyDecoders | None
+    step_token_budget: int
+    step_overhead_s: float
+    per_seq_overhead_s: float
+    num_steps: int
+    inline_steps: int
+    _inline_run: int
+    _last_step_duration: float
+
+    if TYPE_CHECKING:  # provided by the framework class this is mixed into
+
+        def finish(self, request: Request, now: float) -> None: ...
+
+        def next_arrival_bound(self) -> float: ...
+
+        @property
+        def num_running(self) -> int: ...
+
+    def advance_clock_inline(self, delay: float) -> bool:
+        """Let ``delay`` pass without a SimPy event when no other event comes first (True if done).
+
+        The clock moves by the same sum a timeout would be scheduled at, so every time is
+        identical; only the event itself (and the resumption of this process) is saved. Used with
+        lazy decoders (fast-forward on); at most :attr:`MAX_INLINE_STEPS` times in a row.
+        """
+        env = self.env
+        if self.lazy is None or self._inline_run >= self.MAX_INLINE_STEPS or env.peek() <= env.now + delay:
+            self._inline_run = 0
+            return False
+        env._now += delay  # SimPy's own clock: a Timeout(delay) would be scheduled at this very sum
+        self._inline_run += 1
+        self.inline_steps += 1
+        return True
+
+    def _lazy_only_step_fits(self, lazy: LazyDecoders) -> bool:
+        """Whether a step of only the lazy decoders needs no scheduling decision (budget and blocks suffice)."""
+        return len(lazy) <= self.step_token_budget and lazy.blocks_due() <= self.kv.pool.num_free  # type: ignore[attr-defined]
+
+    def _lazy_only_step(self, lazy: LazyDecoders) -> Generator[simpy.Event, Any, None]:
+        """One step of only lazy decoders (blocks already taken): priced, timed, applied and recorded."""
+        env = self.env
+        n = len(lazy)
+        start = env.now
+        gpu = self.perf_model.decode_step_time(n, lazy.kv_tokens, lazy.kv_tokens)
+        duration = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        self._last_step_duration = duration
+        if not self.advance_clock_inline(duration):
+            yield env.timeout(duration)
+        now = env.now
+        finished = self._advance_lazy(lazy, now)
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, now)
+        self.num_steps += 1
+        self.metrics.record_step(
+            self.framework_id,
+            start,
+            duration,
+            num_seqs=n,
+            num_tokens=n,
+            num_prefill_tokens=0,
+            num_decode_seqs=n,
+            kv_blocks_used=self.kv.num_used,
+            kv_blocks_total=self.kv.capacity,
+            num_running=self.num_running,
+            num_waiting=len(self.waiting),
+            num_preempted=0,
+        )
+
+    def _advance_lazy(self, lazy: LazyDecoders, now: float) -> list[Request]:
+        """The lazy decoders took one step ending at ``now``: ITL, the counter; returns who finished."""
+        if lazy.itl_count:
+            # every lazy decoder's previous token came out when the previous step ended
+            self.metrics.record_itl_count(self.framework_id, now - lazy.last_end, lazy.itl_count)
+        lazy.advance(1, now)
+        return lazy.finished_now()
+
+    def steady_stretch(self, plan: StepPlan) -> DecodeStretch | None:
+        """If the planned step starts a run of identical decode steps, the run (None otherwise).
+
+        The run lasts until a request finishes, the KV cache would run short, or the first step
+        boundary at or after the next possible arrival (or the time limit): exactly the steps
+        step-by-step simulation would take with nothing changing in between. Their times come from
+        the same decode-step formula, added in the same order, so timestamps are bit-identical.
+        """
+        scheduled = plan.scheduled
+        if plan.evicted or plan.extra_time_s or len(scheduled) != len(self.running) or len(scheduled) < 1:
+            return None
+        # cheap test first: if the next event comes before two more steps could end, stepping is cheaper
+        if self.next_arrival_bound() < self.env.now + 2.0 * self._last_step_duration:
+            return None
+        if self.waiting and not self.steady_while_waiting:
+            return None
+        remaining = self.MAX_STRETCH
+        requests = []
+        for request, num_new in scheduled:
+            if num_new != 1 or request.num_output_tokens == 0 or request.spec.stream_chunk_tokens != 1:
+                return None
+            remaining = min(remaining, request.spec.max_output_tokens - request.num_output_tokens)
+            requests.append(request)
+        if remaining < 2:
+            return None
+        steps = self.kv.decode_stretch_limit(requests, remaining)
+        if steps < 2:
+            return None
+        n = len(requests)
+        contexts = np.fromiter((r.num_computed_tokens + 1 for r in requests), dtype=np.int64, count=n)
+        offsets = np.arange(steps, dtype=np.int64)
+        kv_tokens = int(contexts.sum()) + n * offsets
+        window = self.model.sliding_window
+        if window is None:
+            windowed = kv_tokens
+        else:
+            ordered = np.sort(contexts)
+            below = np.searchsorted(ordered, window - offsets, side="left")  # contexts still under the window
+            prefix = np.concatenate(([0], np.cumsum(ordered)))
+            windowed = prefix[below] + below * offsets + (n - below) * window
+        gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
+        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        ends = np.cumsum(np.concatenate(([self.env.now], durations)))[1:]
+        next_event = self.next_arrival_bound()
+        if next_event <= ends[0]:
+            return None
+        # stop at the first step boundary at or after the next event: it must be seen there
+        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
+        if steps < 2:
+            return None
+        usage = self.kv.decode_usage(requests, steps)
+        return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps], usage)
+
+    def apply_stretch(self, stretch: DecodeStretch) -> None:
+        """Account ``stretch.steps`` decode steps at once: tokens, KV, ITL, completions, step series."""
+        steps, end = stretch.steps, float(stretch.ends[-1])
+        first_end = float(stretch.ends[0])
+        warm_up = self.metrics.config.warm_up_duration_s
+        streamed = 0
+        finished = []
+        for request in stretch.requests:
+            self.kv.reserve_decode_steps(request, steps)
+            request.num_computed_tokens += steps
+            self.kv.cache_full_blocks(request)
+            if request.spec.streaming:
+                self.metrics.record_itl(self.framework_id, request, first_end - request.last_chunk_time)
+                streamed += request.send_time >= warm_up
+            request.num_output_tokens += steps
+            request.last_token_time = request.last_chunk_time = end
+            if request.is_finished:
+                finished.append(request)
+        if streamed:
+            # gaps as differences of step end times, exactly as step-by-step timestamps give them
+            self.metrics.record_itl_bulk(self.framework_id, np.diff(stretch.ends), streamed)
+        self.on_decode_stretch(steps)
+        n = len(stretch.requests)
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, end)
+        if finished:
+            self.running = [r for r in self.running if r.status == "running"]
+        self._record_stretch(stretch, n)
+
+    def on_decode_stretch(self, steps: int) -> None:
+        """Policy state that advances with every decode step (SGLang's new-token ratio) moves ``steps`` at once."""
+
+    def lazy_stretch(self, n: int) -> DecodeStretch | None:
+        """Like :meth:`steady_stretch` for a step of only the ``n`` lazy decoders (its blocks taken).
+
+        The run ends at the next finishing decoder, the KV cache running short, or the first step
+        boundary at or after the next possible arrival.
+        """
+        lazy = self.lazy
+        assert lazy is not None
+        env = self.env
+        now = env.now
+        next_event = self.next_arrival_bound()
+        if next_event < now + 2.0 * self._last_step_duration:
+            return None
+        if self.waiting and not self.steady_while_waiting:
+            return None
+        steps = min(self.MAX_STRETCH, lazy.steps_to_next_finish())
+        if steps < 2:
+            return None
+        kv_tokens = lazy.kv_tokens + n * np.arange(steps, dtype=np.int64)
+        gpu = self.perf_model.decode_step_times(n, kv_tokens, kv_tokens)
+        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
+        if next_event <= ends[0]:
+            return None
+        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
+        # blocks the decoders take after the first step (whose blocks the schedule took already)
+        taken = np.cumsum(lazy.crossings_over(steps)[1:])
+        steps = min(steps, 1 + int(np.searchsorted(taken, self.kv.pool.num_free, side="right")))  # type: ignore[attr-defined]
+        if steps < 2:
+            return None
+        usage = self.kv.num_used + np.concatenate(([0], taken[: steps - 1]))
+        return DecodeStretch([], steps, now, durations[:steps], ends[:steps], usage)
+
+    def apply_lazy_stretch(self, stretch: DecodeStretch) -> None:
+        """Account a :meth:`lazy_stretch`: blocks, ITL, the step counter, completions, step series."""
+        lazy = self.lazy
+        assert lazy is not None
+        steps, end = stretch.steps, float(stretch.ends[-1])
+        n = len(lazy)
+        used = np.asarray(stretch.usage, dtype=np.int64)
+        lazy.take_blocks(int(used[-1] - used[0]))
+        if lazy.itl_count:
+            gaps = np.diff(np.concatenate(([stretch.start], stretch.ends)))
+            self.metrics.record_itl_bulk(self.framework_id, gaps, lazy.itl_count)
+        lazy.advance(steps, end)
+        finished = lazy.finished_now()
+        finished.sort(key=admission_order)
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, end)
+        self._record_stretch(stretch, n)
+
+    def _record_stretch(self, stretch: DecodeStretch, n: int) -> None:
+        """Append a stretch of ``n``-sequence decode steps to the step series.
+
+        Each row is the state after its step: the batch as it was, then (last row) after the
+        completions the stretch ended with.
+        """
+        steps = stretch.steps
+        running = np.full(steps, n)
+        running[-1] = self.num_running
+        used = np.array(stretch.usage, dtype=np.int64)
+        used[-1] = self.kv.num_used
+        self.num_steps += steps
+        self.metrics.record_steps(
+            self.framework_id,
+            np.concatenate(([stretch.start], stretch.ends[:-1])),
+            stretch.durations,
+            num_seqs=n,
+            num_tokens=n,
+            num_prefill_tokens=0,
+            num_decode_seqs=n,
+            kv_blocks_used=used,
+            kv_blocks_total=self.kv.capacity,
+            num_running=running,
+            num_waiting=len(self.waiting),
+            num_preempted=0,
+        )
