@@ -178,7 +178,9 @@ class KVCacheManager:
             self._reuse_history(request)
         if len(known) < num_blocks:
             parent = known[-1] if known else 0
-            known.extend(block_hashes(request.spec.token_segments, self.block_size, len(known), num_blocks, parent))
+            # every full block of the prompt at once: the lookup and the prefill's registration both need them
+            end = max(num_blocks, request.spec.prompt_tokens // self.block_size)
+            known.extend(block_hashes(request.spec.token_segments, self.block_size, len(known), end, parent))
         return known[:num_blocks]
 
     def _reuse_history(self, request: Request) -> None:
