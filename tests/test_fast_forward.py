@@ -7,6 +7,8 @@ import pytest
 from conftest import conf_file, constant_profile, make_config
 from scenario import run_quietly
 
+from llmsim.frameworks.kv_cache import KVCacheManager
+
 CHAT = {
     "profile_name": "chat",
     "weight": 1.0,
@@ -111,3 +113,27 @@ def test_fast_forward_matches_step_by_step_on_a_compressed_trace_with_early_foll
     slow_run, fast_run = both_ways({"workload": workload}, framework, num_gpu_blocks_override=blocks)
     assert slow_run[0]["frameworks"][framework]["prefix_cache_hit_rate"] > 0
     assert_same_results(slow_run, fast_run, framework)
+
+
+@pytest.mark.parametrize(
+    ("framework", "knobs", "workload"),
+    [
+        ("vllm", {"num_gpu_blocks_override": 400}, {"rate": 6, "total_duration": 20, "client_profiles": [CHAT]}),
+        ("trtllm", {"capacity_scheduler_policy": "MAX_UTILIZATION", "num_gpu_blocks_override": 120}, None),
+        ("vllm", {"num_gpu_blocks_override": 1500}, "trace"),
+    ],
+)
+def test_registering_private_prompts_when_freed_changes_nothing(monkeypatch, framework, knobs, workload):
+    """Private prompts' blocks are hashed and registered only when freed; every result is the same."""
+    if workload is None:
+        workload = {"rate": 8, "total_duration": 20, "client_profiles": [CHAT]}
+    elif workload == "trace":
+        workload = {**conf_file("workload", "trace"), "time_scale": 0.05, "num_requests": 600}
+    config = make_config(workload=workload)
+    config["framework"] = {**conf_file("framework", framework), **knobs}
+    shortcut = run_quietly(config)
+    monkeypatch.setattr(KVCacheManager, "private_shortcuts", False)
+    as_they_fill = run_quietly(config)
+    metrics = shortcut[0]["frameworks"][framework]
+    assert metrics["prefix_cache_hit_rate"] > 0 or metrics["preemptions"] > 0  # lookups that could differ
+    assert_same_results(as_they_fill, shortcut, framework)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -145,6 +146,10 @@ def block_hashes(
 class KVCacheManager:
     """Per-framework view of a :class:`BlockPool`: slots for requests, prefix hits, freeing."""
 
+    #: Register private prompts' blocks when freed, and skip their first lookup (no observable
+    #: difference: tests turn it off to check that)
+    private_shortcuts: ClassVar[bool] = True
+
     def __init__(self, num_blocks: int, block_size: int, enable_caching: bool) -> None:
         self.block_size = block_size
         self.pool = BlockPool(num_blocks, enable_caching)
@@ -197,6 +202,8 @@ class KVCacheManager:
         """Cached blocks that hold a prefix of the request (at most ``num_tokens - 1`` tokens)."""
         if not self.enable_caching or request.num_computed_tokens:
             return []
+        if request.preemptions == 0 and request.spec.private_prompt and self.private_shortcuts:
+            return []  # no other request holds its content, and it never ran before
         max_blocks = (request.num_tokens - 1) // self.block_size
         if max_blocks <= 0:
             return []
@@ -224,9 +231,26 @@ class KVCacheManager:
             self.held += need
         return True
 
+    def _registers_at_free(self, request: Request) -> bool:
+        """Whether the request's blocks are registered when it frees them rather than as they fill.
+
+        For a private prompt (``RequestSpec.private_prompt``) whose next turn, if any, comes only
+        after it finishes, nobody can look its blocks up while it holds them: registering them at
+        :meth:`free` gives every lookup the same answer and saves the hashing when nobody ever will.
+        """
+        spec = request.spec
+        return spec.private_prompt and spec.output_reuse != "any_time" and self.private_shortcuts
+
     def cache_full_blocks(self, request: Request) -> None:
-        """Register every block the request has completely computed."""
+        """Register every block the request has completely computed (some requests: when freed)."""
         if not self.enable_caching or request.num_computed_tokens // self.block_size <= request.num_hashed_blocks:
+            return
+        if self._registers_at_free(request):
+            return
+        self._register_full_blocks(request)
+
+    def _register_full_blocks(self, request: Request) -> None:
+        if request.num_computed_tokens // self.block_size <= request.num_hashed_blocks:
             return
         full = min(request.num_computed_tokens // self.block_size, len(request.blocks))
         if full <= request.num_hashed_blocks:
@@ -280,6 +304,13 @@ class KVCacheManager:
 
     def free(self, request: Request) -> None:
         """Return the request's blocks (they stay cached until reused)."""
+        # registered at free: unless it is a finished last turn, itself or its next turn may look them up
+        if (
+            self.pool.enable_caching
+            and self._registers_at_free(request)
+            and (not request.is_finished or request.spec.output_reuse == "after_finish")
+        ):
+            self._register_full_blocks(request)
         if self.pool.enable_caching and request.spec.output_reuse == "after_finish" and request.block_hashes:
             # the next turn is sent only after this one is answered (kept until it comes, once per turn)
             self._history[request.spec.output_segment] = request.block_hashes

@@ -38,6 +38,9 @@ class RequestSpec:
     # "never" (the last turn), "after_finish" (the next turn is sent once this answer is in) or
     # "any_time" (a trace replays the next turn at its own time, possibly while this one decodes)
     output_reuse: Literal["never", "after_finish", "any_time"] = "any_time"
+    # True when no other request's prompt contains this prompt's content (a first turn made of its
+    # own segment only): just its own later turns, or itself after a preemption, can reuse its blocks
+    private_prompt: bool = False
 
     @property
     def token_segments(self) -> tuple[Segment, ...]:

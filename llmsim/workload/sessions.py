@@ -136,6 +136,7 @@ class SessionSampler:
                     think_time_s=think,
                     stream_chunk_tokens=self.workload.stream_chunk_tokens,
                     output_reuse="never" if turn == num_turns - 1 else "after_finish",
+                    private_prompt=len(segments) == 1,
                 )
                 turns.append(spec)
                 history = spec.token_segments

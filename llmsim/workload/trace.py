@@ -343,6 +343,7 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
             output_segment=2 * rid + 2,
             stream_chunk_tokens=workload.stream_chunk_tokens,
             output_reuse="never" if code < 0 or last_turn[(copy, code)] == rid else "any_time",
+            private_prompt=not context,
         )
         if code >= 0:
             history[(copy, code)] = (spec.token_segments, turn, session_id)
