@@ -124,6 +124,9 @@ class LayerKind:
     windowed: bool
 
 
+_Term = tuple[float, float, float, bool]  # an operator's (time, flops, bytes, compute-bound?)
+
+
 class _Tally:
     """Accumulates operator costs into totals split by what bounded each operator."""
 
@@ -184,6 +187,7 @@ class PerformanceModel:
         self.layer_groups = self._layer_groups()
         self._cache: dict[tuple, float] = {}
         self._decode_cache: dict[int, tuple[float, float]] = {}
+        self._token_cache: dict[tuple[int, LayerKind], tuple[list[_Term], list[_Term]]] = {}
 
     def _layer_groups(self) -> list[tuple[int, LayerKind]]:
         """(count, kind) for every kind of layer the model has, dense/MoE x windowed/full."""
@@ -248,30 +252,10 @@ class PerformanceModel:
     def layer_cost(self, batch: BatchShape, kind: LayerKind | None = None) -> StepCost:
         """Cost of one transformer layer of ``kind`` (default: the most common) on one GPU of the group."""
         kind = kind or self.default_kind()
-        m, tp = self.model, self.tp
-        tokens = batch.num_tokens
-        h = m.hidden_size
+        linear, elementwise = self._token_terms(batch.num_tokens, kind)
         tally = _Tally()
-        for _, params in m.attention_projections:
-            tally.add(*self._gemm(tokens, params / tp))
-        if kind.moe:
-            e, k = m.num_local_experts, m.num_experts_per_tok
-            expert = m.mlp_params_per_expert / tp
-            touched = e * (1.0 - (1.0 - k / e) ** tokens)
-            tally.add(*self._gemm(tokens, m.router_params, m.router_params))
-            per_expert = tokens * k / touched
-            tally.add(
-                *self._gemm(
-                    tokens * k, expert, touched * expert, self.expert_weight_bytes, per_expert, self.moe_gemm_scale
-                )
-            )
-            if m.num_shared_experts:
-                shared = m.num_shared_experts * expert
-                tally.add(*self._gemm(tokens, shared, shared, self.expert_weight_bytes, None, self.moe_gemm_scale))
-            active_width = m.expert_intermediate_size * (k + m.num_shared_experts)
-        else:
-            tally.add(*self._gemm(tokens, m.dense_mlp_params / tp))
-            active_width = m.intermediate_size
+        for term in linear:
+            tally.add(*term)
         if kind.windowed:
             pairs, prefill_kv, decode_kv = (
                 batch.windowed_prefill_attn_pairs,
@@ -284,6 +268,40 @@ class PerformanceModel:
             tally.add(*self._attention(self.attn_flops_per_pair * pairs, prefill_kv))
         if batch.decode_seqs:
             tally.add(*self._attention(self.attn_flops_per_pair * decode_kv, decode_kv))
+        for term in elementwise:
+            tally.add(*term)
+        return StepCost(tally.time, tally.compute, tally.memory, 0.0, tally.flops, tally.bytes)
+
+    def _token_terms(self, tokens: int, kind: LayerKind) -> tuple[list[_Term], list[_Term]]:
+        """The operators of a layer that depend only on its token count: (linear layers, elementwise).
+
+        Memoised per (tokens, kind); the layer adds them around its attention in the same order.
+        """
+        key = (tokens, kind)
+        terms = self._token_cache.get(key)
+        if terms is not None:
+            return terms
+        m, tp = self.model, self.tp
+        h = m.hidden_size
+        linear = [self._gemm(tokens, params / tp) for _, params in m.attention_projections]
+        if kind.moe:
+            e, k = m.num_local_experts, m.num_experts_per_tok
+            expert = m.mlp_params_per_expert / tp
+            touched = e * (1.0 - (1.0 - k / e) ** tokens)
+            linear.append(self._gemm(tokens, m.router_params, m.router_params))
+            per_expert = tokens * k / touched
+            linear.append(
+                self._gemm(
+                    tokens * k, expert, touched * expert, self.expert_weight_bytes, per_expert, self.moe_gemm_scale
+                )
+            )
+            if m.num_shared_experts:
+                shared = m.num_shared_experts * expert
+                linear.append(self._gemm(tokens, shared, shared, self.expert_weight_bytes, None, self.moe_gemm_scale))
+            active_width = m.expert_intermediate_size * (k + m.num_shared_experts)
+        else:
+            linear.append(self._gemm(tokens, m.dense_mlp_params / tp))
+            active_width = m.intermediate_size
         # elementwise, as serving engines fuse it: two fused residual-add + RMSNorm kernels (read x and
         # the residual, write both: 4h each), the SwiGLU activation (read gate and up, write: 3 x width),
         # and the KV-cache write; rotary embedding is fused into attention. Large tensors stream at the
@@ -293,9 +311,14 @@ class PerformanceModel:
         norms = tokens * act * 2 * 4 * h
         activation = tokens * act * 3 * active_width / tp
         kv_write = tokens * self.kv_bytes_per_token_layer_gpu
-        for nbytes in (norms, activation, kv_write):
-            tally.add(self._stream(nbytes, self.eff.hbm_bandwidth), 0.0, nbytes, False)
-        return StepCost(tally.time, tally.compute, tally.memory, 0.0, tally.flops, tally.bytes)
+        elementwise = [
+            (self._stream(nbytes, self.eff.hbm_bandwidth), 0.0, nbytes, False)
+            for nbytes in (norms, activation, kv_write)
+        ]
+        if len(self._token_cache) > 100_000:
+            self._token_cache.clear()
+        terms = self._token_cache[key] = (linear, elementwise)
+        return terms
 
     def allreduce_time(self, nbytes: float) -> float:
         """One ring all-reduce of ``nbytes`` over the tensor-parallel group."""
