@@ -89,8 +89,20 @@ class StepStats:
 
     def add_many(self, durations: np.ndarray, num_seqs: int, kv_used: np.ndarray, kv_total: int, waiting: int) -> None:
         """:meth:`add` for several steps, in the same order (sums identical to adding them one by one)."""
+        total, kv_weighted, kv_max = self.duration, self.kv_weighted, self.kv_max
+        batch_weighted, waiting_weighted = self.batch_weighted, self.waiting_weighted
         for duration, used in zip(durations.tolist(), kv_used.tolist(), strict=True):
-            self.add(duration, num_seqs, used, kv_total, waiting)
+            usage = used / kv_total if kv_total else 0.0
+            total += duration
+            kv_weighted += usage * duration
+            if usage > kv_max:
+                kv_max = usage
+            batch_weighted += num_seqs * duration
+            waiting_weighted += waiting * duration
+        self.count += len(durations)
+        self.duration, self.kv_weighted, self.kv_max = total, kv_weighted, kv_max
+        self.batch_weighted, self.waiting_weighted = batch_weighted, waiting_weighted
+        self.batch_max = max(self.batch_max, num_seqs)
 
 
 class MetricsCollector:
