@@ -137,3 +137,20 @@ def test_registering_private_prompts_when_freed_changes_nothing(monkeypatch, fra
     metrics = shortcut[0]["frameworks"][framework]
     assert metrics["prefix_cache_hit_rate"] > 0 or metrics["preemptions"] > 0  # lookups that could differ
     assert_same_results(as_they_fill, shortcut, framework)
+
+
+def test_fast_forward_matches_step_by_step_with_three_frameworks_side_by_side():
+    """Each framework fast-forwards past the others' events (and its stretches end on the exact clock)."""
+    results = []
+    for fast in (False, True):
+        workload = {**conf_file("workload", "chat"), "rate": 12, "total_duration": 60}
+        config = make_config(workload=workload, simulation={"fast_forward": fast})
+        config.pop("framework")
+        config["frameworks"] = {name: conf_file("framework", name) for name in ("vllm", "trtllm", "sglang")}
+        results.append(run_quietly(config))
+    (slow_summary, slow, slow_steps), (fast_summary, fast, fast_steps) = results
+    pd.testing.assert_frame_equal(slow, fast, check_exact=True)
+    # rows of different frameworks interleave in the order they were recorded: compare each framework's
+    by_framework = lambda steps: steps.sort_values("framework", kind="stable").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(by_framework(slow_steps), by_framework(fast_steps), check_exact=True)
+    assert slow_summary["frameworks"] == fast_summary["frameworks"]

@@ -161,9 +161,7 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
                 if stretch is None:
                     yield from self._lazy_only_step(lazy)
                     continue
-                delay = stretch.ends[-1] - env.now
-                if not self.advance_clock_inline(delay):
-                    yield env.timeout(delay)
+                yield from self.wait_for_stretch(stretch)
                 self.apply_lazy_stretch(stretch)
                 continue
             plan = self.schedule()
@@ -175,15 +173,13 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
                     only_lazy = plan.lazy and not (plan.scheduled or plan.evicted or plan.extra_time_s or self.running)
                     stretch = self.lazy_stretch(plan.lazy) if only_lazy else None
                     if stretch is not None:
-                        delay = stretch.ends[-1] - env.now
-                        if not self.advance_clock_inline(delay):
-                            yield env.timeout(delay)
+                        yield from self.wait_for_stretch(stretch)
                         self.apply_lazy_stretch(stretch)
                         continue
                 if lazy is None or not members:
                     stretch = self.steady_stretch(plan)
                     if stretch is not None:
-                        yield env.timeout(stretch.ends[-1] - env.now)
+                        yield from self.wait_for_stretch(stretch)
                         self.apply_stretch(stretch)
                         if lazy is not None:  # no members: only the counter and the clock move
                             lazy.advance(stretch.steps, float(stretch.ends[-1]))

@@ -98,6 +98,19 @@ class FastForward:
         self.inline_steps += 1
         return True
 
+    def wait_for_stretch(self, stretch: DecodeStretch) -> Generator[simpy.Event, Any, None]:
+        """Let the stretch's time pass; the clock then reads its last step's end exactly.
+
+        ``now + (end - now)`` can differ from ``end`` in the last bit (early in a run, when ``end``
+        exceeds twice ``now``), while step by step the clock is the running sum the stretch's end is.
+        """
+        env = self.env
+        end = float(stretch.ends[-1])
+        delay = end - env.now
+        if not self.advance_clock_inline(delay):
+            yield env.timeout(delay)
+        env._now = end  # at most one unit in the last place from where the timeout landed
+
     def _lazy_only_step_fits(self, lazy: LazyDecoders) -> bool:
         """Whether a step of only the lazy decoders needs no scheduling decision (budget and blocks suffice)."""
         return len(lazy) <= self.step_token_budget and lazy.blocks_due() <= self.kv.pool.num_free  # type: ignore[attr-defined]
