@@ -53,6 +53,15 @@ def assert_same_results(slow_run: tuple, fast_run: tuple, framework: str) -> Non
         ("vllm", {"engine_version": "v0"}),
         ("vllm", {"engine_version": "v0", "enable_chunked_prefill": True, "num_gpu_blocks_override": 300}),
         ("vllm", {"engine_version": "v0", "num_gpu_blocks_override": 300, "preemption_mode": "swap"}),
+        (
+            "vllm",
+            {
+                "engine_version": "v0",
+                "enable_chunked_prefill": True,
+                "num_gpu_blocks_override": 300,
+                "preemption_mode": "swap",
+            },
+        ),
         ("trtllm", {}),
         ("trtllm", {"num_gpu_blocks_override": 150}),
         ("trtllm", {"capacity_scheduler_policy": "MAX_UTILIZATION", "num_gpu_blocks_override": 120}),

@@ -185,6 +185,26 @@ def test_vllm_v0_swap_preemption_moves_kv_to_host_and_resumes_without_recompute(
     assert_no_kv_leak(fw)
 
 
+def test_vllm_v0_with_chunked_prefill_swaps_requests_back_in():
+    """The chunked-prefill scheduler serves running, then swapped, then new requests (it used to strand them)."""
+    workload = {"kind": "offline", "num_requests": 40, "client_profiles": [constant_profile(300, 200)]}
+    metrics, requests, steps, fw = run(
+        with_framework(
+            make_config(workload=workload),
+            "vllm",
+            engine_version="v0",
+            enable_chunked_prefill=True,
+            preemption_mode="swap",
+            num_gpu_blocks_override=200,
+        )
+    )
+    assert metrics["num_swapped_out"] > 0 and metrics["num_preempted"] == 0
+    assert metrics["completed"] == 40 and (requests["output_tokens"] == 200).all()
+    assert steps["num_prefill_tokens"].sum() == 40 * 300  # swapped back, never recomputed
+    assert not fw.swapped
+    assert_no_kv_leak(fw)
+
+
 def test_swap_preemption_is_refused_for_the_v1_engine():
     config = with_framework(make_config(), "vllm", preemption_mode="swap")
     with pytest.raises(ConfigError, match="exists only in engine_version v0"):

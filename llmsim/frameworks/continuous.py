@@ -101,6 +101,10 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
     def on_step_applied(self, plan: StepPlan) -> None:
         """Called after a step's tokens are accounted (policies with adaptive state override it)."""
 
+    def holds_parked_requests(self) -> bool:
+        """Whether requests wait outside the running and waiting lists (vLLM v0's swapped-out ones)."""
+        return False
+
     def supports_lazy_decode(self) -> bool:
         """Whether this policy suits lazy decoders: a paged KV cache, full attention on every layer,
         and every step serving all running requests first (through :meth:`serve_running`)."""
@@ -150,11 +154,17 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
         members = lazy.members if lazy is not None else {}
         while True:
             self.admit_arrivals()
-            if not self.running and not self.waiting and not members:
+            if not self.running and not self.waiting and not members and not self.holds_parked_requests():
                 request = yield self.request_arrival_queue.get()
                 self.request_arrival_queue.items.insert(0, request)
                 continue
-            if members and not self.running and not self.waiting and self._lazy_only_step_fits(lazy):  # type: ignore[arg-type]
+            if (
+                members
+                and not self.running
+                and not self.waiting
+                and not self.holds_parked_requests()
+                and self._lazy_only_step_fits(lazy)  # type: ignore[arg-type]
+            ):
                 # only lazy decoders run and all of them fit: what schedule() would decide, without it
                 lazy.take_blocks(lazy.blocks_due())
                 stretch = self.lazy_stretch(len(members))
@@ -351,9 +361,13 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             request.num_cached_tokens = min(cached_tokens, request.prompt_len)
             request.first_scheduled_time = self.env.now
         request.status = "running"
+        self.mark_admitted(request)
+        self.running.append(request)
+
+    def mark_admitted(self, request: Request) -> None:
+        """Number the request in admission order (it joins the end of ``running``)."""
         request.seq = self._next_seq
         self._next_seq += 1
-        self.running.append(request)
 
     def evict(self, request: Request, kind: str = "preempted") -> None:
         """Free the request's KV cache; it goes back to the front of the queue to be recomputed.

@@ -145,6 +145,10 @@ class VLLMFramework(ContinuousBatchingFramework):
         plan = StepPlan()
         budget = self.serve_running(plan, self.max_num_batched_tokens, self.chunked_prefill)
         if plan.evicted == 0:
+            if self.swapped:  # v0 with chunked prefill and swap: swapped requests come back before new ones
+                before = len(plan.scheduled)
+                self._swap_in(plan)
+                budget -= len(plan.scheduled) - before
             self._admit_waiting(plan, budget)
         return plan
 
@@ -177,6 +181,10 @@ class VLLMFramework(ContinuousBatchingFramework):
             self._swap_in(plan)
         return plan
 
+    def holds_parked_requests(self) -> bool:
+        """Swapped-out requests come back when the scheduler swaps them in."""
+        return bool(self.swapped)
+
     def supports_lazy_decode(self) -> bool:
         """The v1 scheduler (also v0 with chunked prefill) serves every running request each step."""
         uses_v1 = self.config.engine_version == "v1" or self.chunked_prefill
@@ -204,7 +212,7 @@ class VLLMFramework(ContinuousBatchingFramework):
 
     def _swap_in(self, plan: StepPlan) -> None:
         """Bring swapped requests back (oldest first) when their blocks fit; they decode this step."""
-        while self.swapped and len(self.running) < self.max_num_seqs:
+        while self.swapped and self.num_running < self.max_num_seqs:
             request = self.swapped[0]
             blocks = self.kv.blocks_needed(request.num_tokens)
             request.num_computed_tokens = 0  # its blocks are back on the host: allocate them afresh
@@ -216,6 +224,7 @@ class VLLMFramework(ContinuousBatchingFramework):
             plan.extra_time_s += self._transfer_time(blocks)
             request.num_computed_tokens = request.num_tokens - 1
             request.status = "running"
+            self.mark_admitted(request)
             self.running.append(request)
             plan.scheduled.append((request, 1))
 
