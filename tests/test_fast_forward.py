@@ -106,6 +106,26 @@ def test_fast_forward_matches_step_by_step_in_a_closed_loop():
     assert_same_results(slow_run, fast_run, "vllm")
 
 
+@pytest.mark.parametrize(
+    ("model", "framework", "knobs"),
+    [
+        ("mistral_7b", "vllm", {}),
+        ("gemma2_9b", "vllm", {"num_gpu_blocks_override": 2500}),
+        ("mistral_7b", "trtllm", {"capacity_scheduler_policy": "MAX_UTILIZATION", "num_gpu_blocks_override": 700}),
+    ],
+)
+def test_fast_forward_matches_step_by_step_when_contexts_cross_the_sliding_window(model, framework, knobs):
+    """Prompts just under the 4,096-token window: decoders cross it at different steps."""
+    long_chat = {
+        **CHAT,
+        "prompt_tokens_dist_config": {"type": "Uniform", "low": 3600, "high": 4200, "is_int": True},
+        "max_output_tokens_dist_config": {"type": "Uniform", "low": 50, "high": 600, "is_int": True},
+    }
+    workload = {"rate": 3, "total_duration": 20, "client_profiles": [long_chat]}
+    slow_run, fast_run = both_ways({"workload": workload, "model": model}, framework, **knobs)
+    assert_same_results(slow_run, fast_run, framework)
+
+
 def test_fast_forward_handles_sliding_window_models():
     workload = {"kind": "offline", "num_requests": 6, "client_profiles": [constant_profile(4000, 300)]}
     (_, slow, _), (_, fast, _) = both_ways({"workload": workload, "model": "mistral_7b"}, "vllm")

@@ -106,8 +106,8 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
         return False
 
     def supports_lazy_decode(self) -> bool:
-        """Whether this policy suits lazy decoders: a paged KV cache, full attention on every layer,
-        and every step serving all running requests first (through :meth:`serve_running`)."""
+        """Whether this policy suits lazy decoders: a paged KV cache and every step serving all
+        running requests first (through :meth:`serve_running`)."""
         return False
 
     @property
@@ -149,7 +149,11 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
         """Repeat: take arrivals, schedule one step, wait its duration, apply its outcome."""
         env = self.env
         if self.fast_forward and self.supports_lazy_decode():
-            self.lazy = LazyDecoders(self.kv, self.metrics.config.warm_up_duration_s)  # type: ignore[arg-type]
+            self.lazy = LazyDecoders(
+                self.kv,  # type: ignore[arg-type]
+                self.metrics.config.warm_up_duration_s,
+                self.model.sliding_window,
+            )
         lazy = self.lazy
         members = lazy.members if lazy is not None else {}
         while True:
@@ -208,15 +212,16 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
     def batch_shape(self, scheduled: list[tuple[Request, int]], lazy_decodes: int = 0) -> BatchShape:
         """Aggregate the step's work: prefill chunks (sampling only at their end) and decodes.
 
-        ``lazy_decodes`` lazy decoders (full-attention models only) add their aggregate decode work.
+        ``lazy_decodes`` lazy decoders add their aggregate decode work (context and windowed context).
         """
         batch = self.perf_model.new_batch()
         window = batch.window
         decodes = decode_kv = windowed_kv = 0
         if lazy_decodes:
-            assert self.lazy is not None
-            decodes, decode_kv = lazy_decodes, self.lazy.kv_tokens
-            windowed_kv = decode_kv
+            lazy = self.lazy
+            assert lazy is not None
+            decodes, decode_kv = lazy_decodes, lazy.kv_tokens
+            windowed_kv = decode_kv if lazy.window is None else lazy.window_tokens
         for request, num_new in scheduled:
             computed = request.num_computed_tokens
             known = request.spec.prompt_tokens + request.num_output_tokens

@@ -120,7 +120,8 @@ class FastForward:
         env = self.env
         n = len(lazy)
         start = env.now
-        gpu = self.perf_model.decode_step_time(n, lazy.kv_tokens, lazy.kv_tokens)
+        windowed = lazy.kv_tokens if lazy.window is None else lazy.window_tokens
+        gpu = self.perf_model.decode_step_time(n, lazy.kv_tokens, windowed)
         duration = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
         self._last_step_duration = duration
         if not self.advance_clock_inline(duration):
@@ -259,7 +260,8 @@ class FastForward:
         if steps < 2:
             return None
         kv_tokens = lazy.kv_tokens + n * np.arange(steps, dtype=np.int64)
-        gpu = self.perf_model.decode_step_times(n, kv_tokens, kv_tokens)
+        windowed = kv_tokens if lazy.window is None else lazy.windowed_over(steps)
+        gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
         durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
         ends = np.cumsum(np.concatenate(([now], durations)))[1:]
         if next_event <= ends[0]:

@@ -8,7 +8,9 @@ when they joined and a global step counter (``tick``), so an engine step costs O
 however many requests decode, instead of a few calls per request:
 
 * the step's decode work is an aggregate: ``len(members)`` sequences and ``kv_tokens`` context
-  tokens (a running sum that grows by ``len(members)`` per step);
+  tokens (a running sum that grows by ``len(members)`` per step); with sliding-window attention
+  also ``window_tokens``, which grows by the members still under the window (each stops at a tick
+  known when it joins);
 * block allocations are counted by phase: a member needs a block at the steps congruent to its
   *phase* modulo ``block_size``, so ``crossings[(tick + 1) % block_size]`` blocks are due next step.
   They are taken from the pool's free queue in the same order as step-by-step allocation would, and
@@ -43,7 +45,7 @@ from llmsim.workload.request import Request
 class LazyDecoders:
     """The set of lazily advanced decoding requests of one framework (see the module docstring)."""
 
-    def __init__(self, kv: KVCacheManager, warm_up_s: float) -> None:
+    def __init__(self, kv: KVCacheManager, warm_up_s: float, window: int | None = None) -> None:
         self.kv = kv
         self.block_size = kv.block_size
         self.warm_up_s = warm_up_s
@@ -68,6 +70,13 @@ class LazyDecoders:
         self._shared_outputs: dict[int, Request] = {}
         #: server time at which the latest applied step ended
         self.last_end = math.nan
+        # sliding-window attention: sum over members of min(computed + 1, window), how many of them
+        # still grow, and when they stop (tick -> count)
+        self.window = window
+        self.window_tokens = 0
+        self._growing = 0
+        self._reach: dict[int, int] = {}
+        self._reach_ticks: list[int] = []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -107,6 +116,8 @@ class LazyDecoders:
         self.members[request] = None
         self.crossings[phase] += 1
         self.kv_tokens += computed + 1
+        if self.window is not None:
+            self._join_window(computed + 1, tick)
         if spec.streaming and request.send_time >= self.warm_up_s:
             self.itl_count += 1
         finishing = self._finishing.get(finish_tick)
@@ -130,6 +141,8 @@ class LazyDecoders:
         size = self.block_size
         self.crossings[phase] -= 1
         self.kv_tokens -= computed + steps + 1
+        if self.window is not None:
+            self._leave_window(computed + 1, joined, computed + steps + 1)
         spec = request.spec
         if spec.streaming and request.send_time >= self.warm_up_s:
             self.itl_count -= 1
@@ -216,10 +229,64 @@ class LazyDecoders:
     def advance(self, steps: int, end: float) -> None:
         """Every member computed and generated ``steps`` more tokens; the last step ended at ``end``."""
         count = len(self.members)
+        if self.window is not None:
+            self._advance_window(steps)
         self.tick += steps
         self.kv_tokens += count * steps
         self.tokens += count * steps
         self.last_end = end
+
+    # ---- sliding windows ------------------------------------------------------------------------
+    def _join_window(self, context: int, tick: int) -> None:
+        window = self.window
+        assert window is not None
+        self.window_tokens += min(context, window)
+        if context < window:  # it grows one token per step until it reaches the window
+            self._growing += 1
+            reach = tick + window - context
+            if reach not in self._reach:
+                heapq.heappush(self._reach_ticks, reach)
+            self._reach[reach] = self._reach.get(reach, 0) + 1
+
+    def _leave_window(self, joined_context: int, joined: int, context: int) -> None:
+        window = self.window
+        assert window is not None
+        self.window_tokens -= min(context, window)
+        if context < window:  # still growing: it no longer stops at its tick
+            self._growing -= 1
+            reach = joined + window - joined_context
+            left = self._reach[reach] - 1
+            if left:
+                self._reach[reach] = left
+            else:
+                del self._reach[reach]
+
+    def windowed_over(self, steps: int) -> np.ndarray:
+        """``window_tokens`` before each of the next ``steps`` steps (the windowed decode KV tokens)."""
+        stops = np.zeros(steps, dtype=np.int64)
+        ticks = self._reach_ticks
+        while ticks and ticks[0] not in self._reach:
+            heapq.heappop(ticks)
+        if ticks and ticks[0] <= self.tick + steps:
+            for reach, count in self._reach.items():
+                if reach <= self.tick + steps:
+                    stops[reach - self.tick - 1] = count
+        # members still growing at ticks tick, tick+1, ...: fewer by those that reached the window
+        growing = self._growing - np.concatenate(([0], np.cumsum(stops)[:-1]))
+        return self.window_tokens + np.concatenate(([0], np.cumsum(growing)[:-1]))
+
+    def _advance_window(self, steps: int) -> None:
+        end = self.tick + steps
+        ticks, tick, growing, total = self._reach_ticks, self.tick, self._growing, 0
+        while ticks and ticks[0] <= end:
+            reach = heapq.heappop(ticks)
+            count = self._reach.pop(reach, 0)
+            if count:  # these members grew until ``reach`` and stay at the window from then on
+                total += growing * (reach - tick)
+                growing -= count
+                tick = reach
+        self.window_tokens += total + growing * (end - tick)
+        self._growing = growing
 
     def steps_to_next_finish(self) -> int:
         """Steps until the next member finishes (a large number when none will)."""

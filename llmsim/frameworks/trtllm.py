@@ -116,7 +116,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
 
     def supports_lazy_decode(self) -> bool:
         """In-flight batching serves every running request each step (not STATIC_BATCH's lockstep)."""
-        return self.policy != "STATIC_BATCH" and self.model.sliding_window is None
+        return self.policy != "STATIC_BATCH"
 
     def start_running(self, request: Request, cached_tokens: int) -> None:
         """Admit a waiting request (and count the blocks its whole sequence takes)."""

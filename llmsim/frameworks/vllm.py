@@ -187,8 +187,7 @@ class VLLMFramework(ContinuousBatchingFramework):
 
     def supports_lazy_decode(self) -> bool:
         """The v1 scheduler (also v0 with chunked prefill) serves every running request each step."""
-        uses_v1 = self.config.engine_version == "v1" or self.chunked_prefill
-        return uses_v1 and self.model.sliding_window is None
+        return self.config.engine_version == "v1" or self.chunked_prefill
 
     def make_room(self, victim: Request, plan: StepPlan) -> None:
         """vLLM preempts the victim: recompute, or swap in v0 with ``preemption_mode: swap``."""
