@@ -162,42 +162,15 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
                 request = yield self.request_arrival_queue.get()
                 self.request_arrival_queue.items.insert(0, request)
                 continue
-            if (
-                members
-                and not self.running
-                and not self.waiting
-                and not self.holds_parked_requests()
-                and self._lazy_only_step_fits(lazy)  # type: ignore[arg-type]
-            ):
-                # only lazy decoders run and all of them fit: what schedule() would decide, without it
-                lazy.take_blocks(lazy.blocks_due())
-                stretch = self.lazy_stretch(len(members))
-                if stretch is None:
-                    yield from self._lazy_only_step(lazy)
-                    continue
-                yield from self.wait_for_stretch(stretch)
-                self.apply_lazy_stretch(stretch)
+            if members and self.only_lazy_decoders_run(lazy):  # type: ignore[arg-type]
+                yield from self.lazy_only_iteration(lazy)  # type: ignore[arg-type]
                 continue
             plan = self.schedule()
             if not plan.scheduled and not plan.lazy:
                 self.unblock()
                 continue
-            if self.fast_forward:
-                if lazy is not None:
-                    only_lazy = plan.lazy and not (plan.scheduled or plan.evicted or plan.extra_time_s or self.running)
-                    stretch = self.lazy_stretch(plan.lazy) if only_lazy else None
-                    if stretch is not None:
-                        yield from self.wait_for_stretch(stretch)
-                        self.apply_lazy_stretch(stretch)
-                        continue
-                if lazy is None or not members:
-                    stretch = self.steady_stretch(plan)
-                    if stretch is not None:
-                        yield from self.wait_for_stretch(stretch)
-                        self.apply_stretch(stretch)
-                        if lazy is not None:  # no members: only the counter and the clock move
-                            lazy.advance(stretch.steps, float(stretch.ends[-1]))
-                        continue
+            if self.fast_forward and (yield from self.fast_forward_plan(plan)):
+                continue
             batch = self.batch_shape(plan.scheduled, plan.lazy)
             start = env.now
             duration = self.step_duration(batch, plan.num_seqs) + plan.extra_time_s

@@ -79,6 +79,8 @@ class FastForward:
 
         def next_arrival_bound(self) -> float: ...
 
+        def holds_parked_requests(self) -> bool: ...
+
         @property
         def num_running(self) -> int: ...
 
@@ -111,9 +113,50 @@ class FastForward:
             yield env.timeout(delay)
         env._now = end  # at most one unit in the last place from where the timeout landed
 
-    def _lazy_only_step_fits(self, lazy: LazyDecoders) -> bool:
-        """Whether a step of only the lazy decoders needs no scheduling decision (budget and blocks suffice)."""
-        return len(lazy) <= self.step_token_budget and lazy.blocks_due() <= self.kv.pool.num_free  # type: ignore[attr-defined]
+    def only_lazy_decoders_run(self, lazy: LazyDecoders) -> bool:
+        """Whether the next step is only the lazy decoders and needs no scheduling decision.
+
+        Nothing else runs, waits or is parked, and the token budget and free blocks cover them all:
+        then :meth:`schedule` could only take every decoder, which :meth:`lazy_only_iteration` does.
+        """
+        return (
+            not self.running
+            and not self.waiting
+            and not self.holds_parked_requests()
+            and len(lazy) <= self.step_token_budget
+            and lazy.blocks_due() <= self.kv.pool.num_free
+        )
+
+    def lazy_only_iteration(self, lazy: LazyDecoders) -> Generator[simpy.Event, Any, None]:
+        """A stretch of lazy-only steps when one fits, else one such step."""
+        lazy.take_blocks(lazy.blocks_due())
+        stretch = self.lazy_stretch(len(lazy))
+        if stretch is None:
+            yield from self._lazy_only_step(lazy)
+            return
+        yield from self.wait_for_stretch(stretch)
+        self.apply_lazy_stretch(stretch)
+
+    def fast_forward_plan(self, plan: StepPlan) -> Generator[simpy.Event, Any, bool]:
+        """Run the planned step as the start of a closed-form stretch if it is one (True if done)."""
+        lazy = self.lazy
+        members = lazy.members if lazy is not None else {}
+        if lazy is not None:
+            only_lazy = plan.lazy and not (plan.scheduled or plan.evicted or plan.extra_time_s or self.running)
+            stretch = self.lazy_stretch(plan.lazy) if only_lazy else None
+            if stretch is not None:
+                yield from self.wait_for_stretch(stretch)
+                self.apply_lazy_stretch(stretch)
+                return True
+        if lazy is None or not members:
+            stretch = self.steady_stretch(plan)
+            if stretch is not None:
+                yield from self.wait_for_stretch(stretch)
+                self.apply_stretch(stretch)
+                if lazy is not None:  # no members: only the counter and the clock move
+                    lazy.advance(stretch.steps, float(stretch.ends[-1]))
+                return True
+        return False
 
     def _lazy_only_step(self, lazy: LazyDecoders) -> Generator[simpy.Event, Any, None]:
         """One step of only lazy decoders (blocks already taken): priced, timed, applied and recorded."""
