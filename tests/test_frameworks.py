@@ -162,8 +162,12 @@ def test_vllm_v0_steps_are_prefill_only_or_decode_only():
     assert_no_kv_leak(fw)
 
 
+# 40 requests of 300 + 200 tokens into 200 blocks of 16: the cache overflows and requests are swapped out
+SWAP_WORKLOAD = {"kind": "offline", "num_requests": 40, "client_profiles": [constant_profile(300, 200)]}
+
+
 def test_vllm_v0_swap_preemption_moves_kv_to_host_and_resumes_without_recompute():
-    workload = {"kind": "offline", "num_requests": 40, "client_profiles": [constant_profile(300, 200)]}
+    workload = SWAP_WORKLOAD
     swap, _, swap_steps, fw = run(
         with_framework(
             make_config(workload=workload),
@@ -187,7 +191,7 @@ def test_vllm_v0_swap_preemption_moves_kv_to_host_and_resumes_without_recompute(
 
 def test_vllm_v0_with_chunked_prefill_swaps_requests_back_in():
     """The chunked-prefill scheduler serves running, then swapped, then new requests (it used to strand them)."""
-    workload = {"kind": "offline", "num_requests": 40, "client_profiles": [constant_profile(300, 200)]}
+    workload = SWAP_WORKLOAD
     metrics, requests, steps, fw = run(
         with_framework(
             make_config(workload=workload),

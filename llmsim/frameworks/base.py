@@ -148,11 +148,12 @@ class AbstractLLMFramework(ABC):
 
     def step_duration(self, batch: BatchShape, num_seqs: int) -> float:
         """GPU time of the batch plus this framework's serial CPU overheads."""
+        return self.with_overheads(self.perf_model.step_time(batch), num_seqs)
+
+    def with_overheads(self, gpu_s: Any, num_seqs: int) -> Any:
+        """Step time(s) from GPU time(s) (a float or an array) of ``num_seqs`` sequences, added in one order."""
         return (
-            self.perf_model.step_time(batch)
-            + self.step_overhead_s
-            + self.per_seq_overhead_s * num_seqs
-            + self.config.scheduler_iteration_delay_s
+            gpu_s + self.step_overhead_s + self.per_seq_overhead_s * num_seqs + self.config.scheduler_iteration_delay_s
         )
 
     def next_arrival_bound(self) -> float:

@@ -255,9 +255,7 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             if done:
                 finished.extend(done)
                 finished.sort(key=admission_order)  # the order step-by-step simulation finishes them in
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, now)
+        self.release_finished(finished, now)
         if finished:
             self.running = [r for r in self.running if r.status == "running"]
         if lazy is not None and self.running:

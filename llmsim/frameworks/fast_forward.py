@@ -77,6 +77,8 @@ class FastForward:
 
         def finish(self, request: Request, now: float) -> None: ...
 
+        def with_overheads(self, gpu_s: Any, num_seqs: int) -> Any: ...
+
         def next_arrival_bound(self) -> float: ...
 
         def holds_parked_requests(self) -> bool: ...
@@ -140,7 +142,6 @@ class FastForward:
     def fast_forward_plan(self, plan: StepPlan) -> Generator[simpy.Event, Any, bool]:
         """Run the planned step as the start of a closed-form stretch if it is one (True if done)."""
         lazy = self.lazy
-        members = lazy.members if lazy is not None else {}
         if lazy is not None:
             only_lazy = plan.lazy and not (plan.scheduled or plan.evicted or plan.extra_time_s or self.running)
             stretch = self.lazy_stretch(plan.lazy) if only_lazy else None
@@ -148,7 +149,7 @@ class FastForward:
                 yield from self.wait_for_stretch(stretch)
                 self.apply_lazy_stretch(stretch)
                 return True
-        if lazy is None or not members:
+        if lazy is None or not lazy.members:
             stretch = self.steady_stretch(plan)
             if stretch is not None:
                 yield from self.wait_for_stretch(stretch)
@@ -164,16 +165,12 @@ class FastForward:
         n = len(lazy)
         start = env.now
         windowed = lazy.kv_tokens if lazy.window is None else lazy.window_tokens
-        gpu = self.perf_model.decode_step_time(n, lazy.kv_tokens, windowed)
-        duration = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
+        duration = self.with_overheads(self.perf_model.decode_step_time(n, lazy.kv_tokens, windowed), n)
         self._last_step_duration = duration
         if not self.advance_clock_inline(duration):
             yield env.timeout(duration)
         now = env.now
-        finished = self._advance_lazy(lazy, now)
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, now)
+        self.release_finished(self._advance_lazy(lazy, now), now)
         self.num_steps += 1
         self.metrics.record_step(
             self.framework_id,
@@ -238,18 +235,33 @@ class FastForward:
             below = np.searchsorted(ordered, window - offsets, side="left")  # contexts still under the window
             prefix = np.concatenate(([0], np.cumsum(ordered)))
             windowed = prefix[below] + below * offsets + (n - below) * window
-        gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
-        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
-        ends = np.cumsum(np.concatenate(([self.env.now], durations)))[1:]
-        next_event = self.next_arrival_bound()
-        if next_event <= ends[0]:
+        timed = self._timed_steps(n, kv_tokens, windowed, self.next_arrival_bound())
+        if timed is None:
             return None
-        # stop at the first step boundary at or after the next event: it must be seen there
-        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
-        if steps < 2:
-            return None
+        steps, durations, ends = timed
         usage = self.kv.decode_usage(requests, steps)
         return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps], usage)
+
+    def _timed_steps(
+        self, n: int, kv_tokens: np.ndarray, windowed: np.ndarray, next_event: float
+    ) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """(steps, durations, end times) of decode steps of ``n`` sequences from now, cut at the first
+        step boundary at or after ``next_event`` (which must be seen there); None if fewer than two."""
+        now = self.env.now
+        durations = self.with_overheads(self.perf_model.decode_step_times(n, kv_tokens, windowed), n)
+        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
+        if next_event <= ends[0]:
+            return None
+        steps = min(len(ends), int(np.searchsorted(ends, next_event, side="left")) + 1)
+        if steps < 2:
+            return None
+        return steps, durations[:steps], ends[:steps]
+
+    def release_finished(self, finished: list[Request], now: float) -> None:
+        """Requests whose last token came out at ``now`` free their KV cache and finish, in order."""
+        for request in finished:
+            self.kv.free(request)
+            self.finish(request, now)
 
     def apply_stretch(self, stretch: DecodeStretch) -> None:
         """Account ``stretch.steps`` decode steps at once: tokens, KV, ITL, completions, step series."""
@@ -274,9 +286,7 @@ class FastForward:
             self.metrics.record_itl_bulk(self.framework_id, np.diff(stretch.ends), streamed)
         self.on_decode_stretch(steps)
         n = len(stretch.requests)
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, end)
+        self.release_finished(finished, end)
         if finished:
             self.running = [r for r in self.running if r.status == "running"]
         self._record_stretch(stretch, n)
@@ -304,12 +314,10 @@ class FastForward:
             return None
         kv_tokens = lazy.kv_tokens + n * np.arange(steps, dtype=np.int64)
         windowed = kv_tokens if lazy.window is None else lazy.windowed_over(steps)
-        gpu = self.perf_model.decode_step_times(n, kv_tokens, windowed)
-        durations = gpu + self.step_overhead_s + self.per_seq_overhead_s * n + self.config.scheduler_iteration_delay_s
-        ends = np.cumsum(np.concatenate(([now], durations)))[1:]
-        if next_event <= ends[0]:
+        timed = self._timed_steps(n, kv_tokens, windowed, next_event)
+        if timed is None:
             return None
-        steps = min(steps, int(np.searchsorted(ends, next_event, side="left")) + 1)
+        steps, durations, ends = timed
         # blocks the decoders take after the first step (whose blocks the schedule took already)
         taken = np.cumsum(lazy.crossings_over(steps)[1:])
         steps = min(steps, 1 + int(np.searchsorted(taken, self.kv.pool.num_free, side="right")))  # type: ignore[attr-defined]
@@ -332,9 +340,7 @@ class FastForward:
         lazy.advance(steps, end)
         finished = lazy.finished_now()
         finished.sort(key=admission_order)
-        for request in finished:
-            self.kv.free(request)
-            self.finish(request, end)
+        self.release_finished(finished, end)
         self._record_stretch(stretch, n)
 
     def _record_stretch(self, stretch: DecodeStretch, n: int) -> None:

@@ -243,15 +243,10 @@ class KVCacheManager:
 
     def cache_full_blocks(self, request: Request) -> None:
         """Register every block the request has completely computed (some requests: when freed)."""
-        if not self.enable_caching or request.num_computed_tokens // self.block_size <= request.num_hashed_blocks:
-            return
-        if self._registers_at_free(request):
-            return
-        self._register_full_blocks(request)
+        if self.enable_caching and not self._registers_at_free(request):
+            self._register_full_blocks(request)
 
     def _register_full_blocks(self, request: Request) -> None:
-        if request.num_computed_tokens // self.block_size <= request.num_hashed_blocks:
-            return
         full = min(request.num_computed_tokens // self.block_size, len(request.blocks))
         if full <= request.num_hashed_blocks:
             return
