@@ -9,14 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from llmsim.errors import OutputError, one_line
 from llmsim.metrics.summary import percentile_label
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from llmsim.orchestrator import ExperimentOrchestrator
 
 
@@ -158,6 +156,10 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print one table: a row per metric, a column per framework."""
+    from rich.console import Console  # only runs that print pay for importing rich
+    from rich.table import Table
+    from rich.text import Text
+
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:

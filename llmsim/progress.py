@@ -7,17 +7,24 @@ from collections.abc import Generator
 from typing import Any
 
 import simpy
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 class SimulationProgress:
-    """A progress bar of simulated seconds against the expected horizon, with requests completed."""
+    """A progress bar of simulated seconds against the expected horizon, with requests completed.
+
+    Disabled, it is inert (and rich is not even imported).
+    """
 
     def __init__(self, horizon_s: float, enabled: bool | None = None, ticks: int = 200) -> None:
         self.horizon = max(horizon_s, 1e-9)
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.interval = self.horizon / ticks
+        self.progress: Any = None
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.progress = Progress(
             TextColumn("[bold]simulating"),
             BarColumn(),
@@ -25,7 +32,6 @@ class SimulationProgress:
             TextColumn("{task.fields[done]} requests done"),
             TimeElapsedColumn(),
             console=Console(stderr=True),
-            disable=not self.enabled,
             transient=True,
         )
         self.task = self.progress.add_task("sim", total=self.horizon, done=0)
@@ -37,8 +43,10 @@ class SimulationProgress:
             yield env.timeout(self.interval)
 
     def __enter__(self) -> SimulationProgress:
-        self.progress.start()
+        if self.progress is not None:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()

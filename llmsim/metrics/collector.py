@@ -41,6 +41,23 @@ REQUEST_COLUMNS = (
     "max_output_tokens",
     "preemptions",
 )
+#: numeric request columns and their dtypes (the others are strings)
+REQUEST_DTYPES: dict[str, type] = {
+    "request_id": np.int64,
+    "session_id": np.int64,
+    "turn": np.int64,
+    "streaming": np.bool_,
+    "send_time": np.float64,
+    "arrival_time": np.float64,
+    "first_scheduled_time": np.float64,
+    "first_token_time": np.float64,
+    "completion_time": np.float64,
+    "prompt_tokens": np.int64,
+    "cached_prompt_tokens": np.int64,
+    "output_tokens": np.int64,
+    "max_output_tokens": np.int64,
+    "preemptions": np.int64,
+}
 STEP_COLUMNS = (
     "framework",
     "time",
@@ -120,6 +137,8 @@ class MetricsCollector:
         self.step_stats: dict[str, StepStats] = defaultdict(StepStats)
         self._step_parts: list[Path] = []
         self._spill_dir: tempfile.TemporaryDirectory | None = None
+        self._request_df: pd.DataFrame | None = None
+        self._request_df_rows = -1
 
     def register_framework(self, framework_id: str, info: dict[str, Any]) -> None:
         """Declare a framework so it appears in the summary even if it served nothing."""
@@ -227,35 +246,35 @@ class MetricsCollector:
 
     # ---- tables --------------------------------------------------------------------------------
     def get_all_request_metrics_df(self) -> pd.DataFrame:
-        """One row per request with client-side latencies in ms (NaN where not applicable)."""
-        df = pd.DataFrame({name: self.requests[name] for name in REQUEST_COLUMNS})
-        df = df.astype(
+        """One row per request with client-side latencies in ms (NaN where not applicable).
+
+        Built once per set of records (the summary and the output files share it); callers get a
+        shallow copy, so adding a column to theirs leaves the others' alone.
+        """
+        rows = len(self.requests["request_id"])
+        if self._request_df is None or self._request_df_rows != rows:
+            self._request_df, self._request_df_rows = self._request_metrics_df(), rows
+        return self._request_df.copy(deep=False)
+
+    def _request_metrics_df(self) -> pd.DataFrame:
+        columns = self.requests
+        df = pd.DataFrame(
             {
-                "request_id": "int64",
-                "session_id": "int64",
-                "turn": "int64",
-                "streaming": "bool",
-                "prompt_tokens": "int64",
-                "cached_prompt_tokens": "int64",
-                "output_tokens": "int64",
-                "max_output_tokens": "int64",
-                "preemptions": "int64",
-                "send_time": "float64",
-                "arrival_time": "float64",
-                "first_scheduled_time": "float64",
-                "first_token_time": "float64",
-                "completion_time": "float64",
+                name: np.array(columns[name], dtype=REQUEST_DTYPES[name]) if name in REQUEST_DTYPES else columns[name]
+                for name in REQUEST_COLUMNS
             }
         )
-        done = df["status"] == "completed"
-        df["ttft_ms"] = np.where(done, (df["first_token_time"] - df["send_time"]) * 1e3, np.nan)
-        df["e2el_ms"] = np.where(done, (df["completion_time"] - df["send_time"]) * 1e3, np.nan)
+        done = df["status"].to_numpy() == "completed"
+        send = df["send_time"].to_numpy()
+        ttft = np.where(done, (df["first_token_time"].to_numpy() - send) * 1e3, np.nan)
+        e2el = np.where(done, (df["completion_time"].to_numpy() - send) * 1e3, np.nan)
+        output_tokens = df["output_tokens"].to_numpy()
         # TPOT needs token timing at the client: streamed requests with more than one token only.
-        multi = done & df["streaming"] & (df["output_tokens"] > 1)
-        df["tpot_ms"] = np.where(
-            multi, (df["e2el_ms"] - df["ttft_ms"]) / np.maximum(df["output_tokens"] - 1, 1), np.nan
-        )
-        df["queue_ms"] = (df["first_scheduled_time"] - df["arrival_time"]) * 1e3
+        multi = done & df["streaming"].to_numpy() & (output_tokens > 1)
+        df["ttft_ms"] = ttft
+        df["e2el_ms"] = e2el
+        df["tpot_ms"] = np.where(multi, (e2el - ttft) / np.maximum(output_tokens - 1, 1), np.nan)
+        df["queue_ms"] = (df["first_scheduled_time"].to_numpy() - df["arrival_time"].to_numpy()) * 1e3
         return df.sort_values(["framework", "request_id"], kind="stable").reset_index(drop=True)
 
     def get_step_series_df(self) -> pd.DataFrame:

@@ -84,62 +84,67 @@ class SessionSampler:
             if len(profiles) > 1
             else np.zeros(count, int)
         )
-        return self._build([(0.0, int(i)) for i in choice])
+        return self._build([(0.0, i) for i in choice.tolist()])
 
     def _build(self, starts: list[tuple[float, int]]) -> list[Session]:
         """Attach lengths, streaming and follow-up turns to each (start time, profile index)."""
-        by_profile: dict[int, list[int]] = {}
-        for position, (_, index) in enumerate(starts):
-            by_profile.setdefault(index, []).append(position)
-        drawn: dict[int, dict[str, np.ndarray]] = {}
-        for index, positions in by_profile.items():
-            drawn[index] = self._draw_profile(index, len(positions))
-        cursor = dict.fromkeys(by_profile, 0)
-        followup_cursor = dict.fromkeys(by_profile, 0)
+        counts: dict[int, int] = {}
+        for _, index in starts:
+            counts[index] = counts.get(index, 0) + 1
+        # each profile's draws as plain lists, consumed in session order by cursors
+        drawn = {index: self._draw_profile(index, count) for index, count in counts.items()}
+        columns = {index: {name: values.tolist() for name, values in d.items()} for index, d in drawn.items()}
+        cursor = dict.fromkeys(counts, 0)
+        followup_cursor = dict.fromkeys(counts, 0)
+        profiles = self.workload.client_profiles
+        chunk_tokens = self.workload.stream_chunk_tokens
         sessions = []
         next_request_id = 0
         for session_id, (start, index) in enumerate(starts):
-            profile = self.workload.client_profiles[index]
-            d = drawn[index]
+            profile_name = profiles[index].profile_name
+            d = columns[index]
             k = cursor[index]
-            cursor[index] += 1
-            turns = []
-            prompt_len = int(d["prompt"][k])
-            output_len = int(d["output"][k])
-            streaming = bool(d["streaming"][k])
-            group = int(d["prefix_group"][k])
+            cursor[index] = k + 1
+            prompt_len = d["prompt"][k]
+            output_len = d["output"][k]
+            streaming = d["streaming"][k]
+            group = d["prefix_group"][k]
             history: tuple[tuple[int, int], ...] = ()
+            history_tokens = 0
             if group >= 0:
-                history = ((shared_prompt_segment(group, index), int(d["prefix_lengths"][group])),)
+                history_tokens = d["prefix_lengths"][group]
+                history = ((shared_prompt_segment(group, index), history_tokens),)
             think = 0.0
-            num_turns = 1 + int(d["extra_turns"][k])
+            num_turns = 1 + d["extra_turns"][k]
+            turns = []
             for turn in range(num_turns):
                 if turn > 0:
                     j = followup_cursor[index]
-                    followup_cursor[index] += 1
-                    prompt_len = int(d["followup_prompt"][j])
-                    output_len = int(d["followup_output"][j])
-                    think = float(d["think"][j])
+                    followup_cursor[index] = j + 1
+                    prompt_len = d["followup_prompt"][j]
+                    output_len = d["followup_output"][j]
+                    think = d["think"][j]
                 rid = next_request_id
                 next_request_id += 1
-                segments = (*history, (2 * rid + 1, prompt_len))
                 spec = RequestSpec(
                     request_id=rid,
                     session_id=session_id,
                     turn=turn,
-                    profile=profile.profile_name,
-                    prompt_tokens=sum(n for _, n in segments),
+                    profile=profile_name,
+                    prompt_tokens=history_tokens + prompt_len,
                     max_output_tokens=output_len,
                     streaming=streaming,
-                    prompt_segments=segments,
+                    prompt_segments=(*history, (2 * rid + 1, prompt_len)),
                     output_segment=2 * rid + 2,
                     think_time_s=think,
-                    stream_chunk_tokens=self.workload.stream_chunk_tokens,
+                    stream_chunk_tokens=chunk_tokens,
                     output_reuse="never" if turn == num_turns - 1 else "after_finish",
-                    private_prompt=len(segments) == 1,
+                    private_prompt=not history,
                 )
                 turns.append(spec)
-                history = spec.token_segments
+                # the next turn's prompt: this whole conversation so far, then its own new text
+                history = (*spec.prompt_segments, (spec.output_segment, output_len))
+                history_tokens += prompt_len + output_len
             sessions.append(Session(session_id, start, tuple(turns)))
         return sessions
 
