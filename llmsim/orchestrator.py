@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from llmsim.config import ExperimentConfig, load_experiment_config
-from llmsim.engine import SimulationEnvironment, guarded_loop
+from llmsim.engine import SimulationEnvironment, guarded_loop, relaxed_garbage_collection
 from llmsim.errors import ConfigError, LLMSimError, one_line
 from llmsim.frameworks.base import AbstractLLMFramework
 from llmsim.frameworks.registry import framework_spec
@@ -122,6 +122,10 @@ class ExperimentOrchestrator:
         ``show_progress``: a progress bar in simulated time on stderr (default: when it is a terminal);
         ``print_table``: print the summary table (sweeps print one line per job instead).
         """
+        with relaxed_garbage_collection():
+            return self._run(show_progress, print_table)
+
+    def _run(self, show_progress: bool | None, print_table: bool) -> dict[str, Any]:
         from llmsim.outputs import print_summary, write_outputs
         from llmsim.progress import SimulationProgress
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmsim.errors import CapacityError
 from llmsim.hardware.perf_model import EAGER_LAUNCH_PER_LAYER_S, KERNEL_FLOOR_S, BatchShape, PerformanceModel
@@ -384,3 +386,32 @@ def test_tensor_parallel_size_named_by_capacity_error_really_fits():
         plan_memory(model, gpu, tp=1, **kwargs)
     suggested = int(re.search(r"tensor_parallel_size=(\d+) would fit", str(info.value)).group(1))
     assert plan_memory(model, gpu, tp=suggested, **kwargs).num_blocks > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# the time-only path schedulers use is the full cost model's time, to the bit
+# ------------------------------------------------------------------------------------------------
+_H100 = HardwareConfig.model_validate(yaml.safe_load((CONF / "hardware" / "h100.yaml").read_text()))
+_PRICED = {
+    # dense, sliding-window (Gemma-2, gpt-oss), MoE and MLA models, with and without tensor parallelism
+    (name, tp): PerformanceModel(
+        builtin_model_profiles()[name], _H100.gpu, _H100.efficiency, _H100.interconnect, tp, "bf16", "bf16"
+    )
+    for name, tp in [("llama3_8b", 1), ("llama3_70b", 4), ("gemma2_9b", 1), ("gpt_oss_120b", 2), ("deepseek_v3", 8)]
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    key=st.sampled_from(sorted(_PRICED)),
+    chunks=st.lists(st.tuples(st.integers(1, 9000), st.integers(0, 40_000), st.booleans()), min_size=1, max_size=4),
+    decodes=st.lists(st.integers(1, 130_000), max_size=40),
+)
+def test_step_time_is_the_cost_models_time_to_the_bit(key, chunks, decodes):
+    pm = _PRICED[key]
+    batch = pm.new_batch()
+    for new, context, samples in chunks:
+        batch.add_prefill(new, context, samples)
+    for context in decodes:
+        batch.add_decode(context)
+    assert pm.step_time(batch) == pm.step_cost(batch).time_s

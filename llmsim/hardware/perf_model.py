@@ -145,6 +145,13 @@ class _Tally:
             self.memory += time
 
 
+def _attention_work(batch: BatchShape, kind: LayerKind) -> tuple[float, int, int]:
+    """(prefill query-key pairs, prefill KV reads, decode KV reads) a layer of ``kind`` sees."""
+    if kind.windowed:
+        return batch.windowed_prefill_attn_pairs, batch.windowed_prefill_kv_tokens, batch.windowed_decode_kv_tokens
+    return batch.prefill_attn_pairs, batch.prefill_kv_tokens, batch.decode_kv_tokens
+
+
 class PerformanceModel:
     """Turns a :class:`BatchShape` into GPU time for one model on one tensor-parallel group."""
 
@@ -188,6 +195,7 @@ class PerformanceModel:
         self._cache: dict[tuple, float] = {}
         self._decode_cache: dict[int, tuple[float, float]] = {}
         self._token_cache: dict[tuple[int, LayerKind], tuple[list[_Term], list[_Term]]] = {}
+        self._token_seconds_cache: dict[tuple[int, LayerKind], tuple[float, tuple[float, ...]]] = {}
 
     def _layer_groups(self) -> list[tuple[int, LayerKind]]:
         """(count, kind) for every kind of layer the model has, dense/MoE x windowed/full."""
@@ -256,14 +264,7 @@ class PerformanceModel:
         tally = _Tally()
         for term in linear:
             tally.add(*term)
-        if kind.windowed:
-            pairs, prefill_kv, decode_kv = (
-                batch.windowed_prefill_attn_pairs,
-                batch.windowed_prefill_kv_tokens,
-                batch.windowed_decode_kv_tokens,
-            )
-        else:
-            pairs, prefill_kv, decode_kv = batch.prefill_attn_pairs, batch.prefill_kv_tokens, batch.decode_kv_tokens
+        pairs, prefill_kv, decode_kv = _attention_work(batch, kind)
         if batch.prefill_tokens:
             tally.add(*self._attention(self.attn_flops_per_pair * pairs, prefill_kv))
         if batch.decode_seqs:
@@ -358,11 +359,51 @@ class PerformanceModel:
         key = batch.key()
         cached = self._cache.get(key)
         if cached is None:
-            cached = self.step_cost(batch).time_s
+            cached = self._step_seconds(batch)
             if len(self._cache) > 200_000:
                 self._cache.clear()
             self._cache[key] = cached
         return cached
+
+    def _step_seconds(self, batch: BatchShape) -> float:
+        """``step_cost(batch).time_s`` without the FLOP, byte and bound split (what scheduling needs).
+
+        The same terms are added in the same order (a layer's linear operators, its attention, its
+        elementwise kernels; then the layer groups, the all-reduces, the LM head and the launches),
+        so the result is bit-identical; only the per-layer sums of token-only terms are memoised.
+        """
+        m = self.model
+        tokens = batch.num_tokens
+        total = 0.0
+        for count, kind in self.layer_groups:
+            linear_s, elementwise_s = self._token_seconds(tokens, kind)
+            time = linear_s
+            pairs, prefill_kv, decode_kv = _attention_work(batch, kind)
+            if batch.prefill_tokens:
+                time += self._attention(self.attn_flops_per_pair * pairs, prefill_kv)[0]
+            if batch.decode_seqs:
+                time += self._attention(self.attn_flops_per_pair * decode_kv, decode_kv)[0]
+            for seconds in elementwise_s:
+                time += seconds
+            total += time * count
+        comm = 2 * m.num_hidden_layers * self.allreduce_time(tokens * m.hidden_size * ACTIVATION_BYTES)
+        launch = EAGER_LAUNCH_PER_LAYER_S * m.num_hidden_layers if batch.prefill_tokens else 0.0
+        head_t = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)[0]
+        return total + comm + head_t + launch
+
+    def _token_seconds(self, tokens: int, kind: LayerKind) -> tuple[float, tuple[float, ...]]:
+        """(linear operators' seconds summed in order from zero, each elementwise kernel's seconds)."""
+        key = (tokens, kind)
+        seconds = self._token_seconds_cache.get(key)
+        if seconds is None:
+            linear, elementwise = self._token_terms(tokens, kind)
+            linear_s = 0.0
+            for term in linear:
+                linear_s += term[0]
+            if len(self._token_seconds_cache) > 100_000:
+                self._token_seconds_cache.clear()
+            seconds = self._token_seconds_cache[key] = (linear_s, tuple(term[0] for term in elementwise))
+        return seconds
 
     def _decode_terms(self, num_seqs: int) -> tuple[float, float]:
         """(time of a decode step of ``num_seqs`` sequences without attention, attention seconds per KV token and layer)."""
