@@ -12,8 +12,9 @@ leading blocks survive longest).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from itertools import islice
 from typing import ClassVar
 
 import numpy as np
@@ -69,17 +70,17 @@ class BlockPool:
         """Take ``count`` blocks from the front of the free queue, evicting their cached content."""
         if count > len(self.free_queue):
             raise RuntimeError(f"asked for {count} blocks with {len(self.free_queue)} free")
-        blocks = []
-        pop, block_hash, ref_counts, cached = self.free_queue.popitem, self.block_hash, self.ref_counts, self.cached
-        for _ in range(count):
-            block = pop(last=False)[0]
+        free_queue = self.free_queue
+        blocks = list(islice(free_queue, count))  # the front of the queue, oldest first
+        deque(map(free_queue.pop, blocks), maxlen=0)  # taken out in C, without a Python-level loop
+        block_hash, ref_counts, cached = self.block_hash, self.ref_counts, self.cached
+        for block in blocks:
             old = block_hash[block]
             if old is not None:
                 if cached.get(old) == block:
                     del cached[old]
                 block_hash[block] = None
             ref_counts[block] = 1
-            blocks.append(block)
         return blocks
 
     def release(self, blocks: Sequence[int]) -> None:

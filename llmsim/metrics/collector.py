@@ -190,17 +190,36 @@ class MetricsCollector:
         """Count one scheduler event (``preempted``, ``swapped_out``, ``retracted``, ``paused``)."""
         self.events[framework_id][kind] += 1
 
-    def record_step(self, framework_id: str, time: float, duration: float, **values: Any) -> None:
-        """Append one engine step to the per-step series."""
+    def record_step(
+        self,
+        framework_id: str,
+        time: float,
+        duration: float,
+        num_seqs: int,
+        num_tokens: int,
+        num_prefill_tokens: int,
+        num_decode_seqs: int,
+        kv_blocks_used: int,
+        kv_blocks_total: int,
+        num_running: int,
+        num_waiting: int,
+        num_preempted: int,
+    ) -> None:
+        """Append one engine step to the per-step series (one value per :data:`STEP_COLUMNS` entry)."""
         steps = self.steps
         steps["framework"].append(framework_id)
         steps["time"].append(time)
         steps["duration"].append(duration)
-        for name in STEP_COLUMNS[3:]:
-            steps[name].append(values[name])
-        self.step_stats[framework_id].add(
-            duration, values["num_seqs"], values["kv_blocks_used"], values["kv_blocks_total"], values["num_waiting"]
-        )
+        steps["num_seqs"].append(num_seqs)
+        steps["num_tokens"].append(num_tokens)
+        steps["num_prefill_tokens"].append(num_prefill_tokens)
+        steps["num_decode_seqs"].append(num_decode_seqs)
+        steps["kv_blocks_used"].append(kv_blocks_used)
+        steps["kv_blocks_total"].append(kv_blocks_total)
+        steps["num_running"].append(num_running)
+        steps["num_waiting"].append(num_waiting)
+        steps["num_preempted"].append(num_preempted)
+        self.step_stats[framework_id].add(duration, num_seqs, kv_blocks_used, kv_blocks_total, num_waiting)
         if len(steps["time"]) >= STEP_CHUNK:
             self._spill_steps()
 
