@@ -325,6 +325,10 @@ class MetricsConfig(Schema):
     output_requests_csv_path: str | None = None
     output_requests_parquet_path: str | None = "requests.parquet"
     output_steps_parquet_path: str | None = "steps.parquet"
+    record_step_series: bool | None = Field(
+        default=None,
+        description="Keep the per-step series (null: only when output_steps_parquet_path is set).",
+    )
     slo_ttft_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on TTFT.")
     slo_tpot_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on TPOT.")
     slo_e2el_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on E2EL.")

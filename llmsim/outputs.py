@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +94,7 @@ def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any])
     return written
 
 
-def _write_parts(path: Path, parts: list[Any]) -> None:
+def _write_parts(path: Path, parts: Iterable[Any]) -> None:
     """Stream DataFrame parts into one Parquet file (the step series of a long run never sits in memory whole)."""
     import pyarrow as pa
     import pyarrow.parquet as pq

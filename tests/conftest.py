@@ -59,6 +59,7 @@ def make_config(
             "output_summary_json_path": None,
             "output_requests_parquet_path": None,
             "output_steps_parquet_path": None,
+            "record_step_series": True,  # tests read the series back
             "output_requests_csv_path": None,
         }
     )

@@ -145,11 +145,11 @@ def test_itl_pools_every_streamed_gap_and_matches_tpot_for_steady_decode():
 
 
 def test_long_runs_spill_the_step_series_to_disk_without_changing_anything(monkeypatch, tmp_path):
-    import llmsim.metrics.collector as collector_module
+    import llmsim.metrics.step_series as step_series_module
 
     workload = {"rate": 6, "total_duration": 20, "client_profiles": [_chat_profile()]}
     whole, _, whole_steps = run_quietly(make_config(workload=workload))
-    monkeypatch.setattr(collector_module, "STEP_CHUNK", 50)
+    monkeypatch.setattr(step_series_module, "STEP_CHUNK", 50)
     spilled, _, spilled_steps = run_quietly(make_config(workload=workload))
     assert json.dumps(whole, sort_keys=True) == json.dumps(spilled, sort_keys=True)
     assert whole_steps.equals(spilled_steps) and len(spilled_steps) > 200

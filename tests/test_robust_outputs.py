@@ -17,7 +17,6 @@ WRITE_CALL = re.compile(
 )
 # write calls that are not result files, or that write the temporary file atomic_write hands them
 NOT_RESULT_FILES = {
-    ("llmsim/metrics/collector.py", "self._memory_steps_df().to_parquet(path"),  # spill parts in a private temp dir
     ("llmsim/sweep/compare.py", "result.to_csv(index=False)"),  # renders a string
     ("llmsim/outputs.py", "writer = pq.ParquetWriter(path"),  # _write_parts: given atomic_write's temp path
     ("llmsim/outputs.py", "writer.write_table(table.cast"),

@@ -2,16 +2,15 @@
 
 Memory stays bounded on long runs: nothing is stored per token — inter-token gaps are pooled as
 (gap, count) pairs at microsecond resolution, so their number is bounded by the distinct gaps, not
-the tokens; the per-step series is kept in memory up to ``STEP_CHUNK`` rows and then spilled to
-Parquet part files in a temporary directory; the step statistics the summary needs (time-weighted
-means, maxima) are accumulated as steps arrive.
+the tokens; the per-step series (:mod:`llmsim.metrics.step_series`, kept when the run writes it or
+``metrics.record_step_series`` asks) is spilled to disk in chunks; the step statistics the summary
+needs (time-weighted means, maxima) are accumulated as steps arrive, series or not.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections import defaultdict
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,8 @@ import pandas as pd
 import simpy
 
 from llmsim.config import MetricsConfig
+from llmsim.errors import LLMSimError
+from llmsim.metrics.step_series import StepSeries
 from llmsim.workload.request import Request
 
 REQUEST_COLUMNS = (
@@ -58,28 +59,11 @@ REQUEST_DTYPES: dict[str, type] = {
     "max_output_tokens": np.int64,
     "preemptions": np.int64,
 }
-STEP_COLUMNS = (
-    "framework",
-    "time",
-    "duration",
-    "num_seqs",
-    "num_tokens",
-    "num_prefill_tokens",
-    "num_decode_seqs",
-    "kv_blocks_used",
-    "kv_blocks_total",
-    "num_running",
-    "num_waiting",
-    "num_preempted",
-)
-
-
 #: Scheduler events counted per framework: vLLM preemption (recompute), vLLM v0 swap-out,
 #: SGLang retraction, TensorRT-LLM pausing (MAX_UTILIZATION).
 EVENT_KINDS = ("preempted", "swapped_out", "retracted", "paused")
 
 
-STEP_CHUNK = 200_000  # step rows kept in memory before they are spilled to a Parquet part file
 ITL_TICKS_PER_S = 1_000_000  # inter-token gaps are pooled as whole microseconds (they are milliseconds)
 
 
@@ -129,14 +113,16 @@ class MetricsCollector:
         self.env = simpy_env
         self.config = metrics_config
         self.requests: dict[str, list[Any]] = {name: [] for name in REQUEST_COLUMNS}
-        self.steps: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
+        record_series = metrics_config.record_step_series
+        if record_series is None:
+            record_series = metrics_config.output_steps_parquet_path is not None
+        #: the per-step series (None when neither the run's files nor the caller asked for it)
+        self.step_series: StepSeries | None = StepSeries() if record_series else None
         self._itl: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.events: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(EVENT_KINDS, 0))
         self.frameworks: list[str] = []
         self.framework_info: dict[str, dict[str, Any]] = {}
         self.step_stats: dict[str, StepStats] = defaultdict(StepStats)
-        self._step_parts: list[Path] = []
-        self._spill_dir: tempfile.TemporaryDirectory | None = None
         self._request_df: pd.DataFrame | None = None
         self._request_df_rows = -1
 
@@ -205,63 +191,48 @@ class MetricsCollector:
         num_waiting: int,
         num_preempted: int,
     ) -> None:
-        """Append one engine step to the per-step series (one value per :data:`STEP_COLUMNS` entry)."""
-        steps = self.steps
-        steps["framework"].append(framework_id)
-        steps["time"].append(time)
-        steps["duration"].append(duration)
-        steps["num_seqs"].append(num_seqs)
-        steps["num_tokens"].append(num_tokens)
-        steps["num_prefill_tokens"].append(num_prefill_tokens)
-        steps["num_decode_seqs"].append(num_decode_seqs)
-        steps["kv_blocks_used"].append(kv_blocks_used)
-        steps["kv_blocks_total"].append(kv_blocks_total)
-        steps["num_running"].append(num_running)
-        steps["num_waiting"].append(num_waiting)
-        steps["num_preempted"].append(num_preempted)
+        """Account one engine step (and append it to the step series if one is kept)."""
         self.step_stats[framework_id].add(duration, num_seqs, kv_blocks_used, kv_blocks_total, num_waiting)
-        if len(steps["time"]) >= STEP_CHUNK:
-            self._spill_steps()
+        if self.step_series is not None:
+            self.step_series.append(
+                framework_id,
+                time,
+                duration,
+                num_seqs,
+                num_tokens,
+                num_prefill_tokens,
+                num_decode_seqs,
+                kv_blocks_used,
+                kv_blocks_total,
+                num_running,
+                num_waiting,
+                num_preempted,
+            )
 
     def record_steps(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, **values: Any) -> None:
-        """Append several engine steps at once (columns given as scalars repeat for every step)."""
-        steps = self.steps
-        count = len(starts)
-        steps["framework"].extend([framework_id] * count)
-        steps["time"].extend(starts.tolist())
-        steps["duration"].extend(durations.tolist())
-        for name in STEP_COLUMNS[3:]:
-            value = values[name]
-            steps[name].extend(value.tolist() if isinstance(value, np.ndarray) else [value] * count)
+        """Account several engine steps at once (columns given as scalars repeat for every step)."""
         used = values["kv_blocks_used"]
         self.step_stats[framework_id].add_many(
             durations,
             values["num_seqs"],
-            used if isinstance(used, np.ndarray) else np.full(count, used),
+            used if isinstance(used, np.ndarray) else np.full(len(starts), used),
             values["kv_blocks_total"],
             values["num_waiting"],
         )
-        if len(steps["time"]) >= STEP_CHUNK:
-            self._spill_steps()
+        if self.step_series is not None:
+            self.step_series.extend(framework_id, starts, durations, values)
 
-    def _spill_steps(self) -> None:
-        """Move the in-memory step rows to a Parquet part file (bounded memory on long runs)."""
-        if self._spill_dir is None:
-            self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
-        path = Path(self._spill_dir.name) / f"part-{len(self._step_parts):05d}.parquet"
-        self._memory_steps_df().to_parquet(path, index=False)
-        self._step_parts.append(path)
-        self.steps = {name: [] for name in STEP_COLUMNS}
+    def step_parts(self) -> Iterator[pd.DataFrame]:
+        """The step series in pieces, oldest first, read one at a time (for streaming writers)."""
+        return self._series().parts()
 
-    def _memory_steps_df(self) -> pd.DataFrame:
-        return pd.DataFrame({name: self.steps[name] for name in STEP_COLUMNS})
-
-    def step_parts(self) -> list[pd.DataFrame]:
-        """The step series in pieces (spilled parts, then what is in memory), for streaming writers."""
-        parts = [pd.read_parquet(path) for path in self._step_parts]
-        if self.steps["time"] or not parts:
-            parts.append(self._memory_steps_df())
-        return parts
+    def _series(self) -> StepSeries:
+        if self.step_series is None:
+            raise LLMSimError(
+                "the step series was not recorded: set metrics.record_step_series=true "
+                "(it is kept by default only when metrics.output_steps_parquet_path is set)"
+            )
+        return self.step_series
 
     # ---- tables --------------------------------------------------------------------------------
     def get_all_request_metrics_df(self) -> pd.DataFrame:
@@ -298,9 +269,7 @@ class MetricsCollector:
 
     def get_step_series_df(self) -> pd.DataFrame:
         """One row per engine step (spilled parts included)."""
-        if not self._step_parts:
-            return self._memory_steps_df()
-        return pd.concat(self.step_parts(), ignore_index=True)
+        return self._series().frame()
 
     def itl_samples(self, framework_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Pooled inter-token gaps (seconds) and their counts for a framework."""

@@ -1,0 +1,141 @@
+"""The per-step series: one row per engine step, in memory up to a chunk, then spilled to disk.
+
+A long run takes tens of millions of steps (the ``trace_1m`` benchmark: about 48 million), so
+rows are appended to plain column lists and, every ``STEP_CHUNK`` rows, moved to an uncompressed
+``.npz`` part in a private temporary directory as typed arrays (a memory copy, not a Parquet
+encode). Tables are rebuilt part by part with the same dtypes, so a spilled series equals the one
+kept whole; the run's ``steps.parquet`` is streamed from the parts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STEP_COLUMNS = (
+    "framework",
+    "time",
+    "duration",
+    "num_seqs",
+    "num_tokens",
+    "num_prefill_tokens",
+    "num_decode_seqs",
+    "kv_blocks_used",
+    "kv_blocks_total",
+    "num_running",
+    "num_waiting",
+    "num_preempted",
+)
+#: columns after the framework and the two times: integer counts
+COUNT_COLUMNS = STEP_COLUMNS[3:]
+STEP_CHUNK = 200_000  # step rows kept in memory before they are spilled to a part file
+
+
+class StepSeries:
+    """Rows of engine steps, appended one at a time or as runs of decode steps.
+
+    ``chunk_rows`` (default: :data:`STEP_CHUNK`, read when the series is made) bounds the rows in
+    memory.
+    """
+
+    def __init__(self, chunk_rows: int | None = None) -> None:
+        self.chunk_rows = chunk_rows or STEP_CHUNK
+        self.rows: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
+        self._parts: list[Path] = []
+        self._lengths: list[int] = []  # rows in each part
+        self._spill_dir: tempfile.TemporaryDirectory | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows["time"]) + sum(self._lengths)
+
+    def append(
+        self,
+        framework_id: str,
+        time: float,
+        duration: float,
+        num_seqs: int,
+        num_tokens: int,
+        num_prefill_tokens: int,
+        num_decode_seqs: int,
+        kv_blocks_used: int,
+        kv_blocks_total: int,
+        num_running: int,
+        num_waiting: int,
+        num_preempted: int,
+    ) -> None:
+        """One step (a value per :data:`STEP_COLUMNS` entry, in order)."""
+        rows = self.rows
+        rows["framework"].append(framework_id)
+        rows["time"].append(time)
+        rows["duration"].append(duration)
+        rows["num_seqs"].append(num_seqs)
+        rows["num_tokens"].append(num_tokens)
+        rows["num_prefill_tokens"].append(num_prefill_tokens)
+        rows["num_decode_seqs"].append(num_decode_seqs)
+        rows["kv_blocks_used"].append(kv_blocks_used)
+        rows["kv_blocks_total"].append(kv_blocks_total)
+        rows["num_running"].append(num_running)
+        rows["num_waiting"].append(num_waiting)
+        rows["num_preempted"].append(num_preempted)
+        if len(rows["time"]) >= self.chunk_rows:
+            self._spill()
+
+    def extend(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, counts: dict[str, Any]) -> None:
+        """Several steps of one framework; a count given as a scalar repeats for every step."""
+        rows = self.rows
+        steps = len(starts)
+        rows["framework"].extend(repeat(framework_id, steps))
+        rows["time"].extend(starts.tolist())
+        rows["duration"].extend(durations.tolist())
+        for name in COUNT_COLUMNS:
+            value = counts[name]
+            rows[name].extend(value.tolist() if isinstance(value, np.ndarray) else repeat(value, steps))
+        if len(rows["time"]) >= self.chunk_rows:
+            self._spill()
+
+    def parts(self) -> Iterator[pd.DataFrame]:
+        """The series as tables, oldest first (spilled parts, then the rows in memory)."""
+        for path in self._parts:
+            with np.load(path) as arrays:
+                yield _frame({name: arrays[name] for name in STEP_COLUMNS})
+        if self.rows["time"] or not self._parts:
+            yield _frame(self.rows)
+
+    def frame(self) -> pd.DataFrame:
+        """The whole series as one table."""
+        parts = list(self.parts())
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+    def _spill(self) -> None:
+        if self._spill_dir is None:
+            self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
+        path = Path(self._spill_dir.name) / f"part-{len(self._parts):05d}.npz"
+        arrays = _typed(self.rows)
+        arrays["framework"] = np.asarray(arrays["framework"], dtype=str)  # fixed-width text: no pickling
+        np.savez(path, **arrays)
+        self._parts.append(path)
+        self._lengths.append(len(arrays["time"]))
+        self.rows = {name: [] for name in STEP_COLUMNS}
+
+
+def _typed(columns: dict[str, Any]) -> dict[str, Any]:
+    """Columns with their dtypes: float64 times, int64 counts (the framework column as given)."""
+    typed = {"framework": columns["framework"]}
+    typed["time"] = np.asarray(columns["time"], dtype=np.float64)
+    typed["duration"] = np.asarray(columns["duration"], dtype=np.float64)
+    for name in COUNT_COLUMNS:
+        typed[name] = np.asarray(columns[name], dtype=np.int64)
+    return typed
+
+
+def _frame(columns: dict[str, Any]) -> pd.DataFrame:
+    typed = _typed(columns)
+    names = typed["framework"]
+    typed["framework"] = names.tolist() if isinstance(names, np.ndarray) else names  # pandas picks its string dtype
+    return pd.DataFrame(typed, columns=list(STEP_COLUMNS))
