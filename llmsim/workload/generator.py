@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import simpy
@@ -25,8 +25,8 @@ from llmsim.config import WorkloadConfig
 from llmsim.distributions import Distribution, parse_distribution
 from llmsim.rng import stream_rng
 from llmsim.workload.request import Request
-from llmsim.workload.sessions import Session, SessionSampler
-from llmsim.workload.trace import trace_sessions
+from llmsim.workload.sessions import Session, SessionSampler, SessionStream
+from llmsim.workload.trace import trace_stream
 
 
 class WorkloadGenerator:
@@ -53,12 +53,19 @@ class WorkloadGenerator:
         self.seed = seed
         self.on_all_done = on_all_done
         sampler = SessionSampler(workload_config, distributions, seed, horizon_s)
+        # open loops and traces make each session when its send time comes (memory follows the
+        # requests in flight); closed loops and offline batches hold theirs (clients pick by index)
         if workload_config.kind == "open_loop":
-            self.sessions: list[Session] = sampler.open_loop_sessions()
+            self.sessions: SessionStream | list[Session] = sampler.open_loop_stream()
         elif workload_config.kind == "trace":
-            self.sessions = trace_sessions(workload_config, seed)
+            self.sessions = trace_stream(workload_config, seed)
         else:
             self.sessions = sampler.batch_sessions()
+        self._start_times: Sequence[float] = (
+            self.sessions.start_times
+            if isinstance(self.sessions, SessionStream)
+            else [session.start_time for session in self.sessions]
+        )
         self._on_network: dict[int, Request] = {}  # sent, not yet in the framework's queue
         self._pending: dict[str, list[tuple[float, int]]] = {target: [] for target in self.targets}
         self._next_session = 0  # the first session whose first turn the sending process has not sent yet
@@ -110,7 +117,7 @@ class WorkloadGenerator:
             heapq.heappop(pending)
         bound = pending[0][0] if pending else math.inf
         if self._next_session < len(self.sessions):
-            bound = min(bound, self.sessions[self._next_session].start_time)
+            bound = min(bound, self._start_times[self._next_session])
         return min(bound, limit)
 
     def in_transit(self) -> list[Request]:
@@ -135,6 +142,7 @@ class WorkloadGenerator:
         if all(i >= len(self.sessions) for i in self._closed_next.values()):
             self.arrivals_done = True
         send_time = free_at + (self._closed_think[index] if index >= (self.config.concurrency or 0) else 0.0)
+        assert isinstance(self.sessions, list)  # closed loops hold their sessions
         self._send(target, self.sessions[index], 0, send_time)
 
     def _send(self, target: str, session: Session, turn: int, send_time: float) -> None:

@@ -6,6 +6,7 @@ or knob variant at the same workload sees exactly the same requests (common rand
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,25 @@ class Session:
     session_id: int
     start_time: float
     turns: tuple[RequestSpec, ...]
+
+
+class SessionStream:
+    """Sessions made one at a time, in send order, as the workload reaches them.
+
+    Only their start times exist up front (``start_times``, one per session), so a run of a million
+    requests does not hold a million request descriptions: those not sent yet are not made, and
+    those answered are dropped with their requests. It can be iterated once.
+    """
+
+    def __init__(self, start_times: Sequence[float], sessions: Iterator[Session]) -> None:
+        self.start_times = start_times
+        self._sessions = sessions
+
+    def __len__(self) -> int:
+        return len(self.start_times)
+
+    def __iter__(self) -> Iterator[Session]:
+        return self._sessions
 
 
 class SessionSampler:
@@ -60,6 +80,10 @@ class SessionSampler:
 
     def open_loop_sessions(self) -> list[Session]:
         """Sessions whose first turns arrive by each profile's open-loop process."""
+        return list(self.open_loop_stream())
+
+    def open_loop_stream(self) -> SessionStream:
+        """:meth:`open_loop_sessions`, made as they are reached."""
         starts: list[tuple[float, int]] = []
         duration = self.workload.total_duration
         if self.horizon_s is not None and (duration is None or duration > self.horizon_s):
@@ -71,7 +95,7 @@ class SessionSampler:
         starts.sort()
         if self.workload.num_requests is not None:
             starts = starts[: self.workload.num_requests]
-        return self._build(starts)
+        return SessionStream([start for start, _ in starts], self._build(starts))
 
     def batch_sessions(self) -> list[Session]:
         """``num_requests`` sessions with profiles drawn by weight, all starting at t=0."""
@@ -84,10 +108,10 @@ class SessionSampler:
             if len(profiles) > 1
             else np.zeros(count, int)
         )
-        return self._build([(0.0, i) for i in choice.tolist()])
+        return list(self._build([(0.0, i) for i in choice.tolist()]))
 
-    def _build(self, starts: list[tuple[float, int]]) -> list[Session]:
-        """Attach lengths, streaming and follow-up turns to each (start time, profile index)."""
+    def _build(self, starts: list[tuple[float, int]]) -> Iterator[Session]:
+        """Attach lengths, streaming and follow-up turns to each (start time, profile index), in order."""
         counts: dict[int, int] = {}
         for _, index in starts:
             counts[index] = counts.get(index, 0) + 1
@@ -98,7 +122,6 @@ class SessionSampler:
         followup_cursor = dict.fromkeys(counts, 0)
         profiles = self.workload.client_profiles
         chunk_tokens = self.workload.stream_chunk_tokens
-        sessions = []
         next_request_id = 0
         for session_id, (start, index) in enumerate(starts):
             profile_name = profiles[index].profile_name
@@ -145,8 +168,7 @@ class SessionSampler:
                 # the next turn's prompt: this whole conversation so far, then its own new text
                 history = (*spec.prompt_segments, (spec.output_segment, output_len))
                 history_tokens += prompt_len + output_len
-            sessions.append(Session(session_id, start, tuple(turns)))
-        return sessions
+            yield Session(session_id, start, tuple(turns))
 
     def _draw_profile(self, index: int, count: int) -> dict[str, np.ndarray]:
         profile: ClientProfile = self.workload.client_profiles[index]

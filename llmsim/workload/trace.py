@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,7 +43,7 @@ from llmsim.workload.tables import Table, numeric_column, read_table, resolve_pa
 
 if TYPE_CHECKING:
     from llmsim.config import WorkloadConfig
-    from llmsim.workload.sessions import Session
+    from llmsim.workload.sessions import Session, SessionStream
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,12 @@ def group_prefix_lengths(trace: Trace) -> np.ndarray:
 
 def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
     """Every request of the replay as a one-turn unit sent at its trace time, in send order."""
-    from llmsim.workload.sessions import Session
+    return list(trace_stream(workload, seed))
+
+
+def trace_stream(workload: WorkloadConfig, seed: int) -> SessionStream:
+    """:func:`trace_sessions`, made as the replay reaches them (the trace itself is read up front)."""
+    from llmsim.workload.sessions import SessionStream
 
     trace = load_trace(workload.path or "", "workload.path", workload.time_unit)
     replay = plan_replay(trace, workload)
@@ -307,14 +312,26 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
         log.warning("trace %s: skipped %d rows with zero input or output tokens", trace.path.name, trace.skipped)
     profile = workload.client_profiles[0]
     streaming = stream_rng(seed, "trace_streaming").random(len(replay.rows)) < profile.streaming_response_probability
-    group_lengths = group_prefix_lengths(trace)
-    history: dict[tuple[int, int], tuple[tuple[Segment, ...], int, int]] = {}  # (copy, session) -> segments, turn, id
-    next_session = 0
-    units = []
     last_turn: dict[tuple[int, int], int] = {}  # (copy, session) -> id of its last request
     for rid, (row, copy) in enumerate(zip(replay.rows.tolist(), replay.copy.tolist(), strict=True)):
         if trace.session[row] >= 0:
             last_turn[(copy, int(trace.session[row]))] = rid
+    return SessionStream(replay.times.tolist(), _replay_units(trace, replay, workload, streaming, last_turn))
+
+
+def _replay_units(
+    trace: Trace,
+    replay: Replay,
+    workload: WorkloadConfig,
+    streaming: np.ndarray,
+    last_turn: dict[tuple[int, int], int],
+) -> Iterator[Session]:
+    from llmsim.workload.sessions import Session
+
+    profile = workload.client_profiles[0]
+    group_lengths = group_prefix_lengths(trace)
+    history: dict[tuple[int, int], tuple[tuple[Segment, ...], int, int]] = {}  # (copy, session) -> segments, turn, id
+    next_session = 0
     plan = zip(replay.rows.tolist(), replay.times.tolist(), replay.copy.tolist(), strict=True)
     for rid, (row, time, copy) in enumerate(plan):
         prompt = int(trace.input_tokens[row])
@@ -331,6 +348,7 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
                 context = _take(((shared_prompt_segment(group), shared),), prompt)
         own = prompt - sum(n for _, n in context)
         segments = (*context, (2 * rid + 1, own)) if own > 0 else context
+        last = code < 0 or last_turn[(copy, code)] == rid
         spec = RequestSpec(
             request_id=rid,
             session_id=session_id,
@@ -342,10 +360,12 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
             prompt_segments=segments,
             output_segment=2 * rid + 2,
             stream_chunk_tokens=workload.stream_chunk_tokens,
-            output_reuse="never" if code < 0 or last_turn[(copy, code)] == rid else "any_time",
+            output_reuse="never" if last else "any_time",
             private_prompt=not context,
         )
         if code >= 0:
-            history[(copy, code)] = (spec.token_segments, turn, session_id)
-        units.append(Session(session_id, float(time), (spec,)))
-    return units
+            if last:  # the conversation is over: nothing reads its history again
+                history.pop((copy, code), None)
+            else:
+                history[(copy, code)] = (spec.token_segments, turn, session_id)
+        yield Session(session_id, float(time), (spec,))
