@@ -201,18 +201,20 @@ class MetricsCollector:
         self.step_stats[framework_id].add(duration, num_seqs, kv_blocks_used, kv_blocks_total, num_waiting)
         if self.step_series is not None:
             self.step_series.append(
-                framework_id,
-                time,
-                duration,
-                num_seqs,
-                num_tokens,
-                num_prefill_tokens,
-                num_decode_seqs,
-                kv_blocks_used,
-                kv_blocks_total,
-                num_running,
-                num_waiting,
-                num_preempted,
+                (
+                    framework_id,
+                    time,
+                    duration,
+                    num_seqs,
+                    num_tokens,
+                    num_prefill_tokens,
+                    num_decode_seqs,
+                    kv_blocks_used,
+                    kv_blocks_total,
+                    num_running,
+                    num_waiting,
+                    num_preempted,
+                )
             )
 
     def record_steps(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, **values: Any) -> None:

@@ -46,7 +46,7 @@ class StepSeries:
 
     def __init__(self, chunk_rows: int | None = None) -> None:
         self.chunk_rows = chunk_rows or STEP_CHUNK
-        self.rows: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
+        self._new_rows()
         self._parts: list[Path] = []
         self._lengths: list[int] = []  # rows in each part
         self._spill_dir: tempfile.TemporaryDirectory | None = None
@@ -54,36 +54,11 @@ class StepSeries:
     def __len__(self) -> int:
         return len(self.rows["time"]) + sum(self._lengths)
 
-    def append(
-        self,
-        framework_id: str,
-        time: float,
-        duration: float,
-        num_seqs: int,
-        num_tokens: int,
-        num_prefill_tokens: int,
-        num_decode_seqs: int,
-        kv_blocks_used: int,
-        kv_blocks_total: int,
-        num_running: int,
-        num_waiting: int,
-        num_preempted: int,
-    ) -> None:
-        """One step (a value per :data:`STEP_COLUMNS` entry, in order)."""
-        rows = self.rows
-        rows["framework"].append(framework_id)
-        rows["time"].append(time)
-        rows["duration"].append(duration)
-        rows["num_seqs"].append(num_seqs)
-        rows["num_tokens"].append(num_tokens)
-        rows["num_prefill_tokens"].append(num_prefill_tokens)
-        rows["num_decode_seqs"].append(num_decode_seqs)
-        rows["kv_blocks_used"].append(kv_blocks_used)
-        rows["kv_blocks_total"].append(kv_blocks_total)
-        rows["num_running"].append(num_running)
-        rows["num_waiting"].append(num_waiting)
-        rows["num_preempted"].append(num_preempted)
-        if len(rows["time"]) >= self.chunk_rows:
+    def append(self, row: tuple[Any, ...]) -> None:
+        """One step: a value per :data:`STEP_COLUMNS` entry, in that order."""
+        for column, value in zip(self._columns, row, strict=True):
+            column.append(value)
+        if len(self.rows["time"]) >= self.chunk_rows:
             self._spill()
 
     def extend(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, counts: dict[str, Any]) -> None:
@@ -121,7 +96,11 @@ class StepSeries:
         np.savez(path, **arrays)
         self._parts.append(path)
         self._lengths.append(len(arrays["time"]))
-        self.rows = {name: [] for name in STEP_COLUMNS}
+        self._new_rows()
+
+    def _new_rows(self) -> None:
+        self.rows: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
+        self._columns = tuple(self.rows.values())  # in STEP_COLUMNS order
 
 
 def _typed(columns: dict[str, Any]) -> dict[str, Any]:
