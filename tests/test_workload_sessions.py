@@ -109,3 +109,23 @@ def test_closed_loop_obeys_littles_law_with_think_time():
     # N = X (R + Z): every client is either waiting for an answer or thinking
     clients = metrics["request_throughput"] * (metrics["mean_e2el_ms"] / 1e3 + think)
     assert clients == pytest.approx(concurrency, rel=0.06)
+
+
+def test_open_loop_sessions_are_made_only_when_their_send_time_comes():
+    from llmsim import ExperimentOrchestrator
+
+    config = make_config(workload={"rate": 5, "total_duration": 60, "client_profiles": [constant_profile(50, 20)]})
+    orchestrator = ExperimentOrchestrator(config)
+    orchestrator.setup_simulation()
+    generator = orchestrator.workload_generator
+    stream = generator.sessions
+    assert not isinstance(stream, list) and len(stream) > 200  # start times only, no request descriptions
+    env = orchestrator.sim_env_wrapper.env
+    env.process(generator.generate_requests_process())
+    env.run(until=30.0)
+    # only the next session (the one the sender waits for) was made after t=30: the stream yields
+    # every later one still, in order, and they are the sessions the eager list has
+    later = list(stream)
+    assert [s.start_time for s in later] == [t for t in stream.start_times if t > 30.0][1:] and len(later) > 100
+    eager = sessions_of({"rate": 5, "total_duration": 60, "client_profiles": [constant_profile(50, 20)]})
+    assert later == eager[len(eager) - len(later) :]
