@@ -11,7 +11,6 @@ leading blocks survive longest).
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from itertools import islice
@@ -176,7 +175,7 @@ class KVCacheManager:
 
     def blocks_needed(self, num_tokens: int) -> int:
         """Blocks that hold ``num_tokens`` tokens."""
-        return math.ceil(num_tokens / self.block_size)
+        return -(-num_tokens // self.block_size)
 
     def _hashes(self, request: Request, num_blocks: int) -> list[int]:
         known = request.block_hashes

@@ -127,6 +127,7 @@ class VirtualHardwarePlatform:
         self.simpy_env: Any = None
         self.model_characteristics_db: dict[str, ModelProfile] = {}
         self._claimed: dict[str, str] = {}
+        self._delays: dict[tuple[int, float], float] = {}
 
     def initialize(self, hardware_profile: HardwareConfig, simpy_env: Any, model_characteristics_db: dict) -> None:
         """Build devices and links from the hardware profile (the seed's two-step set-up)."""
@@ -136,6 +137,7 @@ class VirtualHardwarePlatform:
         self.devices = {d.device_id: d for d in hardware_profile.compute_devices}
         self.links = {link.link_id: link for link in hardware_profile.network_links}
         self.ledger = {device_id: {} for device_id in self.devices}
+        self._delays: dict[tuple[int, float], float] = {}
 
     @property
     def client_link(self) -> NetworkLink:
@@ -143,15 +145,17 @@ class VirtualHardwarePlatform:
         assert self.config is not None, "initialize() first"
         return self.config.client_link
 
-    def upload_delay(self, num_tokens: int, bytes_per_token: float) -> float:
-        """Seconds for a request of ``num_tokens`` to reach the server over the client link."""
-        link = self.client_link
-        return link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
+    def transfer_delay(self, num_tokens: int, bytes_per_token: float) -> float:
+        """Seconds for ``num_tokens`` tokens to cross the client link (either way); memoised per size."""
+        key = (num_tokens, bytes_per_token)
+        delay = self._delays.get(key)
+        if delay is None:
+            link = self.client_link
+            delay = self._delays[key] = link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
+        return delay
 
-    def download_delay(self, num_tokens: int, bytes_per_token: float) -> float:
-        """Seconds for ``num_tokens`` of response to reach the client."""
-        link = self.client_link
-        return link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
+    #: seconds for a request's prompt to reach the server, and for response tokens to reach the client
+    upload_delay = download_delay = transfer_delay
 
     def claim_devices(self, owner: str, tp: int, gpu_ids: tuple[str, ...] | None, key: str) -> list[str]:
         """Give ``owner`` exclusive use of ``tp`` devices (the named ones, or the next free ones)."""
