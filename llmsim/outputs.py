@@ -18,14 +18,25 @@ if TYPE_CHECKING:
     from llmsim.orchestrator import ExperimentOrchestrator
 
 
+def _new_file_mode() -> int:
+    """Permissions a plainly created file gets here (``0o666`` less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same directory, then rename: no half-written outputs."""
+    """Write through a temporary file in the same directory, then rename: no half-written outputs.
+
+    The file ends up with the permissions any new file gets (the temporary one is private).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

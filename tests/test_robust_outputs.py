@@ -68,6 +68,19 @@ def test_an_interrupted_write_leaves_the_previous_file_whole_and_no_temporary_fi
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+def test_result_files_get_the_permissions_of_any_new_file_not_the_private_temporary_ones(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "summary.json", {"version": 1})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644  # readable by a team, like plain.txt
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
+
+
 def outputs_config(**paths: str | None) -> dict:
     metrics = {
         "output_summary_json_path": "summary.json",
