@@ -1,10 +1,11 @@
 """The per-step series: one row per engine step, in memory up to a chunk, then spilled to disk.
 
 A long run takes tens of millions of steps (the ``trace_1m`` benchmark: about 48 million), so
-rows are appended to plain column lists and, every ``STEP_CHUNK`` rows, moved to an uncompressed
-``.npz`` part in a private temporary directory as typed arrays (a memory copy, not a Parquet
-encode). Tables are rebuilt part by part with the same dtypes, so a spilled series equals the one
-kept whole; the run's ``steps.parquet`` is streamed from the parts.
+rows are appended to plain column lists and, every ``STEP_CHUNK`` rows, moved to a part file in a
+private temporary directory: typed arrays (framework names as codes) in a zstd-compressed Arrow
+file, several times faster to write than a Parquet part built through pandas and about as small.
+Tables are rebuilt part by part with the same dtypes, so a spilled series equals the one kept
+whole; the run's ``steps.parquet`` is streamed from the parts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from pyarrow import feather
 
 STEP_COLUMNS = (
     "framework",
@@ -49,6 +52,7 @@ class StepSeries:
         self._new_rows()
         self._parts: list[Path] = []
         self._lengths: list[int] = []  # rows in each part
+        self._part_names: list[list[str]] = []  # each part's framework names, by code
         self._spill_dir: tempfile.TemporaryDirectory | None = None
 
     def __len__(self) -> int:
@@ -76,9 +80,11 @@ class StepSeries:
 
     def parts(self) -> Iterator[pd.DataFrame]:
         """The series as tables, oldest first (spilled parts, then the rows in memory)."""
-        for path in self._parts:
-            with np.load(path) as arrays:
-                yield _frame({name: arrays[name] for name in STEP_COLUMNS})
+        for path, names in zip(self._parts, self._part_names, strict=True):
+            table = feather.read_table(path)
+            columns = {name: table.column(name).to_numpy() for name in STEP_COLUMNS}
+            columns["framework"] = [names[code] for code in columns["framework"].tolist()]
+            yield _frame(columns)
         if self.rows["time"] or not self._parts:
             yield _frame(self.rows)
 
@@ -90,11 +96,15 @@ class StepSeries:
     def _spill(self) -> None:
         if self._spill_dir is None:
             self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
-        path = Path(self._spill_dir.name) / f"part-{len(self._parts):05d}.npz"
+        path = Path(self._spill_dir.name) / f"part-{len(self._parts):05d}.arrow"
         arrays = _typed(self.rows)
-        arrays["framework"] = np.asarray(arrays["framework"], dtype=str)  # fixed-width text: no pickling
-        np.savez(path, **arrays)
+        codes: dict[str, int] = {}
+        arrays["framework"] = np.fromiter(
+            (codes.setdefault(name, len(codes)) for name in arrays["framework"]), dtype=np.int32
+        )
+        feather.write_feather(pa.table(arrays), path, compression="zstd")
         self._parts.append(path)
+        self._part_names.append(list(codes))
         self._lengths.append(len(arrays["time"]))
         self._new_rows()
 
