@@ -61,9 +61,15 @@ print(json.dumps({
 """
 
 
-def run_scenario(name: str, quick: bool) -> dict:
-    """Run one scenario in a fresh interpreter; returns its measurements."""
+def run_scenario(name: str, quick: bool, step_series: bool = False) -> dict:
+    """Run one scenario in a fresh interpreter; returns its measurements.
+
+    No result file is written; ``step_series`` keeps the per-step series anyway (the work a run that
+    writes ``steps.parquet``, the default, does before writing it).
+    """
     overrides = [f"experiment={SCENARIOS[name]}", *(QUICK[name] if quick else [])]
+    if step_series:
+        overrides.append("metrics.record_step_series=true")
     result = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(overrides)], cwd=REPO, capture_output=True, text=True, check=False
     )
@@ -77,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small versions of every scenario (smoke test)")
+    parser.add_argument(
+        "--step-series", action="store_true", help="keep the per-step series, as runs that write steps.parquet do"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
     names = args.scenarios or list(SCENARIOS)
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     results = {}
     for name in names:
-        r = run_scenario(name, args.quick)
+        r = run_scenario(name, args.quick, args.step_series)
         results[name] = r
         if "error" in r:
             print(f"{name:14s} ERROR: {r['error']}")
