@@ -1,7 +1,7 @@
 """The per-step series: one row per engine step, in memory up to a chunk, then spilled to disk.
 
 A long run takes tens of millions of steps (the ``trace_1m`` benchmark: about 48 million), so
-rows are appended to plain column lists and, every ``STEP_CHUNK`` rows, moved to a part file in a
+rows are appended as one tuple per step and, every ``STEP_CHUNK`` rows, moved to a part file in a
 private temporary directory: typed arrays (framework names as codes) in a zstd-compressed Arrow
 file, several times faster to write than a Parquet part built through pandas and about as small.
 Tables are rebuilt part by part with the same dtypes, so a spilled series equals the one kept
@@ -49,33 +49,30 @@ class StepSeries:
 
     def __init__(self, chunk_rows: int | None = None) -> None:
         self.chunk_rows = chunk_rows or STEP_CHUNK
-        self._new_rows()
+        self.rows: list[tuple[Any, ...]] = []  # in memory: one tuple per step, columns in STEP_COLUMNS order
         self._parts: list[Path] = []
         self._lengths: list[int] = []  # rows in each part
         self._part_names: list[list[str]] = []  # each part's framework names, by code
         self._spill_dir: tempfile.TemporaryDirectory | None = None
 
     def __len__(self) -> int:
-        return len(self.rows["time"]) + sum(self._lengths)
+        return len(self.rows) + sum(self._lengths)
 
     def append(self, row: tuple[Any, ...]) -> None:
         """One step: a value per :data:`STEP_COLUMNS` entry, in that order."""
-        for column, value in zip(self._columns, row, strict=True):
-            column.append(value)
-        if len(self.rows["time"]) >= self.chunk_rows:
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk_rows:
             self._spill()
 
     def extend(self, framework_id: str, starts: np.ndarray, durations: np.ndarray, counts: dict[str, Any]) -> None:
         """Several steps of one framework; a count given as a scalar repeats for every step."""
-        rows = self.rows
         steps = len(starts)
-        rows["framework"].extend(repeat(framework_id, steps))
-        rows["time"].extend(starts.tolist())
-        rows["duration"].extend(durations.tolist())
-        for name in COUNT_COLUMNS:
-            value = counts[name]
-            rows[name].extend(value.tolist() if isinstance(value, np.ndarray) else repeat(value, steps))
-        if len(rows["time"]) >= self.chunk_rows:
+        columns = [
+            value.tolist() if isinstance(value, np.ndarray) else repeat(value, steps)
+            for value in (counts[name] for name in COUNT_COLUMNS)
+        ]
+        self.rows.extend(zip(repeat(framework_id, steps), starts.tolist(), durations.tolist(), *columns, strict=True))
+        if len(self.rows) >= self.chunk_rows:
             self._spill()
 
     def parts(self) -> Iterator[pd.DataFrame]:
@@ -85,19 +82,25 @@ class StepSeries:
             columns = {name: table.column(name).to_numpy() for name in STEP_COLUMNS}
             columns["framework"] = [names[code] for code in columns["framework"].tolist()]
             yield _frame(columns)
-        if self.rows["time"] or not self._parts:
-            yield _frame(self.rows)
+        if self.rows or not self._parts:
+            yield _frame(self._columns())
 
     def frame(self) -> pd.DataFrame:
         """The whole series as one table."""
         parts = list(self.parts())
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
+    def _columns(self) -> dict[str, Any]:
+        """The rows in memory, column by column."""
+        if not self.rows:
+            return {name: [] for name in STEP_COLUMNS}
+        return dict(zip(STEP_COLUMNS, zip(*self.rows, strict=True), strict=True))
+
     def _spill(self) -> None:
         if self._spill_dir is None:
             self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
         path = Path(self._spill_dir.name) / f"part-{len(self._parts):05d}.arrow"
-        arrays = _typed(self.rows)
+        arrays = _typed(self._columns())
         codes: dict[str, int] = {}
         arrays["framework"] = np.fromiter(
             (codes.setdefault(name, len(codes)) for name in arrays["framework"]), dtype=np.int32
@@ -106,11 +109,7 @@ class StepSeries:
         self._parts.append(path)
         self._part_names.append(list(codes))
         self._lengths.append(len(arrays["time"]))
-        self._new_rows()
-
-    def _new_rows(self) -> None:
-        self.rows: dict[str, list[Any]] = {name: [] for name in STEP_COLUMNS}
-        self._columns = tuple(self.rows.values())  # in STEP_COLUMNS order
+        self.rows = []
 
 
 def _typed(columns: dict[str, Any]) -> dict[str, Any]:
@@ -126,5 +125,5 @@ def _typed(columns: dict[str, Any]) -> dict[str, Any]:
 def _frame(columns: dict[str, Any]) -> pd.DataFrame:
     typed = _typed(columns)
     names = typed["framework"]
-    typed["framework"] = names.tolist() if isinstance(names, np.ndarray) else names  # pandas picks its string dtype
+    typed["framework"] = names.tolist() if isinstance(names, np.ndarray) else list(names)  # pandas picks str dtype
     return pd.DataFrame(typed, columns=list(STEP_COLUMNS))
