@@ -404,3 +404,12 @@ def test_block_hashes_computed_in_pieces_equal_those_computed_at_once():
 def test_block_hashes_of_an_empty_range_is_empty():
     assert block_hashes(((1, 8),), BLOCK, 2, 2, 0) == []
     assert block_hashes(((1, 8),), BLOCK, 2, 1, 0) == []
+
+
+@pytest.mark.parametrize("shared_tokens", [3, 8, 10, 12])  # shorter than a block, whole blocks, a partial last one
+def test_a_shared_system_prompt_hashes_the_same_from_its_memoised_chain_as_from_scratch(shared_tokens):
+    kv = make_manager(64)
+    for request_id in range(3):  # the first request computes the chain, the others reuse it
+        request = make_request((-2, shared_tokens), (2 * request_id + 1, 5), request_id=request_id)
+        expected = block_hashes(request.spec.token_segments, BLOCK, 0, (shared_tokens + 5 + 4) // BLOCK, 0)
+        assert kv._hashes(request, len(expected))[: len(expected)] == expected

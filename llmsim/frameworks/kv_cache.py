@@ -46,13 +46,14 @@ class BlockPool:
         """Blocks referenced by at least one request."""
         return self.num_blocks - len(self.free_queue)
 
-    def longest_cached_prefix(self, hashes: Sequence[int]) -> list[int]:
-        """Blocks holding the longest run of ``hashes`` from the start that is still cached."""
-        blocks = []
+    def longest_cached_prefix(self, hashes: Sequence[int], limit: int | None = None) -> list[int]:
+        """Blocks holding the longest run of ``hashes`` (the first ``limit`` of them) that is still cached."""
+        blocks: list[int] = []
         if not self.enable_caching:
             return blocks
-        for h in hashes:
-            block = self.cached.get(h)
+        get = self.cached.get
+        for h in hashes if limit is None else islice(hashes, limit):
+            block = get(h)
             if block is None:
                 break
             blocks.append(block)
@@ -95,9 +96,18 @@ class BlockPool:
 
     def register(self, block: int, block_hash: int) -> None:
         """Make a full block findable by its content hash (the first copy wins)."""
-        if self.enable_caching and block_hash not in self.cached and self.block_hash[block] is None:
-            self.cached[block_hash] = block
-            self.block_hash[block] = block_hash
+        self.register_many([block], [block_hash], 0, 1)
+
+    def register_many(self, blocks: Sequence[int], hashes: Sequence[int], start: int, end: int) -> None:
+        """:meth:`register` ``blocks[i]`` under ``hashes[i]`` for ``start <= i < end``, in order."""
+        if not self.enable_caching:
+            return
+        cached, block_hash = self.cached, self.block_hash
+        for i in range(start, end):
+            content, block = hashes[i], blocks[i]
+            if content not in cached and block_hash[block] is None:
+                cached[content] = block
+                block_hash[block] = content
 
 
 def block_hashes(
@@ -155,6 +165,8 @@ class KVCacheManager:
         self.pool = BlockPool(num_blocks, enable_caching)
         # block hashes of finished conversation turns, by output segment, for their next turn to reuse
         self._history: dict[int, list[int]] = {}
+        #: hash chains of shared prompt segments' full blocks, by (segment id, blocks)
+        self._shared_chains: dict[tuple[int, int], list[int]] = {}
         #: blocks held by requests, summed over requests (a block shared by two counts twice)
         self.held = 0
 
@@ -178,15 +190,31 @@ class KVCacheManager:
         return -(-num_tokens // self.block_size)
 
     def _hashes(self, request: Request, num_blocks: int) -> list[int]:
+        """The request's chained block hashes, at least its first ``num_blocks`` (its own list: not a copy)."""
         known = request.block_hashes
         if not known and self._history:
             self._reuse_history(request)
+        if not known:
+            self._start_with_shared_chain(request)
         if len(known) < num_blocks:
             parent = known[-1] if known else 0
             # every full block of the prompt at once: the lookup and the prefill's registration both need them
             end = max(num_blocks, request.spec.prompt_tokens // self.block_size)
             known.extend(block_hashes(request.spec.token_segments, self.block_size, len(known), end, parent))
-        return known[:num_blocks]
+        return known
+
+    def _start_with_shared_chain(self, request: Request) -> None:
+        """A prompt that opens with a shared segment (a system prompt) starts with that segment's hash
+        chain, computed once per segment: its full blocks hash the same in every request."""
+        segment_id, length = request.spec.prompt_segments[0]
+        count = length // self.block_size
+        if segment_id >= 0 or count == 0:  # own content (ids >= 0) is hashed once anyway
+            return
+        chain = self._shared_chains.get((segment_id, count))
+        if chain is None:
+            chain = block_hashes(((segment_id, length),), self.block_size, 0, count, 0)
+            self._shared_chains[(segment_id, count)] = chain
+        request.block_hashes.extend(chain)
 
     def _reuse_history(self, request: Request) -> None:
         """A conversation's next turn starts with the previous turn's whole sequence: take its block hashes."""
@@ -207,7 +235,7 @@ class KVCacheManager:
         max_blocks = (request.num_tokens - 1) // self.block_size
         if max_blocks <= 0:
             return []
-        return self.pool.longest_cached_prefix(self._hashes(request, max_blocks))
+        return self.pool.longest_cached_prefix(self._hashes(request, max_blocks), max_blocks)
 
     def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int] = ()) -> bool:
         """Give the request room for ``num_new_tokens`` more tokens (after ``computed_blocks``), or refuse."""
@@ -250,10 +278,7 @@ class KVCacheManager:
         full = min(request.num_computed_tokens // self.block_size, len(request.blocks))
         if full <= request.num_hashed_blocks:
             return
-        hashes = self._hashes(request, full)
-        register, blocks = self.pool.register, request.blocks
-        for i in range(request.num_hashed_blocks, full):
-            register(blocks[i], hashes[i])
+        self.pool.register_many(request.blocks, self._hashes(request, full), request.num_hashed_blocks, full)
         request.num_hashed_blocks = full
 
     def decode_stretch_limit(self, requests: Sequence[Request], steps: int) -> int:
