@@ -166,20 +166,16 @@ def test_vllm_v0_steps_are_prefill_only_or_decode_only():
 SWAP_WORKLOAD = {"kind": "offline", "num_requests": 40, "client_profiles": [constant_profile(300, 200)]}
 
 
+def v0_on_swap_workload(**knobs) -> dict:
+    """vLLM v0 on :data:`SWAP_WORKLOAD` with 200 blocks (the cache overflows), plus ``knobs``."""
+    return with_framework(
+        make_config(workload=SWAP_WORKLOAD), "vllm", engine_version="v0", num_gpu_blocks_override=200, **knobs
+    )
+
+
 def test_vllm_v0_swap_preemption_moves_kv_to_host_and_resumes_without_recompute():
-    workload = SWAP_WORKLOAD
-    swap, _, swap_steps, fw = run(
-        with_framework(
-            make_config(workload=workload),
-            "vllm",
-            engine_version="v0",
-            preemption_mode="swap",
-            num_gpu_blocks_override=200,
-        )
-    )
-    recompute, _, recompute_steps, _ = run(
-        with_framework(make_config(workload=workload), "vllm", engine_version="v0", num_gpu_blocks_override=200)
-    )
+    swap, _, swap_steps, fw = run(v0_on_swap_workload(preemption_mode="swap"))
+    recompute, _, recompute_steps, _ = run(v0_on_swap_workload())
     assert swap["num_swapped_out"] > 0 and swap["num_preempted"] == 0
     assert recompute["num_preempted"] > 0 and recompute["num_swapped_out"] == 0
     assert swap["completed"] == recompute["completed"] == 40
@@ -191,17 +187,7 @@ def test_vllm_v0_swap_preemption_moves_kv_to_host_and_resumes_without_recompute(
 
 def test_vllm_v0_with_chunked_prefill_swaps_requests_back_in():
     """The chunked-prefill scheduler serves running, then swapped, then new requests (it used to strand them)."""
-    workload = SWAP_WORKLOAD
-    metrics, requests, steps, fw = run(
-        with_framework(
-            make_config(workload=workload),
-            "vllm",
-            engine_version="v0",
-            enable_chunked_prefill=True,
-            preemption_mode="swap",
-            num_gpu_blocks_override=200,
-        )
-    )
+    metrics, requests, steps, fw = run(v0_on_swap_workload(enable_chunked_prefill=True, preemption_mode="swap"))
     assert metrics["num_swapped_out"] > 0 and metrics["num_preempted"] == 0
     assert metrics["completed"] == 40 and (requests["output_tokens"] == 200).all()
     assert steps["num_prefill_tokens"].sum() == 40 * 300  # swapped back, never recomputed

@@ -118,8 +118,11 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
     def release_lazy(self) -> None:
         """Give every lazy decoder its explicit state back and merge it into ``running`` (admission order)."""
         if self.lazy:
-            released = self.lazy.release_all()
-            self.running = sorted([*self.running, *released], key=admission_order)
+            self._rejoin_running(self.lazy.release_all())
+
+    def _rejoin_running(self, released: list[Request]) -> None:
+        """Former lazy decoders join ``running`` again, everyone in admission order."""
+        self.running = sorted([*self.running, *released], key=admission_order)
 
     # ---- the loop -------------------------------------------------------------------------------
     def admit_arrivals(self) -> None:
@@ -130,7 +133,7 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             for request in arrivals:
                 released = lazy.note_arrival(request)
                 if released:
-                    self.running = sorted([*self.running, *released], key=admission_order)
+                    self._rejoin_running(released)
         self.waiting.extend(arrivals)
 
     def finish(self, request: Request, now: float) -> None:

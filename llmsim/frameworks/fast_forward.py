@@ -206,10 +206,8 @@ class FastForward:
         scheduled = plan.scheduled
         if plan.evicted or plan.extra_time_s or len(scheduled) != len(self.running) or len(scheduled) < 1:
             return None
-        # cheap test first: if the next event comes before two more steps could end, stepping is cheaper
-        if self.next_arrival_bound() < self.env.now + 2.0 * self._last_step_duration:
-            return None
-        if self.waiting and not self.steady_while_waiting:
+        next_event = self.next_arrival_bound()
+        if not self._stretch_may_start(next_event):
             return None
         remaining = self.MAX_STRETCH
         requests = []
@@ -235,12 +233,20 @@ class FastForward:
             below = np.searchsorted(ordered, window - offsets, side="left")  # contexts still under the window
             prefix = np.concatenate(([0], np.cumsum(ordered)))
             windowed = prefix[below] + below * offsets + (n - below) * window
-        timed = self._timed_steps(n, kv_tokens, windowed, self.next_arrival_bound())
+        timed = self._timed_steps(n, kv_tokens, windowed, next_event)
         if timed is None:
             return None
         steps, durations, ends = timed
         usage = self.kv.decode_usage(requests, steps)
         return DecodeStretch(requests, steps, self.env.now, durations[:steps], ends[:steps], usage)
+
+    def _stretch_may_start(self, next_event: float) -> bool:
+        """The cheap tests a stretch must pass first: the next possible arrival (``next_event``) is
+        not before two more steps could end (else stepping is cheaper), and nothing waiting could be
+        admitted during the stretch."""
+        if next_event < self.env.now + 2.0 * self._last_step_duration:
+            return False
+        return not (self.waiting and not self.steady_while_waiting)
 
     def _timed_steps(
         self, n: int, kv_tokens: np.ndarray, windowed: np.ndarray, next_event: float
@@ -302,12 +308,9 @@ class FastForward:
         """
         lazy = self.lazy
         assert lazy is not None
-        env = self.env
-        now = env.now
+        now = self.env.now
         next_event = self.next_arrival_bound()
-        if next_event < now + 2.0 * self._last_step_duration:
-            return None
-        if self.waiting and not self.steady_while_waiting:
+        if not self._stretch_may_start(next_event):
             return None
         steps = min(self.MAX_STRETCH, lazy.steps_to_next_finish())
         if steps < 2:

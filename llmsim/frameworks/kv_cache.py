@@ -324,16 +324,14 @@ class KVCacheManager:
 
     def free(self, request: Request) -> None:
         """Return the request's blocks (they stay cached until reused)."""
-        # registered at free: unless it is a finished last turn, itself or its next turn may look them up
-        if (
-            self.pool.enable_caching
-            and self._registers_at_free(request)
-            and (not request.is_finished or request.spec.output_reuse == "after_finish")
-        ):
-            self._register_full_blocks(request)
-        if self.pool.enable_caching and request.spec.output_reuse == "after_finish" and request.block_hashes:
-            # the next turn is sent only after this one is answered (kept until it comes, once per turn)
-            self._history[request.spec.output_segment] = request.block_hashes
+        if self.enable_caching:
+            next_turn_follows = request.spec.output_reuse == "after_finish"
+            # registered at free: unless it is a finished last turn, itself or its next turn may look them up
+            if self._registers_at_free(request) and (not request.is_finished or next_turn_follows):
+                self._register_full_blocks(request)
+            if next_turn_follows and request.block_hashes:
+                # the next turn is sent only after this one is answered (kept until it comes, once per turn)
+                self._history[request.spec.output_segment] = request.block_hashes
         self.pool.release(request.blocks)
         self.held -= len(request.blocks)
         request.blocks = []

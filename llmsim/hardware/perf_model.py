@@ -127,6 +127,16 @@ class LayerKind:
 _Term = tuple[float, float, float, bool]  # an operator's (time, flops, bytes, compute-bound?)
 
 
+@dataclass(frozen=True, slots=True)
+class _TokenTerms:
+    """A layer's operators that depend only on its token count, and their seconds as steps add them."""
+
+    linear: list[_Term]
+    elementwise: list[_Term]
+    linear_s: float  # the linear operators' seconds summed in order from zero
+    elementwise_s: tuple[float, ...]
+
+
 class _Tally:
     """Accumulates operator costs into totals split by what bounded each operator."""
 
@@ -194,8 +204,7 @@ class PerformanceModel:
         self.layer_groups = self._layer_groups()
         self._cache: dict[tuple, float] = {}
         self._decode_cache: dict[int, tuple[float, float]] = {}
-        self._token_cache: dict[tuple[int, LayerKind], tuple[list[_Term], list[_Term]]] = {}
-        self._token_seconds_cache: dict[tuple[int, LayerKind], tuple[float, tuple[float, ...]]] = {}
+        self._token_cache: dict[tuple[int, LayerKind], _TokenTerms] = {}
 
     def _layer_groups(self) -> list[tuple[int, LayerKind]]:
         """(count, kind) for every kind of layer the model has, dense/MoE x windowed/full."""
@@ -260,21 +269,21 @@ class PerformanceModel:
     def layer_cost(self, batch: BatchShape, kind: LayerKind | None = None) -> StepCost:
         """Cost of one transformer layer of ``kind`` (default: the most common) on one GPU of the group."""
         kind = kind or self.default_kind()
-        linear, elementwise = self._token_terms(batch.num_tokens, kind)
+        terms = self._token_terms(batch.num_tokens, kind)
         tally = _Tally()
-        for term in linear:
+        for term in terms.linear:
             tally.add(*term)
         pairs, prefill_kv, decode_kv = _attention_work(batch, kind)
         if batch.prefill_tokens:
             tally.add(*self._attention(self.attn_flops_per_pair * pairs, prefill_kv))
         if batch.decode_seqs:
             tally.add(*self._attention(self.attn_flops_per_pair * decode_kv, decode_kv))
-        for term in elementwise:
+        for term in terms.elementwise:
             tally.add(*term)
         return StepCost(tally.time, tally.compute, tally.memory, 0.0, tally.flops, tally.bytes)
 
-    def _token_terms(self, tokens: int, kind: LayerKind) -> tuple[list[_Term], list[_Term]]:
-        """The operators of a layer that depend only on its token count: (linear layers, elementwise).
+    def _token_terms(self, tokens: int, kind: LayerKind) -> _TokenTerms:
+        """The operators of a layer that depend only on its token count (linear layers, elementwise).
 
         Memoised per (tokens, kind); the layer adds them around its attention in the same order.
         """
@@ -316,9 +325,14 @@ class PerformanceModel:
             (self._stream(nbytes, self.eff.hbm_bandwidth), 0.0, nbytes, False)
             for nbytes in (norms, activation, kv_write)
         ]
+        linear_s = 0.0
+        for term in linear:
+            linear_s += term[0]
         if len(self._token_cache) > 100_000:
             self._token_cache.clear()
-        terms = self._token_cache[key] = (linear, elementwise)
+        terms = self._token_cache[key] = _TokenTerms(
+            linear, elementwise, linear_s, tuple(term[0] for term in elementwise)
+        )
         return terms
 
     def allreduce_time(self, nbytes: float) -> float:
@@ -370,40 +384,26 @@ class PerformanceModel:
 
         The same terms are added in the same order (a layer's linear operators, its attention, its
         elementwise kernels; then the layer groups, the all-reduces, the LM head and the launches),
-        so the result is bit-identical; only the per-layer sums of token-only terms are memoised.
+        so the result is bit-identical; the token-only terms come memoised with their sum.
         """
         m = self.model
         tokens = batch.num_tokens
         total = 0.0
         for count, kind in self.layer_groups:
-            linear_s, elementwise_s = self._token_seconds(tokens, kind)
-            time = linear_s
+            terms = self._token_terms(tokens, kind)
+            time = terms.linear_s
             pairs, prefill_kv, decode_kv = _attention_work(batch, kind)
             if batch.prefill_tokens:
                 time += self._attention(self.attn_flops_per_pair * pairs, prefill_kv)[0]
             if batch.decode_seqs:
                 time += self._attention(self.attn_flops_per_pair * decode_kv, decode_kv)[0]
-            for seconds in elementwise_s:
+            for seconds in terms.elementwise_s:
                 time += seconds
             total += time * count
         comm = 2 * m.num_hidden_layers * self.allreduce_time(tokens * m.hidden_size * ACTIVATION_BYTES)
         launch = EAGER_LAUNCH_PER_LAYER_S * m.num_hidden_layers if batch.prefill_tokens else 0.0
         head_t = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)[0]
         return total + comm + head_t + launch
-
-    def _token_seconds(self, tokens: int, kind: LayerKind) -> tuple[float, tuple[float, ...]]:
-        """(linear operators' seconds summed in order from zero, each elementwise kernel's seconds)."""
-        key = (tokens, kind)
-        seconds = self._token_seconds_cache.get(key)
-        if seconds is None:
-            linear, elementwise = self._token_terms(tokens, kind)
-            linear_s = 0.0
-            for term in linear:
-                linear_s += term[0]
-            if len(self._token_seconds_cache) > 100_000:
-                self._token_seconds_cache.clear()
-            seconds = self._token_seconds_cache[key] = (linear_s, tuple(term[0] for term in elementwise))
-        return seconds
 
     def _decode_terms(self, num_seqs: int) -> tuple[float, float]:
         """(time of a decode step of ``num_seqs`` sequences without attention, attention seconds per KV token and layer)."""

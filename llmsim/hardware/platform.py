@@ -137,7 +137,7 @@ class VirtualHardwarePlatform:
         self.devices = {d.device_id: d for d in hardware_profile.compute_devices}
         self.links = {link.link_id: link for link in hardware_profile.network_links}
         self.ledger = {device_id: {} for device_id in self.devices}
-        self._delays: dict[tuple[int, float], float] = {}
+        self._delays = {}  # a new link: forget the memoised delays
 
     @property
     def client_link(self) -> NetworkLink:

@@ -51,12 +51,8 @@ class StepSeries:
         self.chunk_rows = chunk_rows or STEP_CHUNK
         self.rows: list[tuple[Any, ...]] = []  # in memory: one tuple per step, columns in STEP_COLUMNS order
         self._parts: list[Path] = []
-        self._lengths: list[int] = []  # rows in each part
         self._part_names: list[list[str]] = []  # each part's framework names, by code
         self._spill_dir: tempfile.TemporaryDirectory | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows) + sum(self._lengths)
 
     def append(self, row: tuple[Any, ...]) -> None:
         """One step: a value per :data:`STEP_COLUMNS` entry, in that order."""
@@ -108,7 +104,6 @@ class StepSeries:
         feather.write_feather(pa.table(arrays), path, compression="zstd")
         self._parts.append(path)
         self._part_names.append(list(codes))
-        self._lengths.append(len(arrays["time"]))
         self.rows = []
 
 

@@ -316,12 +316,14 @@ def trace_stream(workload: WorkloadConfig, seed: int) -> SessionStream:
     for rid, (row, copy) in enumerate(zip(replay.rows.tolist(), replay.copy.tolist(), strict=True)):
         if trace.session[row] >= 0:
             last_turn[(copy, int(trace.session[row]))] = rid
-    return SessionStream(replay.times.tolist(), _replay_units(trace, replay, workload, streaming, last_turn))
+    times = replay.times.tolist()
+    return SessionStream(times, _replay_units(trace, replay, times, workload, streaming, last_turn))
 
 
 def _replay_units(
     trace: Trace,
     replay: Replay,
+    times: list[float],
     workload: WorkloadConfig,
     streaming: np.ndarray,
     last_turn: dict[tuple[int, int], int],
@@ -332,7 +334,7 @@ def _replay_units(
     group_lengths = group_prefix_lengths(trace)
     history: dict[tuple[int, int], tuple[tuple[Segment, ...], int, int]] = {}  # (copy, session) -> segments, turn, id
     next_session = 0
-    plan = zip(replay.rows.tolist(), replay.times.tolist(), replay.copy.tolist(), strict=True)
+    plan = zip(replay.rows.tolist(), times, replay.copy.tolist(), strict=True)
     for rid, (row, time, copy) in enumerate(plan):
         prompt = int(trace.input_tokens[row])
         code = int(trace.session[row])
@@ -368,4 +370,4 @@ def _replay_units(
                 history.pop((copy, code), None)
             else:
                 history[(copy, code)] = (spec.token_segments, turn, session_id)
-        yield Session(session_id, float(time), (spec,))
+        yield Session(session_id, time, (spec,))
