@@ -329,6 +329,11 @@ class MetricsConfig(Schema):
         default=None,
         description="Keep the per-step series (null: only when output_steps_parquet_path is set).",
     )
+    step_series_bucket_s: PositiveFloat | None = Field(
+        default=None,
+        description="Aggregate the step series into buckets of this many simulated seconds "
+        "(one row per framework and bucket: sums, duration-weighted means, maxima); null: one row per step.",
+    )
     slo_ttft_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on TTFT.")
     slo_tpot_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on TPOT.")
     slo_e2el_ms: PositiveFloat | None = Field(default=None, description="Goodput SLO on E2EL.")

@@ -153,3 +153,26 @@ def test_long_runs_spill_the_step_series_to_disk_without_changing_anything(monke
     spilled, _, spilled_steps = run_quietly(make_config(workload=workload))
     assert json.dumps(whole, sort_keys=True) == json.dumps(spilled, sort_keys=True)
     assert whole_steps.equals(spilled_steps) and len(spilled_steps) > 200
+
+
+def test_bucketed_step_series_aggregates_every_step_of_the_per_step_series(monkeypatch):
+    import llmsim.metrics.step_series as step_series_module
+
+    workload = {"rate": 6, "total_duration": 20, "client_profiles": [_chat_profile()]}
+    summary, _, steps = run_quietly(make_config(workload=workload))
+    monkeypatch.setattr(step_series_module, "STEP_CHUNK", 50)  # buckets straddle chunks: partials merge
+    bucketed_summary, _, buckets = run_quietly(make_config(workload=workload, metrics={"step_series_bucket_s": 2.0}))
+    assert json.dumps(summary, sort_keys=True) == json.dumps(bucketed_summary, sort_keys=True)
+    assert len(steps) > 200 and len(buckets) < len(steps) / 10
+
+    steps["bucket"] = np.floor(steps["time"] / 2.0)
+    by_bucket = steps.groupby("bucket")
+    weight = steps["duration"]
+    expected_kv_mean = (steps["kv_blocks_used"] * weight).groupby(steps["bucket"]).sum() / by_bucket["duration"].sum()
+    assert buckets["time"].tolist() == [2.0 * b for b in by_bucket.groups]
+    assert buckets["steps"].tolist() == by_bucket.size().tolist()
+    assert buckets["num_tokens"].tolist() == by_bucket["num_tokens"].sum().tolist()
+    assert buckets["kv_blocks_used_max"].tolist() == by_bucket["kv_blocks_used"].max().tolist()
+    np.testing.assert_allclose(buckets["busy_s"], by_bucket["duration"].sum(), rtol=1e-12)
+    np.testing.assert_allclose(buckets["kv_blocks_used_mean"], expected_kv_mean, rtol=1e-12)
+    assert (buckets["num_seqs_mean"] <= buckets["num_seqs_max"]).all()

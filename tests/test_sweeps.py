@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
@@ -212,3 +213,30 @@ def test_plots_of_a_sweep_and_of_a_run_are_real_pngs(rate_sweep, tmp_path):
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_run_timeline_of_a_long_step_series_is_plotted_from_buckets_without_loading_it(tmp_path):
+    from llmsim.metrics.step_series import STEP_COLUMNS
+    from llmsim.sweep.plots import timeline_table
+
+    steps = 50_000
+    time = np.arange(steps) * 0.01
+    table = {name: np.full(steps, 7, dtype=np.int64) for name in STEP_COLUMNS}
+    table.update(framework=np.array(["vllm", "sglang"] * (steps // 2)), time=time, duration=np.full(steps, 0.01))
+    table["kv_blocks_used"] = np.arange(steps) % 100
+    path = tmp_path / "steps.parquet"
+    pd.DataFrame(table).to_parquet(path, index=False)
+
+    reduced = timeline_table(path, max_points=250)
+    assert set(reduced["framework"]) == {"vllm", "sglang"}
+    assert len(reduced) <= 2 * 250 + 2
+    assert reduced["steps"].sum() == steps
+    assert reduced["kv_blocks_used_max"].max() == 99
+    assert timeline_table(path, max_points=steps).equals(pd.read_parquet(path))  # short enough: as written
+
+    run = tmp_path / "run"
+    run.mkdir()
+    reduced.to_parquet(run / "steps.parquet", index=False)  # as a run with metrics.step_series_bucket_s writes it
+    (run / "summary.json").write_text("{}")
+    (png,) = make_plots(run, tmp_path / "plots")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

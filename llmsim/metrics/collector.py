@@ -123,7 +123,9 @@ class MetricsCollector:
         if record_series is None:
             record_series = metrics_config.output_steps_parquet_path is not None
         #: the per-step series (None when neither the run's files nor the caller asked for it)
-        self.step_series: StepSeries | None = StepSeries() if record_series else None
+        self.step_series: StepSeries | None = (
+            StepSeries(bucket_s=metrics_config.step_series_bucket_s) if record_series else None
+        )
         self._itl: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.events: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(EVENT_KINDS, 0))
         self.frameworks: list[str] = []
@@ -276,7 +278,8 @@ class MetricsCollector:
         return df.sort_values(["framework", "request_id"], kind="stable").reset_index(drop=True)
 
     def get_step_series_df(self) -> pd.DataFrame:
-        """One row per engine step (spilled parts included)."""
+        """One row per engine step, spilled parts included (with ``metrics.step_series_bucket_s``: one
+        row per framework and bucket, :data:`~llmsim.metrics.step_buckets.BUCKET_COLUMNS`)."""
         return self._series().frame()
 
     def itl_samples(self, framework_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,10 @@ private temporary directory: typed arrays (framework names as codes) in a zstd-c
 file, several times faster to write than a Parquet part built through pandas and about as small.
 Tables are rebuilt part by part with the same dtypes, so a spilled series equals the one kept
 whole; the run's ``steps.parquet`` is streamed from the parts.
+
+With a bucket width (``metrics.step_series_bucket_s``) each chunk is reduced instead to mergeable
+aggregates per framework and bucket of simulated time (:mod:`llmsim.metrics.step_buckets`), kept
+in memory, and the series is the bucket table: its size follows the simulated time, not the steps.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyarrow import feather
+
+from llmsim.metrics.step_buckets import merge_buckets, partial_buckets
 
 STEP_COLUMNS = (
     "framework",
@@ -44,15 +50,26 @@ class StepSeries:
     """Rows of engine steps, appended one at a time or as runs of decode steps.
 
     ``chunk_rows`` (default: :data:`STEP_CHUNK`, read when the series is made) bounds the rows in
-    memory.
+    memory. ``bucket_s`` (seconds), if given, makes the series one row per framework and bucket of
+    simulated time (:data:`~llmsim.metrics.step_buckets.BUCKET_COLUMNS`) instead of one per step.
     """
 
-    def __init__(self, chunk_rows: int | None = None) -> None:
+    def __init__(self, chunk_rows: int | None = None, bucket_s: float | None = None) -> None:
+        if bucket_s is not None and not bucket_s > 0:
+            raise ValueError(f"bucket_s must be > 0 seconds, got {bucket_s!r}")
         self.chunk_rows = chunk_rows or STEP_CHUNK
+        self.bucket_s = bucket_s
+        self._spilled_steps = 0  # steps moved out of ``rows`` (to part files or bucket partials)
+        self._buckets: list[pd.DataFrame] = []  # bucketed series: each chunk's partial aggregates
         self.rows: list[tuple[Any, ...]] = []  # in memory: one tuple per step, columns in STEP_COLUMNS order
         self._parts: list[Path] = []
         self._part_names: list[list[str]] = []  # each part's framework names, by code
         self._spill_dir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def num_steps(self) -> int:
+        """Steps appended so far (the rows of the series, unless it is bucketed)."""
+        return self._spilled_steps + len(self.rows)
 
     def append(self, row: tuple[Any, ...]) -> None:
         """One step: a value per :data:`STEP_COLUMNS` entry, in that order."""
@@ -72,7 +89,10 @@ class StepSeries:
             self._spill()
 
     def parts(self) -> Iterator[pd.DataFrame]:
-        """The series as tables, oldest first (spilled parts, then the rows in memory)."""
+        """The series as tables, oldest first (spilled parts, then the rows in memory; bucketed: one table)."""
+        if self.bucket_s is not None:
+            yield self.frame()
+            return
         for path, names in zip(self._parts, self._part_names, strict=True):
             table = feather.read_table(path)
             columns = {name: table.column(name).to_numpy() for name in STEP_COLUMNS}
@@ -83,6 +103,9 @@ class StepSeries:
 
     def frame(self) -> pd.DataFrame:
         """The whole series as one table."""
+        if self.bucket_s is not None:
+            pending = [partial_buckets(self._columns(), self.bucket_s)] if self.rows else []
+            return merge_buckets([*self._buckets, *pending], self.bucket_s)
         parts = list(self.parts())
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
@@ -93,6 +116,11 @@ class StepSeries:
         return dict(zip(STEP_COLUMNS, zip(*self.rows, strict=True), strict=True))
 
     def _spill(self) -> None:
+        self._spilled_steps += len(self.rows)
+        if self.bucket_s is not None:
+            self._buckets.append(partial_buckets(self._columns(), self.bucket_s))
+            self.rows = []
+            return
         if self._spill_dir is None:
             self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
         path = Path(self._spill_dir.name) / f"part-{len(self._parts):05d}.arrow"
@@ -120,5 +148,5 @@ def _typed(columns: dict[str, Any]) -> dict[str, Any]:
 def _frame(columns: dict[str, Any]) -> pd.DataFrame:
     typed = _typed(columns)
     names = typed["framework"]
-    typed["framework"] = names.tolist() if isinstance(names, np.ndarray) else list(names)  # pandas picks str dtype
+    typed["framework"] = pd.Series(names.tolist() if isinstance(names, np.ndarray) else list(names), dtype="str")
     return pd.DataFrame(typed, columns=list(STEP_COLUMNS))

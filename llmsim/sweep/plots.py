@@ -11,9 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from llmsim.errors import LLMSimError
+from llmsim.metrics.step_buckets import merge_buckets, partial_buckets
+from llmsim.metrics.step_series import STEP_COLUMNS
 from llmsim.sweep.aggregate import REQUESTS_TABLE
 from llmsim.sweep.tables import ResultTable, load_results
 
@@ -122,29 +125,90 @@ def plot_goodput(results: ResultTable, out: Path, ttft_ms: float, tpot_ms: float
     return path
 
 
+#: a per-step series longer than this is plotted in buckets of simulated time (about this many)
+TIMELINE_POINTS = 4_000
+_TIMELINE_STEP_COLUMNS = [
+    "framework",
+    "time",
+    "duration",
+    *(name for name in STEP_COLUMNS if name not in ("framework", "time", "duration")),
+]
+
+
+def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.DataFrame:
+    """A run's step series as a table to plot: as written if it is bucketed (``metrics.step_series_bucket_s``)
+    or short, otherwise read in record batches and reduced to about ``max_points`` buckets per framework
+    (a 1M-request run writes tens of millions of step rows: never loaded whole).
+
+    Bucketed tables have :data:`~llmsim.metrics.step_buckets.BUCKET_COLUMNS`; short per-step ones, the
+    step columns.
+    """
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(steps_file)
+    names = parquet.schema_arrow.names
+    if "steps" in names or parquet.metadata.num_rows <= max_points:
+        return parquet.read().to_pandas()
+    missing = sorted(set(_TIMELINE_STEP_COLUMNS) - set(names))
+    if missing:
+        raise LLMSimError(f"{steps_file}: not a step series (no column {', '.join(missing)})")
+    end = 0.0
+    for batch in parquet.iter_batches(columns=["time"]):
+        end = max(end, float(np.max(batch.column(0).to_numpy())))
+    bucket_s = max(end, 1e-9) / max_points
+    partials = [
+        partial_buckets(batch.to_pandas(), bucket_s)
+        for batch in parquet.iter_batches(batch_size=500_000, columns=_TIMELINE_STEP_COLUMNS)
+    ]
+    return merge_buckets(partials, bucket_s)
+
+
 def plot_run_timeline(run_dir: Path, out: Path) -> Path:
-    """KV-cache use, running batch and waiting queue over simulated time for one run."""
+    """KV-cache use, running batch and waiting queue over simulated time for one run.
+
+    Per-step series are drawn step by step; bucketed ones (written bucketed, or long ones reduced
+    here) as the duration-weighted mean, with each bucket's maximum as a faint line.
+    """
     steps_file = run_dir / "steps.parquet"
     if not steps_file.exists():
         raise LLMSimError(f"{run_dir}: no steps.parquet (was metrics.output_steps_parquet_path disabled?)")
-    steps = pd.read_parquet(steps_file)
+    steps = timeline_table(steps_file)
+    bucketed = "steps" in steps.columns
     fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
     for framework, rows in steps.groupby("framework", sort=True):
         t = rows["time"].to_numpy()
-        axes[0].plot(t, 100 * rows["kv_blocks_used"] / rows["kv_blocks_total"], label=framework, lw=0.8)
-        axes[1].plot(t, rows["num_seqs"], label=framework, lw=0.8)
-        axes[2].plot(t, rows["num_waiting"], label=framework, lw=0.8)
+        total = rows["kv_blocks_total"].to_numpy()
+        for ax, name, scale in (
+            (axes[0], "kv_blocks_used", 100 / total),
+            (axes[1], "num_seqs", 1),
+            (axes[2], "num_waiting", 1),
+        ):
+            if not bucketed:
+                ax.plot(t, rows[name] * scale, label=framework, lw=0.8)
+                continue
+            line = ax.plot(t, rows[f"{name}_mean"] * scale, label=f"{framework} (mean)", lw=0.8)[0]
+            ax.plot(
+                t, rows[f"{name}_max"] * scale, color=line.get_color(), alpha=0.35, lw=0.6, label=f"{framework} (max)"
+            )
     for ax, label in zip(axes, ("KV cache used (%)", "requests in the batch", "waiting requests"), strict=True):
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize="small")
     axes[2].set_xlabel("simulated time (s)")
-    fig.suptitle(f"Engine state over time — {run_dir}")
+    width = f" — buckets of {_bucket_width(steps):.3g} s" if bucketed else ""
+    fig.suptitle(f"Engine state over time — {run_dir}{width}")
     fig.tight_layout()
     path = out / "run_timeline.png"
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def _bucket_width(steps: pd.DataFrame) -> float:
+    """The bucket width of a bucketed table: the smallest gap between a framework's bucket starts."""
+    gaps = [np.diff(rows["time"].to_numpy()) for _, rows in steps.groupby("framework")]
+    positive = np.concatenate([g[g > 0] for g in gaps]) if gaps else np.array([])
+    return float(positive.min()) if len(positive) else float("nan")
 
 
 def make_plots(target: Path, out: Path | None = None, ttft_ms: float = 500.0, tpot_ms: float = 50.0) -> list[Path]:
