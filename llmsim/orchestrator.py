@@ -24,6 +24,8 @@ from llmsim.models import ModelDatabase
 from llmsim.workload.generator import WorkloadGenerator
 
 log = logging.getLogger(__name__)
+#: step rows from which a run that keeps its per-step series suggests buckets (metrics.step_series_bucket_s)
+LONG_STEP_SERIES = 5_000_000
 
 
 class ExperimentOrchestrator:
@@ -160,8 +162,20 @@ class ExperimentOrchestrator:
         if print_table:
             print_summary(summary)
         write_outputs(self, summary)
+        self._hint_long_step_series()
         log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)
         return summary
+
+    def _hint_long_step_series(self) -> None:
+        """A per-step series of many millions of rows is worth a hint: buckets keep it to the simulated time."""
+        assert self.metrics_collector is not None
+        series = self.metrics_collector.step_series
+        if series is not None and series.bucket_s is None and series.num_steps >= LONG_STEP_SERIES:
+            log.info(
+                "the step series has %s rows (one per engine step); metrics.step_series_bucket_s=1 keeps "
+                "one row per simulated second instead",
+                f"{series.num_steps:,}",
+            )
 
     def _warn_all_rejected(self, summary: dict[str, Any]) -> None:
         """A framework that served nothing because it refused every request is worth a line in the log."""

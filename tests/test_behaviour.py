@@ -176,3 +176,17 @@ def test_bucketed_step_series_aggregates_every_step_of_the_per_step_series(monke
     np.testing.assert_allclose(buckets["busy_s"], by_bucket["duration"].sum(), rtol=1e-12)
     np.testing.assert_allclose(buckets["kv_blocks_used_mean"], expected_kv_mean, rtol=1e-12)
     assert (buckets["num_seqs_mean"] <= buckets["num_seqs_max"]).all()
+
+
+def test_a_run_with_a_long_per_step_series_suggests_buckets_and_a_bucketed_one_does_not(monkeypatch, caplog):
+    import llmsim.orchestrator as orchestrator_module
+
+    monkeypatch.setattr(orchestrator_module, "LONG_STEP_SERIES", 20)
+    workload = {"kind": "offline", "num_requests": 8, "client_profiles": [constant_profile(64, 40)]}
+    with caplog.at_level("INFO", logger="llmsim.orchestrator"):
+        run_quietly(make_config(workload=workload))
+    assert "metrics.step_series_bucket_s=1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="llmsim.orchestrator"):
+        run_quietly(make_config(workload=workload, metrics={"step_series_bucket_s": 1.0}))
+    assert "step_series_bucket_s" not in caplog.text
