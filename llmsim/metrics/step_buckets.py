@@ -55,8 +55,9 @@ def partial_buckets(columns: Mapping[str, Any], bucket_s: float) -> pd.DataFrame
     One row per (framework, bucket index) with sums (levels as level x duration) and maxima.
     """
     duration = np.asarray(columns["duration"], dtype=np.float64)
+    names = columns["framework"]
     data: dict[str, Any] = {
-        "framework": list(columns["framework"]),
+        "framework": names.array if isinstance(names, pd.Series) else list(names),  # a table's column as it is
         "bucket": np.floor(np.asarray(columns["time"], dtype=np.float64) / bucket_s).astype(np.int64),
         "steps": np.ones(len(duration), dtype=np.int64),
         "busy_s": duration,
