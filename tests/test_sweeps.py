@@ -225,9 +225,12 @@ def test_run_timeline_of_a_long_step_series_is_plotted_from_buckets_without_load
     table.update(framework=np.array(["vllm", "sglang"] * (steps // 2)), time=time, duration=np.full(steps, 0.01))
     table["kv_blocks_used"] = np.arange(steps) % 100
     path = tmp_path / "steps.parquet"
-    pd.DataFrame(table).to_parquet(path, index=False)
+    pd.DataFrame(table).to_parquet(path, index=False, row_group_size=7_000)
+    no_statistics = tmp_path / "no_statistics.parquet"
+    pd.DataFrame(table).to_parquet(no_statistics, index=False, row_group_size=7_000, write_statistics=False)
 
     reduced = timeline_table(path, max_points=250)
+    assert reduced.equals(timeline_table(no_statistics, max_points=250))
     assert set(reduced["framework"]) == {"vllm", "sglang"}
     assert len(reduced) <= 2 * 250 + 2
     assert reduced["steps"].sum() == steps

@@ -37,7 +37,6 @@ BUCKET_COLUMNS = (
     *(f"{name}_{kind}" for name in LEVEL_COLUMNS for kind in ("mean", "max")),
     "kv_blocks_total",
 )
-_KEYS = ["framework", "bucket"]
 #: how each partial column merges: sums add up, maxima take the largest
 _MERGE: dict[str, str] = {
     "steps": "sum",
@@ -54,22 +53,18 @@ def partial_buckets(columns: Mapping[str, Any], bucket_s: float) -> pd.DataFrame
 
     One row per (framework, bucket index) with sums (levels as level x duration) and maxima.
     """
-    duration = np.asarray(columns["duration"], dtype=np.float64)
     names = columns["framework"]
-    data: dict[str, Any] = {
-        "framework": names.array if isinstance(names, pd.Series) else list(names),  # a table's column as it is
-        "bucket": np.floor(np.asarray(columns["time"], dtype=np.float64) / bucket_s).astype(np.int64),
-        "steps": np.ones(len(duration), dtype=np.int64),
-        "busy_s": duration,
-    }
+    duration = np.asarray(columns["duration"], dtype=np.float64)
+    values: dict[str, np.ndarray] = {"steps": np.ones(len(duration), dtype=np.int64), "busy_s": duration}
     for name in SUM_COLUMNS:
-        data[name] = np.asarray(columns[name], dtype=np.int64)
+        values[name] = np.asarray(columns[name], dtype=np.int64)
     for name in LEVEL_COLUMNS:
         level = np.asarray(columns[name], dtype=np.int64)
-        data[f"{name}_s"] = level * duration
-        data[f"{name}_max"] = level
-    data["kv_blocks_total"] = np.asarray(columns["kv_blocks_total"], dtype=np.int64)
-    return _merged(pd.DataFrame(data))
+        values[f"{name}_s"] = level * duration
+        values[f"{name}_max"] = level
+    values["kv_blocks_total"] = np.asarray(columns["kv_blocks_total"], dtype=np.int64)
+    bucket = np.floor(np.asarray(columns["time"], dtype=np.float64) / bucket_s).astype(np.int64)
+    return _reduced(names.array if isinstance(names, pd.Series) else np.asarray(names, dtype=object), bucket, values)
 
 
 def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataFrame:
@@ -78,10 +73,12 @@ def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataF
     frames = [frame for frame in partials if len(frame)]
     if not frames:
         return _empty()
-    merged = _merged(pd.concat(frames, ignore_index=True)).sort_values(_KEYS, kind="stable")
+    whole = pd.concat(frames, ignore_index=True)
+    merged = _reduced(whole["framework"].array, whole["bucket"].to_numpy(), {n: whole[n].to_numpy() for n in _MERGE})
+    del whole
     busy = merged["busy_s"].to_numpy()
     table: dict[str, Any] = {
-        "framework": pd.Series(merged["framework"].tolist(), dtype="str"),
+        "framework": merged["framework"],
         "time": merged["bucket"].to_numpy() * bucket_s,
         "steps": merged["steps"].to_numpy(),
         "busy_s": busy,
@@ -97,8 +94,23 @@ def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataF
     return pd.DataFrame(table, columns=list(BUCKET_COLUMNS))
 
 
-def _merged(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.groupby(_KEYS, sort=False).agg(_MERGE).reset_index()
+def _reduced(frameworks: Any, bucket: np.ndarray, values: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Rows grouped by (framework, bucket), in framework-name then bucket order, each column reduced
+    as :data:`_MERGE` says, adding in row order within a group (numpy only: no per-row table)."""
+    codes, names = pd.factorize(frameworks, sort=True)
+    order = np.lexsort((bucket, codes))  # stable: rows of a group keep their order
+    codes, bucket = codes[order], bucket[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (codes[1:] != codes[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(first)
+    table: dict[str, Any] = {
+        "framework": pd.Series(np.asarray(names, dtype=object)[codes[starts]], dtype="str"),
+        "bucket": bucket[starts],
+    }
+    for name, column in values.items():
+        reduce = np.maximum.reduceat if _MERGE[name] == "max" else np.add.reduceat
+        table[name] = reduce(column[order], starts) if len(starts) else column[:0]
+    return pd.DataFrame(table)
 
 
 def _empty() -> pd.DataFrame:

@@ -137,8 +137,8 @@ _TIMELINE_STEP_COLUMNS = [
 
 def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.DataFrame:
     """A run's step series as a table to plot: as written if it is bucketed (``metrics.step_series_bucket_s``)
-    or short, otherwise read in record batches and reduced to about ``max_points`` buckets per framework
-    (a 1M-request run writes tens of millions of step rows: never loaded whole).
+    or short, otherwise read a row group at a time and reduced to about ``max_points`` buckets per
+    framework (a 1M-request run writes tens of millions of step rows: never loaded whole).
 
     Bucketed tables have :data:`~llmsim.metrics.step_buckets.BUCKET_COLUMNS`; short per-step ones, the
     step columns.
@@ -152,15 +152,27 @@ def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.Da
     missing = sorted(set(_TIMELINE_STEP_COLUMNS) - set(names))
     if missing:
         raise LLMSimError(f"{steps_file}: not a step series (no column {', '.join(missing)})")
-    end = 0.0
-    for batch in parquet.iter_batches(columns=["time"]):
-        end = max(end, float(np.max(batch.column(0).to_numpy())))
-    bucket_s = max(end, 1e-9) / max_points
+    bucket_s = max(_last_step_start(parquet), 1e-9) / max_points
+    # a row group at a time (iterating record batches holds on to memory as it goes)
     partials = [
-        partial_buckets(batch.to_pandas(), bucket_s)
-        for batch in parquet.iter_batches(batch_size=500_000, columns=_TIMELINE_STEP_COLUMNS)
+        partial_buckets(parquet.read_row_group(group, columns=_TIMELINE_STEP_COLUMNS).to_pandas(), bucket_s)
+        for group in range(parquet.num_row_groups)
     ]
     return merge_buckets(partials, bucket_s)
+
+
+def _last_step_start(parquet: Any) -> float:
+    """The largest ``time`` in a Parquet step series: from the row groups' statistics, else read."""
+    column = parquet.schema_arrow.get_field_index("time")
+    end = 0.0
+    for group in range(parquet.num_row_groups):
+        stats = parquet.metadata.row_group(group).column(column).statistics
+        if stats is not None and stats.has_min_max:
+            end = max(end, float(stats.max))
+        else:
+            times = parquet.read_row_group(group, columns=["time"]).column(0).to_numpy()
+            end = max(end, float(times.max(initial=0.0)))
+    return end
 
 
 def plot_run_timeline(run_dir: Path, out: Path) -> Path:
