@@ -89,10 +89,27 @@ class StepSeries:
             self._spill()
 
     def parts(self) -> Iterator[pd.DataFrame]:
-        """The series as tables, oldest first (spilled parts, then the rows in memory; bucketed: one table)."""
+        """The series as tables: each framework's steps in the order they were taken, frameworks by name
+        (bucketed: one table).
+
+        Frameworks record steps independently (a steady decode stretch records its steps at once), so
+        the recording order interleaves them in a way that depends on fast-forwarding; this order does not.
+        """
         if self.bucket_s is not None:
             yield self.frame()
             return
+        frameworks = sorted({*(name for names in self._part_names for name in names), *(row[0] for row in self.rows)})
+        if len(frameworks) <= 1:
+            yield from self._recorded_parts()
+            return
+        for framework in frameworks:  # each spilled part is read once per framework
+            for part in self._recorded_parts():
+                rows = part[part["framework"].to_numpy() == framework]
+                if len(rows):
+                    yield rows.reset_index(drop=True)
+
+    def _recorded_parts(self) -> Iterator[pd.DataFrame]:
+        """The series as recorded, oldest first: spilled parts, then the rows in memory."""
         for path, names in zip(self._parts, self._part_names, strict=True):
             table = feather.read_table(path)
             columns = {name: table.column(name).to_numpy() for name in STEP_COLUMNS}
