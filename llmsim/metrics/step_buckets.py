@@ -70,12 +70,9 @@ def partial_buckets(columns: Mapping[str, Any], bucket_s: float) -> pd.DataFrame
 def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataFrame:
     """The final bucket table (:data:`BUCKET_COLUMNS`) from the partials of every chunk, sorted by
     framework and time."""
-    frames = [frame for frame in partials if len(frame)]
-    if not frames:
+    merged = merge_partials(partials)
+    if not len(merged):
         return _empty()
-    whole = pd.concat(frames, ignore_index=True)
-    merged = _reduced(whole["framework"].array, whole["bucket"].to_numpy(), {n: whole[n].to_numpy() for n in _MERGE})
-    del whole
     busy = merged["busy_s"].to_numpy()
     table: dict[str, Any] = {
         "framework": merged["framework"],
@@ -92,6 +89,15 @@ def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataF
         table[f"{name}_max"] = merged[f"{name}_max"].to_numpy()
     table["kv_blocks_total"] = merged["kv_blocks_total"].to_numpy()
     return pd.DataFrame(table, columns=list(BUCKET_COLUMNS))
+
+
+def merge_partials(partials: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Several chunks' partial aggregates as one (a bucket in two chunks becomes one row)."""
+    frames = [frame for frame in partials if len(frame)]
+    if len(frames) <= 1:
+        return frames[0] if frames else pd.DataFrame()
+    whole = pd.concat(frames, ignore_index=True)
+    return _reduced(whole["framework"].array, whole["bucket"].to_numpy(), {n: whole[n].to_numpy() for n in _MERGE})
 
 
 def _reduced(frameworks: Any, bucket: np.ndarray, values: Mapping[str, np.ndarray]) -> pd.DataFrame:

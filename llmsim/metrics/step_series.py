@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import feather
 
-from llmsim.metrics.step_buckets import merge_buckets, partial_buckets
+from llmsim.metrics.step_buckets import merge_buckets, merge_partials, partial_buckets
 
 STEP_COLUMNS = (
     "framework",
@@ -44,6 +44,7 @@ STEP_COLUMNS = (
 #: columns after the framework and the two times: integer counts
 COUNT_COLUMNS = STEP_COLUMNS[3:]
 STEP_CHUNK = 200_000  # step rows kept in memory before they are spilled to a part file
+_COMPACT_PARTIALS = 16  # bucketed series: chunks' partial aggregates merged into one table this often
 
 
 class StepSeries:
@@ -121,8 +122,9 @@ class StepSeries:
     def frame(self) -> pd.DataFrame:
         """The whole series as one table."""
         if self.bucket_s is not None:
-            pending = [partial_buckets(self._columns(), self.bucket_s)] if self.rows else []
-            return merge_buckets([*self._buckets, *pending], self.bucket_s)
+            if self.rows:
+                self._spill()
+            return merge_buckets(self._buckets, self.bucket_s)
         parts = list(self.parts())
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
@@ -137,6 +139,8 @@ class StepSeries:
         if self.bucket_s is not None:
             self._buckets.append(partial_buckets(self._columns(), self.bucket_s))
             self.rows = []
+            if len(self._buckets) >= _COMPACT_PARTIALS:  # one table of partials, not one per chunk
+                self._buckets = [merge_partials(self._buckets)]
             return
         if self._spill_dir is None:
             self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
