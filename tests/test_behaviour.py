@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -190,3 +192,24 @@ def test_a_run_with_a_long_per_step_series_suggests_buckets_and_a_bucketed_one_d
     with caplog.at_level("INFO", logger="llmsim.orchestrator"):
         run_quietly(make_config(workload=workload, metrics={"step_series_bucket_s": 1.0}))
     assert "step_series_bucket_s" not in caplog.text
+
+
+def test_request_table_is_sorted_by_framework_and_id_and_leaves_the_records_free_to_grow():
+    from conftest import conf_file
+
+    from llmsim import ExperimentOrchestrator
+
+    config = make_config(workload={"rate": 10, "total_duration": 10, "client_profiles": [_chat_profile()]})
+    config.pop("framework")
+    config["frameworks"] = {name: conf_file("framework", name) for name in ("vllm", "sglang")}
+    orchestrator = ExperimentOrchestrator(config)
+    with contextlib.redirect_stdout(io.StringIO()):
+        orchestrator.run()
+    collector = orchestrator.metrics_collector
+    table = collector.get_all_request_metrics_df()
+    expected = table.sort_values(["framework", "request_id"], kind="stable", ignore_index=True)
+    assert table["framework"].iloc[0] == "sglang" and table["framework"].iloc[-1] == "vllm"
+    assert table.equals(expected)
+    for record in collector.requests.values():  # a column still viewed by the table could not grow
+        record.append(record[-1])
+    assert len(collector.get_all_request_metrics_df()) == len(table) + 1
