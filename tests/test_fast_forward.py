@@ -183,3 +183,22 @@ def test_fast_forward_matches_step_by_step_with_three_frameworks_side_by_side():
     assert list(pd.unique(fast_steps["framework"])) == ["sglang", "trtllm", "vllm"]
     pd.testing.assert_frame_equal(slow_steps, fast_steps, check_exact=True)
     assert slow_summary["frameworks"] == fast_summary["frameworks"]
+
+
+def test_bucketed_step_series_is_the_same_to_the_bit_with_and_without_fast_forward(monkeypatch):
+    """Chunks cut the recorded steps of three frameworks at places fast-forwarding moves: each bucket
+    is still summed over its own steps in one pass."""
+    import llmsim.metrics.step_series as step_series_module
+
+    monkeypatch.setattr(step_series_module, "STEP_CHUNK", 1000)
+    tables = []
+    for fast in (False, True):
+        workload = {**conf_file("workload", "chat"), "rate": 12, "total_duration": 30}
+        config = make_config(
+            workload=workload, simulation={"fast_forward": fast}, metrics={"step_series_bucket_s": 1.0}
+        )
+        config.pop("framework")
+        config["frameworks"] = {name: conf_file("framework", name) for name in ("vllm", "trtllm", "sglang")}
+        tables.append(run_quietly(config)[2])
+    assert len(tables[0]) > 90 and tables[0]["steps"].sum() > 5 * 1000
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)

@@ -243,3 +243,27 @@ def test_run_timeline_of_a_long_step_series_is_plotted_from_buckets_without_load
     (run / "summary.json").write_text("{}")
     (png,) = make_plots(run, tmp_path / "plots")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_steps_on_a_bucket_boundary_start_that_bucket_and_tiny_buckets_are_refused():
+    from llmsim.metrics.step_buckets import bucket_index
+
+    starts = np.arange(100) * 0.1  # 0.3 / 0.1 < 3 in floats: a plain floor puts 0.3 in bucket 2
+    assert bucket_index(starts, 0.1).tolist() == list(range(100))
+    assert bucket_index(np.array([1000.0, 1000.05, 1000.1]), 0.1, origin=1000.0).tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match="too small"):
+        bucket_index(np.array([1e12]), 1e-9)
+
+
+def test_timeline_buckets_span_the_steps_not_the_time_before_them(tmp_path):
+    from llmsim.metrics.step_series import STEP_COLUMNS
+    from llmsim.sweep.plots import timeline_table
+
+    steps = 10_000
+    table = {name: np.full(steps, 3, dtype=np.int64) for name in STEP_COLUMNS}
+    table.update(framework=["vllm"] * steps, time=1000.0 + np.arange(steps) * 0.01, duration=np.full(steps, 0.01))
+    path = tmp_path / "steps.parquet"
+    pd.DataFrame(table).to_parquet(path, index=False)
+    reduced = timeline_table(path, max_points=100)
+    assert 95 <= len(reduced) <= 101 and reduced["time"].iloc[0] == 1000.0
+    assert reduced.attrs["bucket_s"] == pytest.approx(0.9999)

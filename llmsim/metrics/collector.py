@@ -233,7 +233,7 @@ class MetricsCollector:
             self.step_series.extend(framework_id, starts, durations, values)
 
     def step_parts(self) -> Iterator[pd.DataFrame]:
-        """The step series in pieces, oldest first, read one at a time (for streaming writers)."""
+        """The step series in pieces (see :meth:`StepSeries.parts`), read one at a time (for streaming writers)."""
         return self._series().parts()
 
     def _series(self) -> StepSeries:

@@ -48,35 +48,64 @@ _MERGE: dict[str, str] = {
 }
 
 
-def partial_buckets(columns: Mapping[str, Any], bucket_s: float) -> pd.DataFrame:
-    """Mergeable aggregates of some steps (step-series columns: names as in ``STEP_COLUMNS``).
+def partial_buckets(
+    columns: Mapping[str, Any], bucket_s: float, origin: float = 0.0, hold_open: bool = False
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Mergeable aggregates of some steps (step-series columns: names as in ``STEP_COLUMNS``), and the
+    rows left out.
 
-    One row per (framework, bucket index) with sums (levels as level x duration) and maxima.
+    One row per (framework, bucket) with sums (levels as level x duration) and maxima; bucket ``k``
+    holds the steps starting in ``[origin + k * bucket_s, origin + (k + 1) * bucket_s)``. With
+    ``hold_open``, each framework's last bucket is left out (its steps are in time order, so only that
+    one may go on in the next chunk) and the indices of its rows are returned, for the caller to
+    aggregate with the next chunk: every bucket is then summed in one pass over its own steps,
+    whatever the chunking, and so to the same bits.
     """
     names = columns["framework"]
-    duration = np.asarray(columns["duration"], dtype=np.float64)
+    codes, frameworks = pd.factorize(names.array if isinstance(names, pd.Series) else np.asarray(names, dtype=object))
+    bucket = bucket_index(np.asarray(columns["time"], dtype=np.float64), bucket_s, origin)
+    held = np.empty(0, dtype=np.intp)
+    take: np.ndarray | slice = slice(None)
+    if hold_open and len(codes):
+        last = np.full(len(frameworks), np.iinfo(np.int64).min)
+        np.maximum.at(last, codes, bucket)
+        is_open = bucket == last[codes]
+        held = np.flatnonzero(is_open)
+        take = ~is_open
+    duration = np.asarray(columns["duration"], dtype=np.float64)[take]
     values: dict[str, np.ndarray] = {"steps": np.ones(len(duration), dtype=np.int64), "busy_s": duration}
     for name in SUM_COLUMNS:
-        values[name] = np.asarray(columns[name], dtype=np.int64)
+        values[name] = np.asarray(columns[name], dtype=np.int64)[take]
     for name in LEVEL_COLUMNS:
-        level = np.asarray(columns[name], dtype=np.int64)
+        level = np.asarray(columns[name], dtype=np.int64)[take]
         values[f"{name}_s"] = level * duration
         values[f"{name}_max"] = level
-    values["kv_blocks_total"] = np.asarray(columns["kv_blocks_total"], dtype=np.int64)
-    bucket = np.floor(np.asarray(columns["time"], dtype=np.float64) / bucket_s).astype(np.int64)
-    return _reduced(names.array if isinstance(names, pd.Series) else np.asarray(names, dtype=object), bucket, values)
+    values["kv_blocks_total"] = np.asarray(columns["kv_blocks_total"], dtype=np.int64)[take]
+    return _reduced(np.asarray(frameworks, dtype=object)[codes[take]], bucket[take], values), held
 
 
-def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataFrame:
+def bucket_index(times: np.ndarray, bucket_s: float, origin: float = 0.0) -> np.ndarray:
+    """The bucket of each time: ``k`` with ``origin + k * bucket_s <= t < origin + (k + 1) * bucket_s``,
+    computed as written (a step at 0.3 s is in bucket 3 of 0.1 s, although 0.3 / 0.1 < 3 in floats)."""
+    scaled = np.floor((times - origin) / bucket_s)
+    if len(scaled) and not np.abs(scaled).max() < 2**62:
+        raise ValueError(f"bucket_s={bucket_s!r} s is too small for steps up to t={times.max()!r} s")
+    index = scaled.astype(np.int64)
+    index += origin + (index + 1) * bucket_s <= times  # the division rounded down across a boundary
+    index -= origin + index * bucket_s > times  # or up
+    return index
+
+
+def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float, origin: float = 0.0) -> pd.DataFrame:
     """The final bucket table (:data:`BUCKET_COLUMNS`) from the partials of every chunk, sorted by
-    framework and time."""
+    framework and time (``origin`` and ``bucket_s`` as given to :func:`partial_buckets`)."""
     merged = merge_partials(partials)
     if not len(merged):
         return _empty()
     busy = merged["busy_s"].to_numpy()
     table: dict[str, Any] = {
         "framework": merged["framework"],
-        "time": merged["bucket"].to_numpy() * bucket_s,
+        "time": origin + merged["bucket"].to_numpy() * bucket_s,
         "steps": merged["steps"].to_numpy(),
         "busy_s": busy,
     }
@@ -88,11 +117,14 @@ def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float) -> pd.DataF
         table[f"{name}_mean"] = np.divide(weighted, busy, out=np.full(len(busy), np.nan), where=busy > 0)
         table[f"{name}_max"] = merged[f"{name}_max"].to_numpy()
     table["kv_blocks_total"] = merged["kv_blocks_total"].to_numpy()
-    return pd.DataFrame(table, columns=list(BUCKET_COLUMNS))
+    frame = pd.DataFrame(table, columns=list(BUCKET_COLUMNS))
+    frame.attrs["bucket_s"] = bucket_s
+    return frame
 
 
 def merge_partials(partials: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    """Several chunks' partial aggregates as one (a bucket in two chunks becomes one row)."""
+    """Several chunks' partial aggregates as one (a bucket found in two chunks becomes one row: the
+    chunks' sums added in chunk order)."""
     frames = [frame for frame in partials if len(frame)]
     if len(frames) <= 1:
         return frames[0] if frames else pd.DataFrame()

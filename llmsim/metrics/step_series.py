@@ -14,6 +14,7 @@ in memory, and the series is the bucket table: its size follows the simulated ti
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterator
 from itertools import repeat
@@ -56,8 +57,8 @@ class StepSeries:
     """
 
     def __init__(self, chunk_rows: int | None = None, bucket_s: float | None = None) -> None:
-        if bucket_s is not None and not bucket_s > 0:
-            raise ValueError(f"bucket_s must be > 0 seconds, got {bucket_s!r}")
+        if bucket_s is not None and not 0 < bucket_s < math.inf:
+            raise ValueError(f"bucket_s must be a finite number of seconds > 0, got {bucket_s!r}")
         self.chunk_rows = chunk_rows or STEP_CHUNK
         self.bucket_s = bucket_s
         self._spilled_steps = 0  # steps moved out of ``rows`` (to part files or bucket partials)
@@ -123,7 +124,7 @@ class StepSeries:
         """The whole series as one table."""
         if self.bucket_s is not None:
             if self.rows:
-                self._spill()
+                self._reduce_to_buckets(final=True)
             return merge_buckets(self._buckets, self.bucket_s)
         parts = list(self.parts())
         return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
@@ -134,14 +135,28 @@ class StepSeries:
             return {name: [] for name in STEP_COLUMNS}
         return dict(zip(STEP_COLUMNS, zip(*self.rows, strict=True), strict=True))
 
+    def _reduce_to_buckets(self, final: bool) -> None:
+        """Aggregate the rows in memory into bucket partials; unless ``final``, each framework's last
+        bucket stays in memory as rows, so that every bucket is summed in one pass (the chunking, and
+        with several frameworks the order their steps were recorded in, cannot change a bit). A bucket
+        with more steps than half a chunk is aggregated in pieces instead (still the same for the same
+        config; only those buckets' float sums may then differ in the last bits with fast-forwarding)."""
+        assert self.bucket_s is not None
+        columns = self._columns()
+        partial, held = partial_buckets(columns, self.bucket_s, hold_open=not final)
+        if len(held) > self.chunk_rows // 2:
+            partial, held = partial_buckets(columns, self.bucket_s)
+        self._spilled_steps += len(self.rows) - len(held)
+        self.rows = [self.rows[i] for i in held.tolist()]
+        self._buckets.append(partial)
+        if len(self._buckets) >= _COMPACT_PARTIALS:  # one table of partials, not one per chunk
+            self._buckets = [merge_partials(self._buckets)]
+
     def _spill(self) -> None:
-        self._spilled_steps += len(self.rows)
         if self.bucket_s is not None:
-            self._buckets.append(partial_buckets(self._columns(), self.bucket_s))
-            self.rows = []
-            if len(self._buckets) >= _COMPACT_PARTIALS:  # one table of partials, not one per chunk
-                self._buckets = [merge_partials(self._buckets)]
+            self._reduce_to_buckets(final=False)
             return
+        self._spilled_steps += len(self.rows)
         if self._spill_dir is None:
             self._spill_dir = tempfile.TemporaryDirectory(prefix="llmsim-steps-")
         path = Path(self._spill_dir.name) / f"part-{len(self._parts):05d}.arrow"

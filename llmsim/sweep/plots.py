@@ -152,27 +152,29 @@ def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.Da
     missing = sorted(set(_TIMELINE_STEP_COLUMNS) - set(names))
     if missing:
         raise LLMSimError(f"{steps_file}: not a step series (no column {', '.join(missing)})")
-    bucket_s = max(_last_step_start(parquet), 1e-9) / max_points
+    first, last = _step_span(parquet)
+    bucket_s = max(last - first, 1e-9) / max_points
     # a row group at a time (iterating record batches holds on to memory as it goes)
     partials = [
-        partial_buckets(parquet.read_row_group(group, columns=_TIMELINE_STEP_COLUMNS).to_pandas(), bucket_s)
+        partial_buckets(parquet.read_row_group(group, columns=_TIMELINE_STEP_COLUMNS).to_pandas(), bucket_s, first)[0]
         for group in range(parquet.num_row_groups)
     ]
-    return merge_buckets(partials, bucket_s)
+    return merge_buckets(partials, bucket_s, first)
 
 
-def _last_step_start(parquet: Any) -> float:
-    """The largest ``time`` in a Parquet step series: from the row groups' statistics, else read."""
+def _step_span(parquet: Any) -> tuple[float, float]:
+    """The first and last step start of a Parquet step series: from row-group statistics, else read."""
     column = parquet.schema_arrow.get_field_index("time")
-    end = 0.0
+    first, last = np.inf, -np.inf
     for group in range(parquet.num_row_groups):
         stats = parquet.metadata.row_group(group).column(column).statistics
         if stats is not None and stats.has_min_max:
-            end = max(end, float(stats.max))
+            low, high = float(stats.min), float(stats.max)
         else:
             times = parquet.read_row_group(group, columns=["time"]).column(0).to_numpy()
-            end = max(end, float(times.max(initial=0.0)))
-    return end
+            low, high = float(times.min(initial=np.inf)), float(times.max(initial=-np.inf))
+        first, last = min(first, low), max(last, high)
+    return (first, last) if first <= last else (0.0, 0.0)
 
 
 def plot_run_timeline(run_dir: Path, out: Path) -> Path:
@@ -207,8 +209,9 @@ def plot_run_timeline(run_dir: Path, out: Path) -> Path:
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize="small")
     axes[2].set_xlabel("simulated time (s)")
-    width = f" — buckets of {_bucket_width(steps):.3g} s" if bucketed else ""
-    fig.suptitle(f"Engine state over time — {run_dir}{width}")
+    width = steps.attrs.get("bucket_s") or _bucket_width(steps)
+    width_text = f" — buckets of {width:.3g} s" if bucketed and np.isfinite(width) else ""
+    fig.suptitle(f"Engine state over time — {run_dir}{width_text}")
     fig.tight_layout()
     path = out / "run_timeline.png"
     save_figure(fig, path)
@@ -217,7 +220,8 @@ def plot_run_timeline(run_dir: Path, out: Path) -> Path:
 
 
 def _bucket_width(steps: pd.DataFrame) -> float:
-    """The bucket width of a bucketed table: the smallest gap between a framework's bucket starts."""
+    """The bucket width of a bucketed file: the smallest gap between a framework's bucket starts
+    (NaN if no framework has two buckets)."""
     gaps = [np.diff(rows["time"].to_numpy()) for _, rows in steps.groupby("framework")]
     positive = np.concatenate([g[g > 0] for g in gaps]) if gaps else np.array([])
     return float(positive.min()) if len(positive) else float("nan")
