@@ -4,8 +4,9 @@ A long run takes tens of millions of engine steps; a timeline of it needs a few 
 Steps are grouped by the bucket their start falls in. Aggregation happens in two stages so that a
 series can be reduced chunk by chunk, in bounded memory: :func:`partial_buckets` turns a chunk of
 steps into mergeable sums and maxima, and :func:`merge_buckets` combines the partials of every
-chunk (a bucket may span two chunks) into the final table. Means are weighted by step duration,
-like the run summary's KV-cache usage and batch size.
+chunk into the final table. A chunk may end inside a bucket: the step series holds that bucket's
+steps back for the next chunk (``hold_open``), so float sums never depend on where chunks end.
+Means are weighted by step duration, like the run summary's KV-cache usage and batch size.
 
 Columns of the final table (:data:`BUCKET_COLUMNS`), besides ``framework``:
 
