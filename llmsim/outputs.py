@@ -77,7 +77,7 @@ def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any])
             "requests",
             "output_requests_parquet_path",
             cfg.output_requests_parquet_path,
-            lambda path: atomic_write(path, lambda tmp: requests.to_parquet(tmp, index=False)),
+            lambda path: atomic_write(path, lambda tmp: _write_parts(tmp, _row_chunks(requests))),
         ),
         (
             "requests_csv",
@@ -103,6 +103,17 @@ def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any])
             ) from None
         written[name] = path
     return written
+
+
+#: rows of the request table converted to Arrow at a time when it is written (a row group each)
+REQUEST_ROW_GROUP = 100_000
+
+
+def _row_chunks(frame: Any) -> Iterable[Any]:
+    """A table in slices of :data:`REQUEST_ROW_GROUP` rows (at least one, so that an empty table
+    still has its columns), so that writing it never holds a whole second copy."""
+    for start in range(0, max(len(frame), 1), REQUEST_ROW_GROUP):
+        yield frame.iloc[start : start + REQUEST_ROW_GROUP]
 
 
 def _write_parts(path: Path, parts: Iterable[Any]) -> None:

@@ -104,3 +104,19 @@ def test_two_outputs_in_one_file_are_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"metrics\.output_steps_parquet_path.*output_requests_parquet_path"):
         ExperimentOrchestrator(outputs_config(output_steps_parquet_path="./requests.parquet"), output_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_long_request_table_is_written_in_row_groups_and_reads_back_whole(tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    import llmsim.outputs as outputs_module
+
+    monkeypatch.setattr(outputs_module, "REQUEST_ROW_GROUP", 7)  # converted a slice at a time: no second copy
+    config = outputs_config()
+    config["workload"]["num_requests"] = 30
+    orchestrator = ExperimentOrchestrator(config, output_dir=tmp_path)
+    orchestrator.run(show_progress=False, print_table=False)
+    assert pq.ParquetFile(tmp_path / "requests.parquet").num_row_groups == 5
+    written = pd.read_parquet(tmp_path / "requests.parquet")
+    pd.testing.assert_frame_equal(written, orchestrator.metrics_collector.get_all_request_metrics_df())
