@@ -82,7 +82,7 @@ def partial_buckets(
         values[f"{name}_s"] = level * duration
         values[f"{name}_max"] = level
     values["kv_blocks_total"] = np.asarray(columns["kv_blocks_total"], dtype=np.int64)[take]
-    return _reduced(np.asarray(frameworks, dtype=object)[codes[take]], bucket[take], values), held
+    return _reduced(codes[take], np.asarray(frameworks, dtype=object), bucket[take], values), held
 
 
 def bucket_index(times: np.ndarray, bucket_s: float, origin: float = 0.0) -> np.ndarray:
@@ -130,20 +130,30 @@ def merge_partials(partials: Iterable[pd.DataFrame]) -> pd.DataFrame:
     if len(frames) <= 1:
         return frames[0] if frames else pd.DataFrame()
     whole = pd.concat(frames, ignore_index=True)
-    return _reduced(whole["framework"].array, whole["bucket"].to_numpy(), {n: whole[n].to_numpy() for n in _MERGE})
+    codes, names = pd.factorize(whole["framework"].array)
+    values = {name: whole[name].to_numpy() for name in _MERGE}
+    return _reduced(codes, np.asarray(names, dtype=object), whole["bucket"].to_numpy(), values)
 
 
-def _reduced(frameworks: Any, bucket: np.ndarray, values: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def _reduced(
+    codes: np.ndarray, names: np.ndarray, bucket: np.ndarray, values: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
     """Rows grouped by (framework, bucket), in framework-name then bucket order, each column reduced
-    as :data:`_MERGE` says, adding in row order within a group (numpy only: no per-row table)."""
-    codes, names = pd.factorize(frameworks, sort=True)
+    as :data:`_MERGE` says, adding in row order within a group (numpy only: no per-row table).
+
+    Row ``i``'s framework is ``names[codes[i]]`` (codes in any order, as ``pd.factorize`` gives them).
+    """
+    by_name = np.argsort(names, kind="stable")
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[by_name] = np.arange(len(names))
+    codes, names = rank[codes], names[by_name]  # codes now follow the names' order
     order = np.lexsort((bucket, codes))  # stable: rows of a group keep their order
     codes, bucket = codes[order], bucket[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = (codes[1:] != codes[:-1]) | (bucket[1:] != bucket[:-1])
     starts = np.flatnonzero(first)
     table: dict[str, Any] = {
-        "framework": pd.Series(np.asarray(names, dtype=object)[codes[starts]], dtype="str"),
+        "framework": pd.Series(names[codes[starts]], dtype="str"),
         "bucket": bucket[starts],
     }
     for name, column in values.items():

@@ -127,12 +127,6 @@ def plot_goodput(results: ResultTable, out: Path, ttft_ms: float, tpot_ms: float
 
 #: a per-step series longer than this is plotted in buckets of simulated time (about this many)
 TIMELINE_POINTS = 4_000
-_TIMELINE_STEP_COLUMNS = [
-    "framework",
-    "time",
-    "duration",
-    *(name for name in STEP_COLUMNS if name not in ("framework", "time", "duration")),
-]
 
 
 def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.DataFrame:
@@ -149,14 +143,14 @@ def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.Da
     names = parquet.schema_arrow.names
     if "steps" in names or parquet.metadata.num_rows <= max_points:
         return parquet.read().to_pandas()
-    missing = sorted(set(_TIMELINE_STEP_COLUMNS) - set(names))
+    missing = sorted(set(STEP_COLUMNS) - set(names))
     if missing:
         raise LLMSimError(f"{steps_file}: not a step series (no column {', '.join(missing)})")
     first, last = _step_span(parquet)
     bucket_s = max(last - first, 1e-9) / max_points
     # a row group at a time (iterating record batches holds on to memory as it goes)
     partials = [
-        partial_buckets(parquet.read_row_group(group, columns=_TIMELINE_STEP_COLUMNS).to_pandas(), bucket_s, first)[0]
+        partial_buckets(parquet.read_row_group(group, columns=list(STEP_COLUMNS)).to_pandas(), bucket_s, first)[0]
         for group in range(parquet.num_row_groups)
     ]
     return merge_buckets(partials, bucket_s, first)
