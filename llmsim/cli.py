@@ -115,6 +115,7 @@ def run(cfg: DictConfig | dict[str, Any], output_dir: str | Path, *, in_sweep: b
     from llmsim.orchestrator import ExperimentOrchestrator
 
     orchestrator = ExperimentOrchestrator(experiment_container(cfg), output_dir=output_dir)
+    orchestrator.config_choices = hydra_choices()
     summary = orchestrator.run(show_progress=False if in_sweep else None, print_table=not in_sweep)
     if in_sweep:
         for name, metrics in summary["frameworks"].items():
@@ -128,6 +129,16 @@ def run(cfg: DictConfig | dict[str, Any], output_dir: str | Path, *, in_sweep: b
                 metrics["median_tpot_ms"],
             )
     return summary
+
+
+def hydra_choices() -> dict[str, str]:
+    """The config-group options of the running Hydra job (``{"workload": "chat", ...}``); empty outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {str(group): str(option) for group, option in choices.items() if option is not None and "/" not in group}
 
 
 def _error_line(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ import yaml
 from llmsim.config import ExperimentConfig, load_experiment_config
 from llmsim.engine import SimulationEnvironment, guarded_loop, relaxed_garbage_collection
 from llmsim.errors import ConfigError, LLMSimError, one_line
+from llmsim.experiment_info import experiment_metadata
 from llmsim.frameworks.base import AbstractLLMFramework
 from llmsim.frameworks.registry import framework_spec
 from llmsim.hardware.platform import VirtualHardwarePlatform
@@ -43,6 +44,8 @@ class ExperimentOrchestrator:
         self.summary: dict[str, Any] | None = None
         #: frameworks that stopped during the run (deadlock, livelock, an error), with the reason
         self.framework_errors: dict[str, str] = {}
+        #: the config-group options the run was composed from (``{"workload": "chat", ...}``), when known
+        self.config_choices: dict[str, str] = {}
 
     def _load_model_db(self) -> ModelDatabase:
         path = self.config.model_characteristics_db_path
@@ -117,6 +120,19 @@ class ExperimentOrchestrator:
         limit = cfg.simulation.max_simulation_time
         for fw in self.llm_framework_instances:
             fw.arrival_bound = functools.partial(generator.next_arrival_bound, fw.framework_id, limit)
+        self.metrics_collector.arrival_window_s = self._configured_arrival_window()
+
+    def _configured_arrival_window(self) -> tuple[float, float] | None:
+        """Open-loop sessions arrive from the end of the warm-up to ``total_duration`` (or the time limit).
+
+        None where the config does not fix the window (a ``num_requests`` cap may end arrivals early,
+        traces, closed loops and batches): the summary then measures it from the send times.
+        """
+        workload = self.config.workload
+        if workload.kind != "open_loop" or workload.total_duration is None or workload.num_requests is not None:
+            return None
+        end = min(workload.total_duration, self.config.simulation.max_simulation_time)
+        return (self.config.metrics_config.warm_up_duration_s, end)
 
     def run(self, show_progress: bool | None = None, print_table: bool = True) -> dict[str, Any]:
         """Set up, simulate, write the configured outputs and return the summary report.
@@ -157,14 +173,24 @@ class ExperimentOrchestrator:
             summary["framework_errors"] = dict(self.framework_errors)
             for name, error in self.framework_errors.items():
                 summary["frameworks"][name]["error"] = error
+        summary["run"] = experiment_metadata(self, summary)
         self.summary = summary
         self._warn_all_rejected(summary)
         if print_table:
-            print_summary(summary)
+            print_summary(summary, run_dir=self.output_dir if self.config.metrics_config.output_summary_json_path else None)
         write_outputs(self, summary)
         self._hint_long_step_series()
         log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)
         return summary
+
+    def requests_sent(self) -> int:
+        """Requests the workload sent to one framework under test (each gets the same stream)."""
+        assert self.metrics_collector is not None
+        frameworks = self.metrics_collector.requests["framework"]
+        if not frameworks:
+            return 0
+        first = frameworks[0]
+        return sum(1 for name in frameworks if name == first)
 
     def _hint_long_step_series(self) -> None:
         """A per-step series of many millions of rows is worth a hint: buckets keep it to the simulated time."""

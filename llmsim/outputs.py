@@ -135,6 +135,8 @@ def _write_parts(path: Path, parts: Iterable[Any]) -> None:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
@@ -148,25 +150,43 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: console rows shown as percentages (the summary file holds these as fractions 0-1)
+PERCENT_ROWS = ("prefix_cache_hit_rate", "slo_attainment")
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, metric key) rows of the console table, in reading order."""
+    """(label, metric key) rows of the console table, in reading order.
+
+    Latency rows name their population: TTFT, TPOT and ITL over streamed requests (what a streaming
+    client measures), E2EL over every completed request.
+    """
     percents = summary.get("percentiles", [99])
+    frameworks = summary["frameworks"].values()
     rows = [
         ("Completed / failed / incomplete", "_counts"),
-        ("Benchmark duration (s)", "duration_s"),
+        ("Streamed / non-streamed (completed)", "_streaming"),
+        ("Offered load (sessions/s → req/s)", "_offered"),
+        ("Benchmark duration (s)", "duration"),
         ("Request throughput (req/s)", "request_throughput"),
+        ("  over the arrival window (req/s)", "request_throughput_steady"),
         ("Output token throughput (tok/s)", "output_throughput"),
         ("Total token throughput (tok/s)", "total_token_throughput"),
     ]
-    if any("request_goodput" in m for m in summary["frameworks"].values()):
+    if any("request_goodput" in m for m in frameworks):
         rows.append(("Request goodput (req/s)", "request_goodput"))
-    for name, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL")):
-        rows.append((f"{label} mean (ms)", f"mean_{name}_ms"))
-        rows.append((f"{label} median (ms)", f"median_{name}_ms"))
+        rows.append(("SLO attainment", "slo_attainment"))
+    for name, label, population in (
+        ("ttft", "TTFT", "streamed"),
+        ("tpot", "TPOT", "streamed"),
+        ("itl", "ITL", "streamed"),
+        ("e2el", "E2EL", "all"),
+    ):
+        rows.append((f"{label} mean (ms, {population})", f"mean_{name}_ms"))
+        rows.append((f"{label} median (ms, {population})", f"median_{name}_ms"))
         high = [p for p in percents if p > 50]
         if high:
             p = high[-1]
-            rows.append((f"{label} {percentile_label(p)} (ms)", f"{percentile_label(p)}_{name}_ms"))
+            rows.append((f"{label} {percentile_label(p)} (ms, {population})", f"{percentile_label(p)}_{name}_ms"))
     rows += [
         ("Prefix cache hit rate", "prefix_cache_hit_rate"),
         ("Preemptions", "preemptions"),
@@ -176,8 +196,63 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
-    """Print one table: a row per metric, a column per framework."""
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    """One table cell: a metric, or one of the combined rows (``_counts``, ``_kv``, ...)."""
+    if key == "_counts":
+        return f"{metrics['completed']:,} / {metrics['failed']:,} / {metrics['incomplete']:,}"
+    if key == "_streaming":
+        return f"{metrics.get('num_streamed', 0):,} / {metrics.get('num_non_streamed', 0):,}"
+    if key == "_offered":
+        return f"{_fmt(metrics.get('offered_session_rate'))} → {_fmt(metrics.get('offered_request_rate'))}"
+    if key == "_kv":
+        return f"{metrics['mean_kv_cache_usage']:.1%} / {metrics['max_kv_cache_usage']:.1%}"
+    if key in PERCENT_ROWS:
+        return f"{metrics[key]:.1%}"
+    if key.endswith(("_ttft_ms", "_tpot_ms", "_itl_ms")) and metrics.get("num_streamed") == 0:
+        return "-"  # no streamed request: nothing a streaming client would have measured
+    return _fmt(metrics.get(key, ""))
+
+
+def header_lines(summary: dict[str, Any], run_dir: Path | None = None) -> list[str]:
+    """What was simulated, in a few lines: model and GPUs, frameworks, workload, seed, run directory."""
+    run = summary.get("run")
+    if not run:
+        return []
+    hardware, model, workload = run["hardware"], run["model"], run["workload"]
+    lines = [f"llmsim {run['llmsim_version']} · experiment {run['experiment']} · seed {run['seed']}"]
+    for name, fw in run["frameworks"].items():
+        fw_model = model["per_framework"].get(name, model)
+        release = f"; modelled on {fw['modelled_release']}" if fw.get("modelled_release") else ""
+        tp = fw["tensor_parallel_size"]
+        lines.append(
+            f"{name}: {fw_model['name']} ({fw_model['dtype']}), TP={tp} on {tp} × {hardware['gpu']} "
+            f"({hardware['name']}, node of {hardware['num_gpus']}){release}"
+        )
+    lines.append(_workload_line(workload))
+    if run_dir is not None:
+        lines.append(f"run dir: {run_dir}")
+    return lines
+
+
+def _workload_line(workload: dict[str, Any]) -> str:
+    """``workload chat (open_loop): 10 sessions/s configured, offered 10.2 sessions/s = 14.4 req/s ...``."""
+    text = f"workload {workload['name']} ({workload['kind']})"
+    if workload.get("request_rate") is not None:
+        text += f": rate {_fmt(float(workload['request_rate']))} {workload['request_rate_unit']}"
+    elif workload.get("max_concurrency"):
+        text += f": {workload['max_concurrency']} concurrent clients"
+    if workload.get("offered_request_rate") is not None:
+        text += (
+            f"; offered {_fmt(workload['offered_session_rate'])} sessions/s"
+            f" = {_fmt(workload['offered_request_rate'])} req/s"
+        )
+    if workload.get("total_duration"):
+        text += f"; {_fmt(float(workload['total_duration']))} s of arrivals"
+    return text + f"; {workload['num_prompts']:,} requests sent"
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None, run_dir: Path | None = None) -> None:
+    """Print the header (what was simulated) and one table: a row per metric, a column per framework."""
     from rich.console import Console  # only runs that print pay for importing rich
     from rich.table import Table
     from rich.text import Text
@@ -187,6 +262,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         if not console.is_terminal:
             console = Console(highlight=False, width=max(100, 40 + 18 * len(summary["frameworks"])))
     frameworks = summary["frameworks"]
+    for line in header_lines(summary, run_dir):
+        console.print(Text(line), soft_wrap=True)
     title = f"llmsim — {summary.get('experiment', 'experiment')} (simulated {summary['simulated_time_s']:.1f} s"
     title += ", stopped at max_simulation_time)" if summary.get("stopped_by_time_limit") else ")"
     table = Table(title=title, title_justify="left")
@@ -194,17 +271,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     for name in frameworks:
         table.add_column(name, justify="right")
     for label, key in summary_rows(summary):
-        cells = []
-        for metrics in frameworks.values():
-            if key == "_counts":
-                cells.append(f"{metrics['completed']:,} / {metrics['failed']:,} / {metrics['incomplete']:,}")
-            elif key == "_kv":
-                cells.append(f"{metrics['mean_kv_cache_usage']:.1%} / {metrics['max_kv_cache_usage']:.1%}")
-            elif key == "prefix_cache_hit_rate":
-                cells.append(f"{metrics[key]:.1%}")
-            else:
-                cells.append(_fmt(metrics.get(key, "")))
-        table.add_row(label, *cells)
+        table.add_row(label, *(_cell(metrics, key) for metrics in frameworks.values()))
     console.print(table)
     for name, metrics in frameworks.items():
         if metrics.get("error"):

@@ -30,6 +30,8 @@ class AbstractLLMFramework(ABC):
 
     config_schema: ClassVar[type[FrameworkConfig]] = FrameworkConfig
     type_name: ClassVar[str] = "ABSTRACT"
+    #: the release whose knob names, defaults and scheduling this model follows (shown in summaries)
+    modelled_release: ClassVar[str] = ""
     #: CPU time per step that is not hidden behind GPU work, and per scheduled sequence (seconds).
     default_step_overhead_s: ClassVar[float] = 0.0
     default_per_seq_overhead_s: ClassVar[float] = 0.0
@@ -286,11 +288,24 @@ class AbstractLLMFramework(ABC):
         """Requests that reached the arrival queue but were not taken yet."""
         return list(self.request_arrival_queue.items)
 
+    def effective_knobs(self) -> dict[str, Any]:
+        """Every knob of this framework's config with the value in force: nulls resolved to the
+        defaults the model applied (the actual ``max_num_batched_tokens``, dtype, CPU overheads...)."""
+        knobs = self.config.model_dump(mode="json", exclude={"model_profile_id", "gpu_id"})
+        resolved = {
+            **self.describe(),
+            "gpu_ids": list(self.gpu_ids),
+            "step_overhead_s": self.step_overhead_s,
+            "per_seq_overhead_s": self.per_seq_overhead_s,
+        }
+        return {key: resolved.get(key, value) for key, value in knobs.items()}
+
     def describe(self) -> dict[str, Any]:
         """Facts about this deployment for the summary (GPUs, memory plan, resolved knobs)."""
         plan = self.memory_plan
         return {
             "type": self.type_name,
+            "modelled_release": self.modelled_release,
             "model": self.model.name,
             "gpus": list(self.gpu_ids),
             "tensor_parallel_size": self.config.tensor_parallel_size,

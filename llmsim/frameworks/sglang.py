@@ -64,6 +64,7 @@ class SGLangFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = SGLangConfig
     type_name: ClassVar[str] = "SGLANG"
+    modelled_release: ClassVar[str] = "SGLang ~0.4"
     steady_while_waiting: ClassVar[bool] = False  # the decaying new_token_ratio can admit mid-decode
     # Serial CPU time per step: the overlap scheduler (SGLang v0.4 blog: no GPU idle between batches)
     # leaves little; without it SGLang's Python scheduler costs about as much as vLLM's (efficiency.md s.4).

@@ -41,6 +41,7 @@ class StaticBatchingFramework(AbstractLLMFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = StaticConfig
     type_name: ClassVar[str] = "STATIC"
+    modelled_release: ClassVar[str] = "request-level batching (no release)"
     default_step_overhead_s: ClassVar[float] = 1.0e-3  # a Python serving loop; efficiency.md section 4
     default_per_seq_overhead_s: ClassVar[float] = 1.0e-5
     config: StaticConfig

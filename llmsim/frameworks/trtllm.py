@@ -53,6 +53,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = TRTLLMConfig
     type_name: ClassVar[str] = "TRTLLM"
+    modelled_release: ClassVar[str] = "TensorRT-LLM ~0.13-1.0"
     # Serial CPU time per iteration (keyed by disable_overlap_scheduler): 1.1 ms calibrated on the
     # TensorRT-LLM cases of calibration_cases.csv (python -m llmsim.calibrate); without the overlap
     # scheduler (docs/source/features/overlap-scheduler.md: CPU work of step n hides behind step n+1)

@@ -79,6 +79,7 @@ class VLLMFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = VLLMConfig
     type_name: ClassVar[str] = "VLLM"
+    modelled_release: ClassVar[str] = "vLLM ~0.10"
     # Serial CPU time per step (scheduling, input preparation, sampling, output processing) that the
     # engine does not overlap with the GPU. v1: 2.5 ms, calibrated on the vLLM CI latency cases
     # (python -m llmsim.calibrate shared/reference/calibration_cases.csv). v0: Vidur's vLLM-style engine
@@ -241,6 +242,7 @@ class VLLMFramework(ContinuousBatchingFramework):
         """Deployment facts plus the resolved vLLM limits."""
         return {
             **super().describe(),
+            "modelled_release": f"{self.modelled_release}, {self.config.engine_version} engine",
             "engine_version": self.config.engine_version,
             "max_num_seqs": self.max_num_seqs,
             "max_num_batched_tokens": self.max_num_batched_tokens,

@@ -133,6 +133,9 @@ class MetricsCollector:
         self.step_stats: dict[str, StepStats] = defaultdict(StepStats)
         self._request_df: pd.DataFrame | None = None
         self._request_df_rows = -1
+        #: (start, end) s in which the workload sends new sessions, where its config fixes one (open
+        #: loop: warm-up end to total_duration); None: measured from the first turns' send times
+        self.arrival_window_s: tuple[float, float] | None = None
 
     def register_framework(self, framework_id: str, info: dict[str, Any]) -> None:
         """Declare a framework so it appears in the summary even if it served nothing."""

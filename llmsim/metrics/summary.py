@@ -4,8 +4,17 @@ Per request (client side): TTFT = first token received - sent; E2EL = last token
 TPOT = (E2EL - TTFT) / (output tokens - 1) for requests with more than one output token; ITL =
 every gap between consecutive streamed tokens, pooled over requests. Latencies are in ms, as
 ``mean_*``, ``median_*``, ``std_*`` (population) and ``p{P}_*`` (numpy linear interpolation).
-Throughputs divide by the benchmark duration: first send to last completion of the measured
-requests. Requests sent before ``warm_up_duration_s`` are left out of every statistic.
+
+Populations: TTFT, TPOT and ITL are what a streaming client measures, so they are taken over the
+completed *streamed* requests (``vllm bench serve`` always streams); a non-streamed answer arrives
+whole, its first token is its last, and counting it would put its E2EL into the TTFT tail. E2EL
+is over every completed request. ``num_streamed`` / ``num_non_streamed`` count the two groups.
+
+Throughputs divide by the benchmark duration (``duration``): first send to last completion of the
+measured requests, as vLLM does, so they include the tail after the last arrival. The *arrival
+window* (:func:`arrival_window`) is the span in which new sessions are sent; ``offered_*_rate`` and
+``request_throughput_steady`` are counted over it, so a rate sweep's throughput reads against its
+offered load. Requests sent before ``warm_up_duration_s`` are left out of every statistic.
 """
 
 from __future__ import annotations
@@ -50,24 +59,70 @@ def _latency_stats(
     return out
 
 
-def summarize_framework(collector: MetricsCollector, framework: str, requests: pd.DataFrame) -> dict[str, Any]:
-    """Every summary metric of one framework."""
+def arrival_window(measured: pd.DataFrame, configured: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The span (start, end) in seconds in which new sessions were sent, or None when it has no width.
+
+    ``configured`` is the workload's own window where it has one (open loop: warm-up end to
+    ``total_duration``); otherwise it is measured: first to last send of a session's first turn.
+    An offline batch (everything at t=0) has none.
+    """
+    if configured is not None:
+        start, end = configured
+        if end > start:
+            return float(start), float(end)
+    first_turns = measured["send_time"].to_numpy()[measured["turn"].to_numpy() == 0]
+    if len(first_turns) < 2:
+        return None
+    start, end = float(first_turns.min()), float(first_turns.max())
+    return (start, end) if end > start else None
+
+
+def _load_metrics(measured: pd.DataFrame, done: pd.DataFrame, window: tuple[float, float] | None) -> dict[str, Any]:
+    """Offered session and request rates and completions per second, all over the arrival window.
+
+    None (``null`` in JSON) where the window has no width (an offline batch).
+    """
+    if window is None:
+        return dict.fromkeys(("offered_session_rate", "offered_request_rate", "request_throughput_steady"))
+    start, end = window
+    width = end - start
+    send = measured["send_time"].to_numpy()
+    inside = (send >= start) & (send <= end)
+    completions = done["completion_time"].to_numpy()
+    return {
+        "offered_session_rate": int((inside & (measured["turn"].to_numpy() == 0)).sum()) / width,
+        "offered_request_rate": int(inside.sum()) / width,
+        "request_throughput_steady": int(((completions >= start) & (completions <= end)).sum()) / width,
+    }
+
+
+def summarize_framework(
+    collector: MetricsCollector,
+    framework: str,
+    requests: pd.DataFrame,
+    window: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Every summary metric of one framework (``window``: the workload's configured arrival window)."""
     cfg = collector.config
     percents = cfg.percentiles_to_calculate
     measured = requests[requests["send_time"] >= cfg.warm_up_duration_s]
     done = measured[measured["status"] == "completed"]
+    streamed = done[done["streaming"].to_numpy(dtype=bool)]
     out: dict[str, Any] = {}
     duration = float(done["completion_time"].max() - done["send_time"].min()) if len(done) else 0.0
     out["completed"] = len(done)
     out["failed"] = int((measured["status"] == "rejected").sum())
     out["incomplete"] = int((measured["status"] == "incomplete").sum())
-    out["duration_s"] = duration
+    out["num_streamed"] = len(streamed)
+    out["num_non_streamed"] = len(done) - len(streamed)
+    out["duration"] = duration
     out["total_input_tokens"] = int(done["prompt_tokens"].sum())
     out["total_output_tokens"] = int(done["output_tokens"].sum())
     rate = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
     out["request_throughput"] = rate(len(done))
     out["output_throughput"] = rate(out["total_output_tokens"])
     out["total_token_throughput"] = rate(out["total_input_tokens"] + out["total_output_tokens"])
+    out.update(_load_metrics(measured, done, arrival_window(measured, window)))
     slos = cfg.slos_ms
     if slos:
         good = np.ones(len(done), dtype=bool)
@@ -76,8 +131,8 @@ def summarize_framework(collector: MetricsCollector, framework: str, requests: p
             good &= np.isnan(column) | (column <= limit) if metric == "tpot" else column <= limit
         out["request_goodput"] = rate(int(good.sum()))
         out["slo_attainment"] = float(good.mean()) if len(done) else 0.0
-    for name in ("ttft", "tpot", "e2el"):
-        column = done[f"{name}_ms"].to_numpy()
+    for name, population in (("ttft", streamed), ("tpot", streamed), ("e2el", done)):
+        column = population[f"{name}_ms"].to_numpy()
         out.update(_latency_stats(name, column[~np.isnan(column)], None, percents))
     gaps, counts = collector.itl_samples(framework)
     out.update(_latency_stats("itl", gaps * 1e3, counts, percents))
@@ -111,6 +166,7 @@ def summarize(collector: MetricsCollector, simulation_actual_duration: float) ->
             collector,
             framework,
             requests[requests["framework"] == framework],
+            collector.arrival_window_s,
         )
     return {
         "frameworks": frameworks,
