@@ -177,7 +177,9 @@ class ExperimentOrchestrator:
         self.summary = summary
         self._warn_all_rejected(summary)
         if print_table:
-            print_summary(summary, run_dir=self.output_dir if self.config.metrics_config.output_summary_json_path else None)
+            print_summary(
+                summary, run_dir=self.output_dir if self.config.metrics_config.output_summary_json_path else None
+            )
         write_outputs(self, summary)
         self._hint_long_step_series()
         log.info("experiment %s finished at simulated t=%.3f s", self.config.name, simulation_actual_duration)

@@ -242,7 +242,7 @@ def test_compare_frameworks_preset_gives_one_summary_where_every_framework_saw_t
     with contextlib.redirect_stdout(output):
         summary = orchestrator.run(show_progress=False)
     assert list(summary["frameworks"]) == ["vllm", "trtllm", "sglang"]
-    header = next(line for line in output.getvalue().splitlines() if "vllm" in line)
+    header = next(line for line in output.getvalue().splitlines() if "metric" in line and "vllm" in line)
     assert "trtllm" in header and "sglang" in header  # one table, a column each
     assert [d["gpus"] for d in summary["deployments"].values()] == [["gpu0"], ["gpu1"], ["gpu2"]]
     requests = orchestrator.metrics_collector.get_all_request_metrics_df()

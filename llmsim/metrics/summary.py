@@ -77,10 +77,12 @@ def arrival_window(measured: pd.DataFrame, configured: tuple[float, float] | Non
     return (start, end) if end > start else None
 
 
-def _load_metrics(measured: pd.DataFrame, done: pd.DataFrame, window: tuple[float, float] | None) -> dict[str, Any]:
+def _load_metrics(measured: pd.DataFrame, requests: pd.DataFrame, window: tuple[float, float] | None) -> dict[str, Any]:
     """Offered session and request rates and completions per second, all over the arrival window.
 
-    None (``null`` in JSON) where the window has no width (an offline batch).
+    Completions count every request that finished inside the window, warm-up ones included: with
+    ``warm_up_duration_s`` the window starts on a loaded system. None (``null`` in JSON) where the
+    window has no width (an offline batch).
     """
     if window is None:
         return dict.fromkeys(("offered_session_rate", "offered_request_rate", "request_throughput_steady"))
@@ -88,7 +90,7 @@ def _load_metrics(measured: pd.DataFrame, done: pd.DataFrame, window: tuple[floa
     width = end - start
     send = measured["send_time"].to_numpy()
     inside = (send >= start) & (send <= end)
-    completions = done["completion_time"].to_numpy()
+    completions = requests["completion_time"].to_numpy()[requests["status"].to_numpy() == "completed"]
     return {
         "offered_session_rate": int((inside & (measured["turn"].to_numpy() == 0)).sum()) / width,
         "offered_request_rate": int(inside.sum()) / width,
@@ -122,7 +124,7 @@ def summarize_framework(
     out["request_throughput"] = rate(len(done))
     out["output_throughput"] = rate(out["total_output_tokens"])
     out["total_token_throughput"] = rate(out["total_input_tokens"] + out["total_output_tokens"])
-    out.update(_load_metrics(measured, done, arrival_window(measured, window)))
+    out.update(_load_metrics(measured, requests, arrival_window(measured, window)))
     slos = cfg.slos_ms
     if slos:
         good = np.ones(len(done), dtype=bool)
