@@ -30,8 +30,9 @@ def save_figure(fig: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
 
 
-def _load_key(keys: list[str]) -> str | None:
-    return next((k for k in LOAD_KEYS if k in keys), None)
+def _load_key(frame: pd.DataFrame, keys: list[str]) -> str | None:
+    """The swept load axis (offered rate, concurrency or request count): the first that takes several values."""
+    return next((k for k in LOAD_KEYS if k in keys and k in frame and frame[k].nunique() > 1), None)
 
 
 def _configurations(frame: pd.DataFrame, keys: list[str], load_key: str | None) -> dict[str, pd.DataFrame]:
@@ -51,7 +52,7 @@ def _configurations(frame: pd.DataFrame, keys: list[str], load_key: str | None) 
 def plot_latency_vs_throughput(results: ResultTable, out: Path) -> Path:
     """p50/p99 TTFT and TPOT against achieved output throughput, one line per configuration."""
     frame = results.frame[results.frame.get("status", "ok") == "ok"]
-    load_key = _load_key(results.keys)
+    load_key = _load_key(results.frame, results.keys)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
     for label, rows in _configurations(frame, results.keys, load_key).items():
         rows = rows.sort_values(load_key) if load_key else rows.sort_values("output_throughput")
@@ -100,7 +101,7 @@ def slo_table(results: ResultTable, ttft_ms: float, tpot_ms: float) -> pd.DataFr
 
 def plot_goodput(results: ResultTable, out: Path, ttft_ms: float, tpot_ms: float) -> Path | None:
     """Goodput and SLO attainment against offered load (skipped when no load axis was swept)."""
-    load_key = _load_key(results.keys)
+    load_key = _load_key(results.frame, results.keys)
     if load_key is None:
         return None
     frame = slo_table(results, ttft_ms, tpot_ms)
