@@ -46,7 +46,7 @@ def assert_compare_and_plot_work(sweep_dir: Path, plots: set[str]) -> None:
 @pytest.fixture(scope="module")
 def framework_sweep(tmp_path_factory) -> Path:
     sweep_dir = tmp_path_factory.mktemp("groups") / "framework"
-    sweep(sweep_dir, "framework=vllm,trtllm,sglang", "workload.rate=5,10")
+    sweep(sweep_dir, "framework=vllm,trtllm,sglang", "workload.rate=5,10", "metrics.slo_ttft_ms=1000")
     return sweep_dir
 
 
@@ -93,3 +93,40 @@ def test_sweep_over_workload_and_experiment_gives_one_row_per_framework_of_each_
     offline = runs[runs["workload"] == "offline"]
     assert (offline["completed"] == 40).all()
     assert_compare_and_plot_work(sweep_dir, {"latency_vs_throughput.png"})
+
+
+def test_plot_of_a_sweep_with_slos_writes_every_chart_with_the_sweeps_own_slos(tmp_path):
+    sweep_dir = tmp_path / "slo"
+    runs = sweep(sweep_dir, "workload.rate=5,20", "metrics.slo_ttft_ms=500", "metrics.slo_tpot_ms=50")
+    assert {"request_goodput", "slo_attainment"} <= set(runs.columns)
+    drawn = llmsim(str(sweep_dir), module="llmsim.plot")
+    assert drawn.returncode == 0, drawn.stderr
+    names = {Path(line).name for line in drawn.stdout.split()}
+    assert names == {"latency_vs_throughput.png", "goodput_vs_load.png"}
+
+    from llmsim.sweep.plots import goodput_table
+    from llmsim.sweep.slos import configured_slos
+    from llmsim.sweep.tables import load_results
+
+    results = load_results(sweep_dir)
+    assert configured_slos(results) == {"ttft": 500.0, "tpot": 50.0}
+    # recomputed from the requests with the same SLOs: what the runs computed
+    again = goodput_table(results, {"ttft": 500.0, "tpot": 50.0}, recompute=True).set_index("run")
+    summary = runs.set_index("run")
+    assert again["request_goodput"].to_dict() == pytest.approx(summary["request_goodput"].to_dict())
+    assert again["slo_attainment"].to_dict() == pytest.approx(summary["slo_attainment"].to_dict())
+    # a stricter SLO on the command line replaces the sweep's: fewer good requests
+    strict = goodput_table(results, {"ttft": 500.0, "tpot": 1.0}, recompute=True)
+    assert (strict["slo_attainment"] < summary["slo_attainment"].min()).all()
+    override = llmsim(str(sweep_dir), "--slo-tpot-ms", "1", "--out", str(tmp_path / "strict"), module="llmsim.plot")
+    assert override.returncode == 0, override.stderr
+    assert (tmp_path / "strict" / "goodput_vs_load.png").exists()
+
+
+def test_plot_without_slos_says_why_goodput_is_not_drawn(tmp_path):
+    sweep_dir = tmp_path / "no_slo"
+    sweep(sweep_dir, "workload.rate=5,10")
+    drawn = llmsim(str(sweep_dir), module="llmsim.plot")
+    assert drawn.returncode == 0, drawn.stderr
+    assert [Path(line).name for line in drawn.stdout.split()] == ["latency_vs_throughput.png"]
+    assert "goodput_vs_load.png not drawn: no SLO set" in drawn.stderr
