@@ -206,7 +206,7 @@ def test_compare_of_two_run_directories(rate_sweep):
 
 @pytest.mark.slow
 def test_plots_of_a_sweep_and_of_a_run_are_real_pngs(rate_sweep, tmp_path):
-    paths = make_plots(rate_sweep, tmp_path / "sweep_plots")
+    paths = make_plots(rate_sweep, tmp_path / "sweep_plots", {"ttft": 500.0, "tpot": 50.0})
     assert {p.name for p in paths} == {"latency_vs_throughput.png", "goodput_vs_load.png"}
     run = rate_sweep / "framework.max_num_seqs=256,workload.rate=20,workload.total_duration=15"
     paths += make_plots(run, tmp_path / "run_plots")

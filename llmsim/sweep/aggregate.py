@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 RUNS_TABLE = "runs.parquet"
 REQUESTS_TABLE = "requests.parquet"
 RUN_COLUMNS = ("run", "framework", "status", "error", "seed", "config_hash", "wall_time_s")
+#: suffix of a swept key's column when the key is also the name of a result column
+CHOICE_SUFFIX = "_choice"
+
+
+def key_column(key: str) -> str:
+    """The runs-table column of a swept key: the key itself (``workload.rate``, ``model``), except a key
+    named like a result column: ``framework=trtllm`` (the config group) goes in ``framework_choice``, as
+    ``framework`` names the framework each row measured (a run of ``experiment=compare_frameworks``
+    measures several). ``seed`` is the run's seed either way and keeps its name.
+    """
+    return f"{key}{CHOICE_SUFFIX}" if key in RUN_COLUMNS and key != "seed" else key
+
+
+def swept_keys(overrides: list[str]) -> dict[str, Any]:
+    """A job's overrides as ``{column: typed value}`` (columns named by :func:`key_column`)."""
+    return {key_column(key): value for key, value in (parse_override(o) for o in overrides)}
 
 
 @dataclass
@@ -181,7 +197,7 @@ def aggregate(sweep_dir: str | Path, *, write: bool = True) -> SweepTables:
     used: list[Path] = []
     for path in jobs:
         try:
-            keys = dict(parse_override(o) for o in read_overrides(path) or [])
+            keys = swept_keys(read_overrides(path) or [])
         except Exception as exc:  # an override Hydra cannot parse (edited by hand)
             skipped.append((path, f"unreadable .hydra/overrides.yaml: {' '.join(str(exc).split())}"))
             continue

@@ -71,6 +71,12 @@ def compare_tables(a: ResultTable, b: ResultTable, metrics: list[str] | None = N
     return pd.DataFrame(rows)
 
 
+def identical(result: pd.DataFrame) -> bool:
+    """Every compared value of A equals B's (NaN equal to NaN)."""
+    a, b = result["A"].to_numpy(dtype=float), result["B"].to_numpy(dtype=float)
+    return bool(len(result)) and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
 def _fixed_apart(left: pd.Series, right: pd.Series) -> bool:
     return left.nunique() == 1 and right.nunique() == 1 and left.iloc[0] != right.iloc[0]
 
@@ -139,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     except LLMSimError as exc:
         print(f"llmsim: error: {exc}", file=sys.stderr)
         return 2
+    if args.format == "table" and not args.out and identical(result):
+        configurations = len(result) // max(result["metric"].nunique(), 1)
+        print(
+            f"identical: A and B agree on all {result['metric'].nunique()} metrics of {configurations} configuration(s)"
+        )
+        return 0
     text = render(result, args.format if not (args.out and args.format == "table") else "csv", args.a, args.b)
     if text is not None:
         if args.out:

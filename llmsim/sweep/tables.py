@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from llmsim.errors import LLMSimError
-from llmsim.sweep.aggregate import RUNS_TABLE, aggregate, parse_override, read_override_keys
+from llmsim.sweep.aggregate import RUNS_TABLE, aggregate, read_override_keys, swept_keys
 
 
 @dataclass
@@ -51,6 +51,6 @@ def _single_run(path: Path) -> ResultTable:
     summary = json.loads((path / "summary.json").read_text())
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.exists() else []
-    keys = dict(parse_override(o) for o in overrides)
+    keys = swept_keys(overrides)
     rows = [{**keys, "run": path.name, "framework": name, **metrics} for name, metrics in summary["frameworks"].items()]
     return ResultTable(pd.DataFrame(rows), list(keys), path)

@@ -1,0 +1,42 @@
+"""Matplotlib helpers shared by the charts: atomic PNG writes and plain tick labels on log axes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A PNG written atomically (an interrupted plot never leaves a truncated image)."""
+    from llmsim.outputs import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+
+
+def plain_number(value: float, _position: Any = None) -> str:
+    """``0.5``, ``20``, ``1,500``: a tick label without powers of ten."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def plain_log_axis(ax: Any, axis: str = "y") -> None:
+    """A log axis labelled with plain numbers (``20``, ``50``, ``100``, not ``2x10^1``): the decades, and
+    1-2-5 steps within them when the data span less than about two decades."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    target.set_major_locator(LogLocator(base=10))
+    target.set_major_formatter(FuncFormatter(plain_number))
+    if low > 0 and high / low < 100:
+        subs = (2.0, 5.0) if high / low > 8 else (1.5, 2.0, 3.0, 5.0, 7.0)
+        target.set_minor_locator(LogLocator(base=10, subs=subs))
+        target.set_minor_formatter(FuncFormatter(plain_number))
+    else:
+        target.set_minor_formatter(NullFormatter())
