@@ -40,7 +40,7 @@ def main() -> None:
     """Entry point: validate the command line, then hand over to Hydra."""
     register_resolvers()
     try:
-        preflight(sys.argv[1:])
+        sys.argv[1:] = preflight(sys.argv[1:])
     except Exception as exc:
         if not is_user_error(exc):
             raise

@@ -14,8 +14,9 @@ in the seed layout), the bad value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 from typing import Any, Literal, TypeVar
 
@@ -61,8 +62,8 @@ def _join_key(prefix: str, loc: tuple[Any, ...]) -> str:
     return key
 
 
-def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> str:
-    """Field names of the (nested) schema at ``loc``, for 'unknown key' errors."""
+def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the (nested) schema at ``loc``, for 'unknown key' errors (None if not a schema)."""
     model: Any = schema
     for part in loc[:-1]:
         if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -75,8 +76,26 @@ def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> str:
         candidates = [annotation, *args]
         model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return "known keys are " + ", ".join(model.model_fields)
-    return "this key is not known"
+        return list(model.model_fields)
+    return None
+
+
+def unknown_key_error(key: str, value: Any, known: Sequence[str] | None, label: str = "known keys") -> ConfigError:
+    """``key=value is not valid: unknown key; did you mean <closest>? <label> are ...`` (one line).
+
+    The suggestions are the known names closest to the key's last part (difflib), written as full
+    keys (``framework.max_num_seqs``) so they can be pasted back on the command line.
+    """
+    if not known:
+        return ConfigError(key, value, "unknown key; this key is not known")
+    parent, dot, name = key.rpartition(".")
+    if not dot and "]" in key:
+        parent, name = key.rsplit("]", 1)[0] + "]", key.rsplit("]", 1)[1].lstrip(".")
+    close = difflib.get_close_matches(name, list(known), n=2, cutoff=0.75)
+    hint = ""
+    if close:
+        hint = "did you mean " + " or ".join(f"{parent}.{c}" if parent else c for c in close) + "? "
+    return ConfigError(key, value, f"unknown key; {hint}{label} are {', '.join(known)}")
 
 
 def validate_schema(schema: type[SchemaT], data: Any, key: str) -> SchemaT:
@@ -87,8 +106,7 @@ def validate_schema(schema: type[SchemaT], data: Any, key: str) -> SchemaT:
         error = exc.errors()[0]
         loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden":
-            allowed = "unknown key; " + _allowed_keys(schema, loc)
-            raise ConfigError(_join_key(key, loc), error.get("input"), allowed) from None
+            raise unknown_key_error(_join_key(key, loc), error.get("input"), _allowed_keys(schema, loc)) from None
         message = error["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
@@ -173,8 +191,9 @@ def validate_hardware(data: Any, key: str) -> HardwareConfig:
     except ConfigError as exc:
         prefix = f"{key}.compute_devices["
         if isinstance(data, Mapping) and "gpu" in data and exc.key.startswith(prefix):
-            rest = exc.key[len(prefix) :].split("]", 1)[1]
-            raise ConfigError(f"{key}.gpu{rest}", exc.value, exc.allowed) from None
+            index, rest = exc.key[len(prefix) :].split("]", 1)
+            allowed = exc.allowed.replace(f"{prefix}{index}]", f"{key}.gpu")
+            raise ConfigError(f"{key}.gpu{rest}", exc.value, allowed) from None
         raise
 
 
@@ -695,9 +714,7 @@ def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
     data = dict(data)
     unknown = sorted(set(data) - HYDRA_KEYS)
     if unknown:
-        raise ConfigError(
-            unknown[0], data[unknown[0]], "unknown key; known top-level keys are " + ", ".join(sorted(HYDRA_KEYS))
-        )
+        raise unknown_key_error(unknown[0], data[unknown[0]], sorted(HYDRA_KEYS), "known top-level keys")
     check_magnitudes({k: v for k, v in data.items() if k != "hydra"}, "")
     check_hardware_data(data.get("hardware"), "hardware")
     check_model_data(data.get("model"), "model")
