@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from llmsim.errors import LLMSimError
+from llmsim.entrypoint import ArgumentParser, run_entry_point
+from llmsim.errors import ConfigError, OutputError
 from llmsim.models import CONF_DIR, builtin_model_profiles
 from llmsim.outputs import write_text
 from llmsim.validate import load_cases, results_frame, run_cases, summary_line
@@ -230,9 +231,19 @@ def write_overrides(out: Path, factors: list[Factor], hardware_options: list[str
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m llmsim.calibrate", description=__doc__.splitlines()[0])
+def _check_args(args: argparse.Namespace) -> None:
+    for name, low in (("max_requests", 1), ("sweeps", 1), ("steps", 1)):
+        value = getattr(args, name)
+        if value < low:
+            raise ConfigError(f"--{name.replace('_', '-')}", value, f"a whole number, at least {low}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(
+            "--out", str(args.out), "a directory (the override files go in DIR/hardware and DIR/framework)"
+        )
+
+
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m llmsim.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("cases", type=Path)
     parser.add_argument("--out", type=Path, default=Path("calibrated"), help="where to write override files")
     parser.add_argument("--max-requests", type=int, default=4000, help="cap per case while fitting (speed)")
@@ -242,18 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         "--factors", help="fit only factors whose label contains one of these comma-separated words (e.g. hbm,vllm)"
     )
     args = parser.parse_args(argv)
-    try:
-        cases = load_cases(args.cases)
-    except LLMSimError as exc:
-        print(f"llmsim: error: {exc}", file=sys.stderr)
-        return 2
+    _check_args(args)
+    cases = load_cases(args.cases)
     factors = default_factors(cases)
     if args.factors:
         words = [w.strip() for w in args.factors.split(",") if w.strip()]
         factors = [f for f in factors if any(w in f.label for w in words)]
     if not factors:
-        print("llmsim: error: --factors selects no factor", file=sys.stderr)
-        return 2
+        labels = ", ".join(f.label for f in default_factors(cases))
+        raise ConfigError("--factors", args.factors, f"words found in the labels of the factors: {labels}")
     print("before: " + summary_line(run_cases(cases)))
     objective = fit(cases, factors, args.max_requests, sweeps=args.sweeps, steps=args.steps)
     for factor in factors:
@@ -263,10 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         row = cases.iloc[index]
         after.extend(run_cases(cases.iloc[[index]], objective.overrides_for(row)))
     print(results_frame(after)[["case_id", "metric", "predicted", "measured", "error_pct"]].to_string(index=False))
-    for path in write_overrides(args.out, factors, sorted(cases["hardware"].unique())):
+    try:
+        written = write_overrides(args.out, factors, sorted(cases["hardware"].unique()))
+    except OSError as exc:
+        raise OutputError(f"--out={str(args.out)!r}: cannot write the override files: {exc}") from None
+    for path in written:
         print(f"wrote {path}")
     print(f"{objective.evaluations} case simulations; after: " + summary_line(after))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: a user mistake ends in one line on stderr and exit status 2."""
+    return run_entry_point(_main, argv)
 
 
 if __name__ == "__main__":

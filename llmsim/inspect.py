@@ -14,8 +14,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from llmsim.cli import report_error
-from llmsim.errors import LLMSimError
+from llmsim.entrypoint import UsageError, run_entry_point
 from llmsim.hardware.spec import GIB
 
 PREFILL_SHAPES = (128, 512, 2048, 8192)
@@ -24,22 +23,32 @@ DECODE_CONTEXT = 1024
 
 
 def inspect(overrides: list[str], console: Console | None = None) -> None:
-    """Print the memory plan and the roofline table of the deployment the overrides describe."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    """Print the memory plan and the roofline table of the deployment the overrides describe.
 
-    from llmsim.cli import check_group_overrides, experiment_container
+    The overrides are checked exactly as ``python -m llmsim`` checks them (:func:`llmsim.cli.preflight`):
+    a mistake raises a one-line :class:`~llmsim.errors.LLMSimError` before anything is printed.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from llmsim.cli import experiment_container, preflight
     from llmsim.models import CONF_DIR
     from llmsim.orchestrator import ExperimentOrchestrator
 
+    flags = [a for a in overrides if a.startswith("-")]
+    if flags:
+        raise UsageError(
+            f"python -m llmsim.inspect: {flags[0]} is not an option; it takes overrides only "
+            "(key=value, as python -m llmsim), one deployment at a time (no --multirun)"
+        )
+    preflight(overrides)
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:
             console = Console(highlight=False, width=140)
-    check_group_overrides(overrides)
+    overrides = [a for a in overrides if not a.startswith(("hydra.", "hydra/"))]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="inspect"):
         cfg = compose(config_name="config", overrides=overrides)
-    orchestrator = ExperimentOrchestrator(experiment_container(OmegaConf.to_container(cfg, resolve=True)))
+    orchestrator = ExperimentOrchestrator(experiment_container(cfg))
     orchestrator.setup_simulation()
     for framework in orchestrator.llm_framework_instances:
         plan = framework.memory_plan
@@ -96,18 +105,17 @@ def inspect(overrides: list[str], console: Console | None = None) -> None:
         console.print(f"peak: {peak:,.0f} TFLOPS ({framework.dtype}), {device.memory_gbps:,.0f} GB/s HBM per GPU\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    args = sys.argv[1:] if argv is None else argv
+def _main(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return 0
-    try:
-        inspect(args)
-    except LLMSimError as exc:
-        report_error(exc)
-        return 2
+    inspect(args)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: a user mistake ends in one line on stderr and exit status 2."""
+    return run_entry_point(_main, argv)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 Reads ``RUN_DIR/.hydra/config.yaml`` (the composed config Hydra saved), simulates it into ``--out``
 (default ``RUN_DIR/rerun``) and compares the new ``summary.json`` with the original: exit code 0
-when every metric is identical, 1 when something differs (listed).
+when every metric is identical, 1 when something differs (listed), 2 when RUN_DIR is not a finished
+run (one line on stderr).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -15,10 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from llmsim.cli import experiment_container
-from llmsim.errors import LLMSimError
+from llmsim.entrypoint import ArgumentParser, run_entry_point
+from llmsim.errors import ConfigError, one_line
 from llmsim.orchestrator import ExperimentOrchestrator
 
 
@@ -35,32 +38,63 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return out
 
 
-def rerun(run_dir: Path, out: Path) -> list[str]:
-    """Simulate the run's saved config into ``out``; return the metric differences (empty: reproduced)."""
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(
+            "run_dir", str(path.parent), f"a run whose {path.name} reads as JSON ({one_line(str(exc))})"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("frameworks"), dict):
+        raise ConfigError("run_dir", str(path.parent), f"a run whose {path.name} has a 'frameworks' table")
+    return data
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The experiment config a run directory's ``.hydra/config.yaml`` saved (one-line error if it cannot)."""
+    if not run_dir.is_dir():
+        raise ConfigError(
+            "run_dir", str(run_dir), "an existing run directory" if not run_dir.exists() else "a directory"
+        )
     config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.exists():
-        raise LLMSimError(f"{run_dir}: no .hydra/config.yaml (not a run directory written by python -m llmsim)")
-    config = experiment_container(OmegaConf.load(config_file))
+    if not config_file.is_file():
+        hint = "a run directory written by python -m llmsim (it has .hydra/config.yaml)"
+        if (run_dir / "multirun.yaml").exists():
+            hint += "; this is a sweep: pass one of its job directories"
+        raise ConfigError("run_dir", str(run_dir), hint)
+    try:
+        loaded = OmegaConf.load(config_file)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as exc:
+        raise ConfigError(
+            "run_dir", str(run_dir), f"a run whose .hydra/config.yaml is valid YAML ({one_line(str(exc))})"
+        ) from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError("run_dir", str(run_dir), "a run whose .hydra/config.yaml is a mapping of config groups")
+    return experiment_container(loaded)
+
+
+def rerun(run_dir: Path, out: Path) -> list[str]:
+    """Simulate the run's saved config into ``out``; return the metric differences (empty: reproduced).
+
+    A directory that is not a finished run (no ``.hydra/config.yaml``, no readable ``summary.json``)
+    is a one-line :class:`~llmsim.errors.ConfigError`, raised before anything is simulated.
+    """
+    config = saved_config(run_dir)
+    original_file = run_dir / "summary.json"
+    if not original_file.is_file():
+        raise ConfigError("run_dir", str(run_dir), "a finished run: it has no summary.json to compare with")
+    original = _load_json(original_file)
     with contextlib.redirect_stdout(io.StringIO()):
         summary = ExperimentOrchestrator(config, output_dir=out).run(show_progress=False)
-    original_file = run_dir / "summary.json"
-    if not original_file.exists():
-        return [f"{run_dir}: no summary.json to compare with (the original run did not finish)"]
-    original = json.loads(original_file.read_text())
     return differences(original.get("frameworks", {}), summary["frameworks"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m llmsim.rerun", description=__doc__.splitlines()[0])
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m llmsim.rerun", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="output directory of the rerun (default RUN_DIR/rerun)")
     args = parser.parse_args(argv)
-    try:
-        diffs = rerun(args.run_dir, args.out or args.run_dir / "rerun")
-    except LLMSimError as exc:
-        print(f"llmsim: error: {exc}", file=sys.stderr)
-        return 2
+    diffs = rerun(args.run_dir, args.out or args.run_dir / "rerun")
     if diffs:
         print(f"NOT reproduced: {len(diffs)} metric(s) differ")
         for line in diffs[:50]:
@@ -68,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"reproduced: every metric of {args.run_dir} is identical")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: a user mistake ends in one line on stderr and exit status 2."""
+    return run_entry_point(_main, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ The last line printed is exactly ``median_abs_err_pct=X p90_abs_err_pct=Y cases_
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import math
@@ -28,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmsim.errors import LLMSimError
+from llmsim.entrypoint import ArgumentParser, UsageError, readable_file, run_entry_point, write_output
+from llmsim.errors import ConfigError, LLMSimError, one_line
 from llmsim.models import CONF_DIR
-from llmsim.outputs import atomic_write
 
 METRICS = {
     "output_tokens_per_s": "output_throughput",
@@ -56,6 +55,8 @@ REQUIRED_COLUMNS = (
     "value",
 )
 KINDS = ("batch", "offline", "concurrency", "poisson")
+#: Where the columns of a cases file are described.
+SCHEMA_NAME = "shared/reference/validation.md"
 
 
 @dataclass
@@ -209,15 +210,60 @@ def predict(row: pd.Series, extra: list[str] | None = None, max_requests: int | 
 
 
 def load_cases(path: Path) -> pd.DataFrame:
-    """Read and check a cases CSV."""
+    """Read and check a cases CSV: a file that cannot be read or lacks a column is a one-line error."""
+    readable_file(Path(path), "cases")
     try:
         cases = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise LLMSimError(f"{path}: cannot read cases ({exc})") from None
+        raise ConfigError("cases", str(path), f"a CSV file of cases ({one_line(str(exc))})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in cases.columns]
     if missing:
-        raise LLMSimError(f"{path}: missing columns {', '.join(missing)} (schema: shared/reference/validation.md)")
+        raise ConfigError(
+            "cases",
+            str(path),
+            f"a CSV with the columns of {SCHEMA_NAME}; missing {', '.join(missing)}",
+        )
+    if cases.empty:
+        raise ConfigError("cases", str(path), "a CSV with at least one case (the file has a header only)")
     return cases
+
+
+def check_extra_overrides(cases: pd.DataFrame, extra: list[str]) -> None:
+    """Check the overrides given for every case as ``python -m llmsim`` would, before any case runs.
+
+    A wrong group option is found at once; a wrong key or value is found by composing and validating
+    the first case of each framework and workload kind with and without the overrides: when the case
+    is valid alone but not with them, the overrides are at fault (one-line error). A case that is
+    invalid on its own is left to be reported as NOT RUN with its reason.
+    """
+    from llmsim.cli import check_group_overrides, preflight
+
+    if not extra:
+        return
+    flags = [a for a in extra if a.startswith("-")]
+    if flags:
+        raise UsageError(f"python -m llmsim.validate: {flags[0]} is not an option (extra overrides are key=value)")
+    check_group_overrides(extra)
+    seen: set[tuple[str, str]] = set()
+    for _, row in cases.iterrows():
+        kind = (str(row["framework"]), str(row["kind"]))
+        if kind in seen:
+            continue
+        seen.add(kind)
+        try:
+            overrides, _ = case_overrides(row)
+        except (LLMSimError, ValueError, TypeError):
+            continue
+        try:
+            preflight([*overrides, *extra])
+        except LLMSimError as exc:
+            try:
+                preflight(overrides)
+            except LLMSimError:
+                continue  # the case itself is invalid: NOT RUN, with its reason
+            if isinstance(exc, ConfigError) and exc.key == "override":  # name only the extra overrides
+                exc = ConfigError("override", " ".join(extra), exc.allowed)
+            raise LLMSimError(f"{exc} (applied to case {row['case_id']}, framework {row['framework']})") from None
 
 
 def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests: int | None = None) -> list[CaseResult]:
@@ -272,18 +318,16 @@ def results_frame(results: list[CaseResult]) -> pd.DataFrame:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m llmsim.validate", description=__doc__.splitlines()[0])
-    parser.add_argument("cases", type=Path, help="CSV in the schema of shared/reference/validation.md")
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m llmsim.validate", description=__doc__.splitlines()[0])
+    parser.add_argument("cases", type=Path, help=f"CSV in the schema of {SCHEMA_NAME}")
     parser.add_argument("--out", type=Path, help="write predictions and errors to this CSV")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every case")
     args = parser.parse_args(argv)
-    try:
-        cases = load_cases(args.cases)
-    except LLMSimError as exc:
-        print(f"llmsim: error: {exc}", file=sys.stderr)
-        return 2
+    if args.out is not None and args.out.is_dir():
+        raise ConfigError("--out", str(args.out), "a file path, not a directory")
+    cases = load_cases(args.cases)
+    check_extra_overrides(cases, args.overrides)
     results = run_cases(cases, args.overrides)
     for r in results:
         if r.error_pct is None:
@@ -294,9 +338,14 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.out:
         table = results_frame(results)
-        atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
+        write_output(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(summary_line(results))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: a user mistake ends in one line on stderr and exit status 2."""
+    return run_entry_point(_main, argv)
 
 
 if __name__ == "__main__":

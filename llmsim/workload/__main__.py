@@ -8,15 +8,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from llmsim.errors import LLMSimError
+from llmsim.entrypoint import ArgumentParser, run_entry_point, write_output
+from llmsim.errors import ConfigError
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m llmsim.workload", description=__doc__.splitlines()[0])
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m llmsim.workload", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="summarise a trace and write a workload YAML that reproduces it")
     fit.add_argument("file", help="trace file: CSV, Parquet or JSONL (llmsim, Azure or BurstGPT layout)")
@@ -29,30 +29,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; user errors print one line and return 2."""
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "fit":
-            from llmsim.outputs import write_text
-            from llmsim.workload.fit import fit_workload, format_summary, render_workload_yaml, summarize_trace
-            from llmsim.workload.trace import load_trace
+    if args.out and Path(args.out).is_dir():  # before any work: the file would not be written
+        raise ConfigError("--out", args.out, "a file path, not a directory")
+    if args.command == "fit":
+        from llmsim.workload.fit import fit_workload, format_summary, render_workload_yaml, summarize_trace
+        from llmsim.workload.trace import load_trace
 
-            trace = load_trace(args.file, "trace", args.time_unit)
-            summary = summarize_trace(trace)
-            print(format_summary(summary))
-            if args.out:
-                workload = fit_workload(trace, dist=args.dist, quantiles=max(args.quantiles, 2))
-                write_text(Path(args.out), render_workload_yaml(workload, summary))
-                print(f"wrote {args.out}")
-        else:
-            from llmsim.workload.sample_trace import write_sample_trace
+        if args.quantiles < 2:
+            raise ConfigError("--quantiles", args.quantiles, "a whole number of points, at least 2")
+        trace = load_trace(args.file, "trace", args.time_unit)
+        summary = summarize_trace(trace)
+        print(format_summary(summary))
+        if args.out:
+            workload = fit_workload(trace, dist=args.dist, quantiles=args.quantiles)
+            text = render_workload_yaml(workload, summary)
+            write_output(Path(args.out), lambda tmp: tmp.write_text(text, newline="\n"))
+            print(f"wrote {args.out}")
+    else:
+        from llmsim.workload.sample_trace import REPO_ROOT, SAMPLE_TRACE, render_sample_trace
 
-            print(f"wrote {write_sample_trace(args.out)}")
-    except LLMSimError as exc:
-        print(f"llmsim.workload: error: {exc}", file=sys.stderr)
-        return 2
+        target = Path(args.out) if args.out else REPO_ROOT / SAMPLE_TRACE
+        text = render_sample_trace()
+        write_output(target, lambda tmp: tmp.write_text(text, newline="\n"))
+        print(f"wrote {target}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user mistake prints one line (``llmsim: error: ...``) and returns 2."""
+    return run_entry_point(_main, argv)
 
 
 if __name__ == "__main__":
