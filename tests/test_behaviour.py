@@ -108,7 +108,7 @@ def test_warm_up_requests_are_left_out_of_the_statistics():
     all_requests = run_quietly(make_config(workload=workload))[0]["frameworks"]["vllm"]
     warm = run_quietly(make_config(workload=workload, metrics={"warm_up_duration_s": 20}))
     summary, requests, _ = warm
-    measured = (requests["send_time"] >= 20).sum()
+    measured = (requests["send_time_s"] >= 20).sum()
     assert summary["frameworks"]["vllm"]["completed"] == measured < all_requests["completed"]
 
 
@@ -167,15 +167,15 @@ def test_bucketed_step_series_aggregates_every_step_of_the_per_step_series(monke
     assert json.dumps(summary, sort_keys=True) == json.dumps(bucketed_summary, sort_keys=True)
     assert len(steps) > 200 and len(buckets) < len(steps) / 10
 
-    steps["bucket"] = np.floor(steps["time"] / 2.0)
+    steps["bucket"] = np.floor(steps["time_s"] / 2.0)
     by_bucket = steps.groupby("bucket")
-    weight = steps["duration"]
-    expected_kv_mean = (steps["kv_blocks_used"] * weight).groupby(steps["bucket"]).sum() / by_bucket["duration"].sum()
-    assert buckets["time"].tolist() == [2.0 * b for b in by_bucket.groups]
+    weight = steps["duration_s"]
+    expected_kv_mean = (steps["kv_blocks_used"] * weight).groupby(steps["bucket"]).sum() / by_bucket["duration_s"].sum()
+    assert buckets["time_s"].tolist() == [2.0 * b for b in by_bucket.groups]
     assert buckets["steps"].tolist() == by_bucket.size().tolist()
     assert buckets["num_tokens"].tolist() == by_bucket["num_tokens"].sum().tolist()
     assert buckets["kv_blocks_used_max"].tolist() == by_bucket["kv_blocks_used"].max().tolist()
-    np.testing.assert_allclose(buckets["busy_s"], by_bucket["duration"].sum(), rtol=1e-12)
+    np.testing.assert_allclose(buckets["busy_s"], by_bucket["duration_s"].sum(), rtol=1e-12)
     np.testing.assert_allclose(buckets["kv_blocks_used_mean"], expected_kv_mean, rtol=1e-12)
     assert (buckets["num_seqs_mean"] <= buckets["num_seqs_max"]).all()
 

@@ -17,7 +17,7 @@ CHAT = {
     "conversational_probability": 0.3,
     "streaming_response_probability": 0.8,
 }
-TIMES = ["send_time", "arrival_time", "first_scheduled_time", "first_token_time", "completion_time"]
+TIMES = ["send_time_s", "arrival_time_s", "first_scheduled_time_s", "first_token_time_s", "completion_time_s"]
 
 
 def both_ways(config_kwargs: dict, framework: str, **knobs) -> tuple:

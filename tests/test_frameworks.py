@@ -126,7 +126,7 @@ def test_lpm_serves_cache_sharing_requests_ahead_of_fcfs_order():
         )
         _, requests, _, fw = run(config)
         assert_no_kv_leak(fw)
-        by_profile = requests.groupby("profile")["first_scheduled_time"].mean()
+        by_profile = requests.groupby("profile")["first_scheduled_time_s"].mean()
         return by_profile["unique"] - by_profile["shared"]
 
     assert shared_lead("lpm") > shared_lead("fcfs") + 0.2
@@ -208,7 +208,7 @@ def test_static_batch_returns_with_its_longest_member():
     workload = {"kind": "offline", "num_requests": 20, "client_profiles": [short, long]}
     _, static_requests, _, _ = run(with_framework(make_config(workload=workload), "static", max_batch_size=32))
     _, vllm_requests, _, _ = run(with_framework(make_config(workload=workload), "vllm"))
-    completion = static_requests["completion_time"]
+    completion = static_requests["completion_time_s"]
     assert completion.max() - completion.min() < 1e-5  # one batch: everyone returns at its end (+ transfer)
     static_short = static_requests[static_requests["profile"] == "short"]["e2el_ms"].mean()
     vllm_short = vllm_requests[vllm_requests["profile"] == "short"]["e2el_ms"].mean()
@@ -247,7 +247,7 @@ def test_compare_frameworks_preset_gives_one_summary_where_every_framework_saw_t
     assert [d["gpus"] for d in summary["deployments"].values()] == [["gpu0"], ["gpu1"], ["gpu2"]]
     requests = orchestrator.metrics_collector.get_all_request_metrics_df()
     first_turns = requests[requests["turn"] == 0]
-    columns = ["request_id", "send_time", "prompt_tokens", "max_output_tokens", "streaming"]
+    columns = ["request_id", "send_time_s", "prompt_tokens", "max_output_tokens", "streaming"]
     per_framework = [g[columns].reset_index(drop=True) for _, g in first_turns.groupby("framework", sort=False)]
     assert len(per_framework) == 3
     for other in per_framework[1:]:

@@ -151,14 +151,14 @@ def check_run(config: dict) -> dict:
     assert (
         (requests["cached_prompt_tokens"] >= 0) & (requests["cached_prompt_tokens"] <= requests["prompt_tokens"])
     ).all()
-    order = ["send_time", "arrival_time", "first_scheduled_time", "first_token_time", "completion_time"]
+    order = ["send_time_s", "arrival_time_s", "first_scheduled_time_s", "first_token_time_s", "completion_time_s"]
     for earlier, later in itertools.pairwise(order):
         assert (done[earlier] <= done[later]).all(), (earlier, later)
     rejected = requests[requests["status"] == "rejected"]
-    assert (rejected["completion_time"] >= rejected["arrival_time"]).all()
+    assert (rejected["completion_time_s"] >= rejected["arrival_time_s"]).all()
     steps = collector.get_step_series_df()
     assert (steps["kv_blocks_used"] >= 0).all() and (steps["kv_blocks_used"] <= steps["kv_blocks_total"]).all()
-    assert (steps["duration"] > 0).all()
+    assert (steps["duration_s"] > 0).all()
     metrics = summary["frameworks"][framework.framework_id]
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float)), metrics
     if drained and not errors:

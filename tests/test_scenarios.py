@@ -23,10 +23,10 @@ def test_single_streamed_request_timeline_is_prefill_then_one_decode_step_per_to
     _, requests, steps = run_quietly(config)
     row = requests.iloc[0]
     arrival = link_delay(100)
-    assert row["arrival_time"] == pytest.approx(arrival, abs=1e-12)
-    assert row["first_scheduled_time"] == pytest.approx(arrival, abs=1e-12)
-    assert row["first_token_time"] == pytest.approx(arrival + prefill + link_delay(1), abs=1e-12)
-    assert row["completion_time"] == pytest.approx(arrival + prefill + decode_1 + decode_2 + link_delay(1), abs=1e-12)
+    assert row["arrival_time_s"] == pytest.approx(arrival, abs=1e-12)
+    assert row["first_scheduled_time_s"] == pytest.approx(arrival, abs=1e-12)
+    assert row["first_token_time_s"] == pytest.approx(arrival + prefill + link_delay(1), abs=1e-12)
+    assert row["completion_time_s"] == pytest.approx(arrival + prefill + decode_1 + decode_2 + link_delay(1), abs=1e-12)
     assert row["tpot_ms"] == pytest.approx((decode_1 + decode_2) / 2 * 1e3, rel=1e-9)
     assert list(steps["num_prefill_tokens"]) == [100, 0, 0]
     assert list(steps["num_decode_seqs"]) == [0, 1, 1]
@@ -45,8 +45,8 @@ def test_long_prompt_is_chunked_by_the_token_budget_and_samples_only_after_the_l
     row = requests.iloc[0]
     arrival = link_delay(100)
     assert list(steps["num_prefill_tokens"]) == [64, 36, 0]
-    assert row["first_token_time"] == pytest.approx(arrival + chunk_1 + chunk_2 + link_delay(1), abs=1e-12)
-    assert row["completion_time"] == pytest.approx(arrival + chunk_1 + chunk_2 + decode + link_delay(1), abs=1e-12)
+    assert row["first_token_time_s"] == pytest.approx(arrival + chunk_1 + chunk_2 + link_delay(1), abs=1e-12)
+    assert row["completion_time_s"] == pytest.approx(arrival + chunk_1 + chunk_2 + decode + link_delay(1), abs=1e-12)
 
 
 def test_running_requests_are_served_first_and_a_new_prompt_is_chunked_into_the_leftover_budget():
@@ -64,10 +64,10 @@ def test_running_requests_are_served_first_and_a_new_prompt_is_chunked_into_the_
     assert list(steps["num_prefill_tokens"][:2]) == [48, 32]
     assert list(steps["num_decode_seqs"][:2]) == [0, 1]
     r0, r1 = requests.iloc[0], requests.iloc[1]
-    assert r1["first_scheduled_time"] == pytest.approx(arrival, abs=1e-12)
-    assert r0["first_token_time"] == pytest.approx(arrival + first + link_delay(1), abs=1e-12)
-    assert r1["first_token_time"] == pytest.approx(arrival + first + second + link_delay(1), abs=1e-12)
-    assert r0["completion_time"] == pytest.approx(arrival + first + second + link_delay(1), abs=1e-12)
+    assert r1["first_scheduled_time_s"] == pytest.approx(arrival, abs=1e-12)
+    assert r0["first_token_time_s"] == pytest.approx(arrival + first + link_delay(1), abs=1e-12)
+    assert r1["first_token_time_s"] == pytest.approx(arrival + first + second + link_delay(1), abs=1e-12)
+    assert r0["completion_time_s"] == pytest.approx(arrival + first + second + link_delay(1), abs=1e-12)
 
 
 def test_non_streamed_response_arrives_whole_so_ttft_equals_e2el():
@@ -78,7 +78,7 @@ def test_non_streamed_response_arrives_whole_so_ttft_equals_e2el():
     row = requests.iloc[0]
     assert row["ttft_ms"] == pytest.approx(row["e2el_ms"], abs=1e-9)
     # The whole answer (20 tokens x 2 bytes) crosses the link after the last step.
-    assert row["completion_time"] > row["first_scheduled_time"]
+    assert row["completion_time_s"] > row["first_scheduled_time_s"]
 
 
 def test_second_turn_of_a_conversation_reuses_the_cached_prefix():
@@ -95,7 +95,7 @@ def test_second_turn_of_a_conversation_reuses_the_cached_prefix():
     assert second["prompt_tokens"] == 100 + 40 + 100
     # Every full block of the first turn's prompt and answer (140 tokens -> 8 blocks of 16) is reused.
     assert second["cached_prompt_tokens"] == 8 * 16
-    assert second["send_time"] == pytest.approx(first["completion_time"] + 1.0, abs=1e-12)
+    assert second["send_time_s"] == pytest.approx(first["completion_time_s"] + 1.0, abs=1e-12)
 
 
 def test_prefix_caching_off_gives_no_hits():
@@ -123,7 +123,7 @@ def test_preempted_request_is_recomputed_from_scratch_and_still_completes():
     victim = requests.loc[requests["preemptions"] > 0].iloc[0]
     survivor = requests.loc[requests["preemptions"] == 0].iloc[0]
     assert victim["request_id"] == 1  # the last admitted request is the victim
-    assert victim["completion_time"] > survivor["completion_time"]
+    assert victim["completion_time_s"] > survivor["completion_time_s"]
     assert (requests["output_tokens"] == 64).all()
     # The recomputation prefills prompt + the tokens generated before preemption in one go.
     recompute = steps.iloc[1:].loc[steps["num_prefill_tokens"].iloc[1:] > 64]

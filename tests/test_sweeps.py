@@ -89,7 +89,7 @@ def test_sweep_requests_table_carries_the_run_keys(rate_sweep):
 def test_workload_is_identical_across_knob_variants_common_random_numbers(rate_sweep):
     requests = pd.read_parquet(rate_sweep / "requests.parquet")
     at_rate = requests[requests["workload.rate"] == 10]
-    columns = ["request_id", "send_time", "prompt_tokens", "max_output_tokens", "streaming"]
+    columns = ["request_id", "send_time_s", "prompt_tokens", "max_output_tokens", "streaming"]
     small = at_rate[at_rate["framework.max_num_seqs"] == 64][columns].sort_values("request_id")
     large = at_rate[at_rate["framework.max_num_seqs"] == 256][columns].sort_values("request_id")
     first_turns = small["request_id"].isin(large["request_id"])
@@ -222,7 +222,7 @@ def test_run_timeline_of_a_long_step_series_is_plotted_from_buckets_without_load
     steps = 50_000
     time = np.arange(steps) * 0.01
     table = {name: np.full(steps, 7, dtype=np.int64) for name in STEP_COLUMNS}
-    table.update(framework=np.array(["vllm", "sglang"] * (steps // 2)), time=time, duration=np.full(steps, 0.01))
+    table.update(framework=np.array(["vllm", "sglang"] * (steps // 2)), time_s=time, duration_s=np.full(steps, 0.01))
     table["kv_blocks_used"] = np.arange(steps) % 100
     path = tmp_path / "steps.parquet"
     pd.DataFrame(table).to_parquet(path, index=False, row_group_size=7_000)
@@ -261,9 +261,9 @@ def test_timeline_buckets_span_the_steps_not_the_time_before_them(tmp_path):
 
     steps = 10_000
     table = {name: np.full(steps, 3, dtype=np.int64) for name in STEP_COLUMNS}
-    table.update(framework=["vllm"] * steps, time=1000.0 + np.arange(steps) * 0.01, duration=np.full(steps, 0.01))
+    table.update(framework=["vllm"] * steps, time_s=1000.0 + np.arange(steps) * 0.01, duration_s=np.full(steps, 0.01))
     path = tmp_path / "steps.parquet"
     pd.DataFrame(table).to_parquet(path, index=False)
     reduced = timeline_table(path, max_points=100)
-    assert 95 <= len(reduced) <= 101 and reduced["time"].iloc[0] == 1000.0
+    assert 95 <= len(reduced) <= 101 and reduced["time_s"].iloc[0] == 1000.0
     assert reduced.attrs["bucket_s"] == pytest.approx(0.9999)

@@ -130,7 +130,7 @@ def test_arrivals_depend_only_on_the_workload_and_its_seed():
 def test_a_bursty_run_sends_its_requests_at_the_sampled_times():
     workload = open_loop(rate=5, burstiness=0.3, total_duration=20)
     _, requests, _ = run_quietly(make_config(workload=workload))
-    assert np.allclose(np.sort(requests["send_time"].to_numpy()), arrival_times(workload), atol=1e-9)
+    assert np.allclose(np.sort(requests["send_time_s"].to_numpy()), arrival_times(workload), atol=1e-9)
 
 
 @pytest.mark.parametrize(

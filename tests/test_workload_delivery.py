@@ -49,8 +49,8 @@ def test_streamed_chunks_set_ttft_at_the_first_full_chunk_and_itl_between_chunk_
     _, requests, itl = run_with_itl(config)
     row = requests.iloc[0]
     # chunks: tokens 1-3 leave with token 3, tokens 4-6 with token 6, token 7 alone
-    assert row["first_token_time"] == pytest.approx(t[2] + link_delay(3), abs=1e-12)
-    assert row["completion_time"] == pytest.approx(t[6] + link_delay(1), abs=1e-12)
+    assert row["first_token_time_s"] == pytest.approx(t[2] + link_delay(3), abs=1e-12)
+    assert row["completion_time_s"] == pytest.approx(t[6] + link_delay(1), abs=1e-12)
     # ITL gaps are pooled at 1 us resolution
     assert sorted(itl) == pytest.approx(sorted([t[5] - t[2], t[6] + link_delay(1) - t[5] - link_delay(3)]), abs=5e-7)
     assert row["tpot_ms"] == pytest.approx((row["e2el_ms"] - row["ttft_ms"]) / 6)
@@ -61,7 +61,7 @@ def test_an_answer_shorter_than_a_chunk_arrives_whole_in_its_first_chunk():
     t = token_times(config, 100, 2)
     _, requests, itl = run_with_itl(config)
     row = requests.iloc[0]
-    assert row["first_token_time"] == row["completion_time"] == pytest.approx(t[1] + link_delay(2), abs=1e-12)
+    assert row["first_token_time_s"] == row["completion_time_s"] == pytest.approx(t[1] + link_delay(2), abs=1e-12)
     assert len(itl) == 0
 
 
@@ -69,7 +69,7 @@ def test_one_token_chunks_give_one_itl_gap_per_token():
     config = one_request(100, 6)
     t = token_times(config, 100, 6)
     _, requests, itl = run_with_itl(config)
-    assert requests.iloc[0]["first_token_time"] == pytest.approx(t[0] + link_delay(1), abs=1e-12)
+    assert requests.iloc[0]["first_token_time_s"] == pytest.approx(t[0] + link_delay(1), abs=1e-12)
     assert sorted(itl) == pytest.approx(sorted(np.diff(t)), abs=5e-7)  # pooled at 1 us resolution
 
 
@@ -102,8 +102,8 @@ def test_a_non_streamed_answer_arrives_whole_so_its_ttft_equals_its_e2el():
 def test_total_duration_ends_arrivals_but_requests_in_flight_still_complete():
     workload = {"rate": 10, "total_duration": 5, "client_profiles": [constant_profile(200, 300)]}
     summary, requests, _ = run_quietly(make_config(workload=workload))
-    assert requests["send_time"].max() < 5
-    assert requests["completion_time"].max() > 5
+    assert requests["send_time_s"].max() < 5
+    assert requests["completion_time_s"].max() > 5
     assert (requests["status"] == "completed").all()
     assert summary["stopped_by_time_limit"] is False
 
@@ -130,8 +130,8 @@ def test_requests_still_on_the_network_when_the_run_stops_are_reported_incomplet
     summary, requests, _ = run_quietly(config)
     assert summary["frameworks"]["vllm"]["incomplete"] == 3
     assert (requests["status"] == "incomplete").all()
-    assert (requests["send_time"] == 0).all()
-    assert requests["first_scheduled_time"].isna().all()  # no framework ever saw them
+    assert (requests["send_time_s"] == 0).all()
+    assert requests["first_scheduled_time_s"].isna().all()  # no framework ever saw them
 
 
 def test_every_sent_request_is_accounted_for_when_an_open_loop_run_is_cut_short():
@@ -144,7 +144,7 @@ def test_every_sent_request_is_accounted_for_when_an_open_loop_run_is_cut_short(
     metrics = summary["frameworks"]["vllm"]
     assert metrics["completed"] + metrics["incomplete"] + metrics["failed"] == len(requests)
     assert len(requests) == requests["request_id"].nunique()
-    assert (requests["send_time"] <= 6.0).all()
-    late = requests[requests["send_time"] > 6.0 - 0.2]  # sent, but the upload had not finished at the stop
+    assert (requests["send_time_s"] <= 6.0).all()
+    late = requests[requests["send_time_s"] > 6.0 - 0.2]  # sent, but the upload had not finished at the stop
     assert len(late) > 0
-    assert (late["status"] == "incomplete").all() and late["first_scheduled_time"].isna().all()
+    assert (late["status"] == "incomplete").all() and late["first_scheduled_time_s"].isna().all()

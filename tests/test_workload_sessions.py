@@ -45,7 +45,7 @@ def test_prefix_groups_share_their_system_prompts_in_the_prefix_cache():
     )
     _, requests, _ = run_quietly(make_config(workload={"rate": 4, "total_duration": 20, "client_profiles": [profile]}))
     assert (requests["prompt_tokens"] == 612).all()
-    hits = requests.sort_values("send_time")["cached_prompt_tokens"].to_numpy()
+    hits = requests.sort_values("send_time_s")["cached_prompt_tokens"].to_numpy()
     # only the first request of each of the 3 groups misses; every later one finds its 512-token prompt
     assert (hits == 0).sum() == 3
     assert (hits == 512).sum() == len(hits) - 3

@@ -54,7 +54,7 @@ def simple_trace(tmp_path) -> Path:
 def test_a_replay_sends_every_request_at_its_trace_time_with_its_exact_lengths(simple_trace):
     summary, requests, _ = run_quietly(make_config(workload=trace_workload(simple_trace)))
     requests = requests.sort_values("request_id")
-    assert requests["send_time"].tolist() == TIMES
+    assert requests["send_time_s"].tolist() == TIMES
     assert requests["prompt_tokens"].tolist() == INPUTS
     assert requests["max_output_tokens"].tolist() == OUTPUTS
     assert requests["output_tokens"].tolist() == OUTPUTS

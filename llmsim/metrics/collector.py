@@ -32,11 +32,11 @@ REQUEST_COLUMNS = (
     "streaming",
     "status",
     "reason",
-    "send_time",
-    "arrival_time",
-    "first_scheduled_time",
-    "first_token_time",
-    "completion_time",
+    "send_time_s",
+    "arrival_time_s",
+    "first_scheduled_time_s",
+    "first_token_time_s",
+    "completion_time_s",
     "prompt_tokens",
     "cached_prompt_tokens",
     "output_tokens",
@@ -49,11 +49,11 @@ REQUEST_DTYPES: dict[str, type] = {
     "session_id": np.int64,
     "turn": np.int64,
     "streaming": np.bool_,
-    "send_time": np.float64,
-    "arrival_time": np.float64,
-    "first_scheduled_time": np.float64,
-    "first_token_time": np.float64,
-    "completion_time": np.float64,
+    "send_time_s": np.float64,
+    "arrival_time_s": np.float64,
+    "first_scheduled_time_s": np.float64,
+    "first_token_time_s": np.float64,
+    "completion_time_s": np.float64,
     "prompt_tokens": np.int64,
     "cached_prompt_tokens": np.int64,
     "output_tokens": np.int64,
@@ -156,11 +156,11 @@ class MetricsCollector:
         row["streaming"].append(spec.streaming)
         row["status"].append(status or request.status)
         row["reason"].append(request.reason)
-        row["send_time"].append(request.send_time)
-        row["arrival_time"].append(request.arrival_time)
-        row["first_scheduled_time"].append(request.first_scheduled_time)
-        row["first_token_time"].append(request.client_first_token_time)
-        row["completion_time"].append(request.client_completion_time)
+        row["send_time_s"].append(request.send_time)
+        row["arrival_time_s"].append(request.arrival_time)
+        row["first_scheduled_time_s"].append(request.first_scheduled_time)
+        row["first_token_time_s"].append(request.client_first_token_time)
+        row["completion_time_s"].append(request.client_completion_time)
         row["prompt_tokens"].append(spec.prompt_tokens)
         row["cached_prompt_tokens"].append(max(request.num_cached_tokens, 0))
         row["output_tokens"].append(request.num_output_tokens)
@@ -274,16 +274,16 @@ class MetricsCollector:
                 strings = columns[name]
                 table[name] = pd.Series([strings[i] for i in order.tolist()], dtype="str")
         done = table["status"].to_numpy() == "completed"
-        send = table["send_time"]
-        ttft = np.where(done, (table["first_token_time"] - send) * 1e3, np.nan)
-        e2el = np.where(done, (table["completion_time"] - send) * 1e3, np.nan)
+        send = table["send_time_s"]
+        ttft = np.where(done, (table["first_token_time_s"] - send) * 1e3, np.nan)
+        e2el = np.where(done, (table["completion_time_s"] - send) * 1e3, np.nan)
         output_tokens = table["output_tokens"]
         # TPOT needs token timing at the client: streamed requests with more than one token only.
         multi = done & table["streaming"] & (output_tokens > 1)
         table["ttft_ms"] = ttft
         table["e2el_ms"] = e2el
         table["tpot_ms"] = np.where(multi, (e2el - ttft) / np.maximum(output_tokens - 1, 1), np.nan)
-        table["queue_ms"] = (table["first_scheduled_time"] - table["arrival_time"]) * 1e3
+        table["queue_ms"] = (table["first_scheduled_time_s"] - table["arrival_time_s"]) * 1e3
         return pd.DataFrame(table, copy=False)
 
     def _column_view(self, name: str) -> np.ndarray:

@@ -31,7 +31,7 @@ LEVEL_COLUMNS = ("num_seqs", "kv_blocks_used", "num_running", "num_waiting")
 SUM_COLUMNS = ("num_tokens", "num_prefill_tokens", "num_decode_seqs", "num_preempted")
 BUCKET_COLUMNS = (
     "framework",
-    "time",
+    "time_s",
     "steps",
     "busy_s",
     *SUM_COLUMNS,
@@ -64,7 +64,7 @@ def partial_buckets(
     """
     names = columns["framework"]
     codes, frameworks = pd.factorize(names.array if isinstance(names, pd.Series) else np.asarray(names, dtype=object))
-    bucket = bucket_index(np.asarray(columns["time"], dtype=np.float64), bucket_s, origin)
+    bucket = bucket_index(np.asarray(columns["time_s"], dtype=np.float64), bucket_s, origin)
     held = np.empty(0, dtype=np.intp)
     take: np.ndarray | slice = slice(None)
     if hold_open and len(codes):
@@ -73,7 +73,7 @@ def partial_buckets(
         is_open = bucket == last[codes]
         held = np.flatnonzero(is_open)
         take = ~is_open
-    duration = np.asarray(columns["duration"], dtype=np.float64)[take]
+    duration = np.asarray(columns["duration_s"], dtype=np.float64)[take]
     values: dict[str, np.ndarray] = {"steps": np.ones(len(duration), dtype=np.int64), "busy_s": duration}
     for name in SUM_COLUMNS:
         values[name] = np.asarray(columns[name], dtype=np.int64)[take]
@@ -106,7 +106,7 @@ def merge_buckets(partials: Iterable[pd.DataFrame], bucket_s: float, origin: flo
     busy = merged["busy_s"].to_numpy()
     table: dict[str, Any] = {
         "framework": merged["framework"],
-        "time": origin + merged["bucket"].to_numpy() * bucket_s,
+        "time_s": origin + merged["bucket"].to_numpy() * bucket_s,
         "steps": merged["steps"].to_numpy(),
         "busy_s": busy,
     }
@@ -165,6 +165,6 @@ def _reduced(
 def _empty() -> pd.DataFrame:
     frame = pd.DataFrame({name: np.array([], dtype=np.int64) for name in BUCKET_COLUMNS})
     frame["framework"] = pd.Series([], dtype="str")
-    for name in ("time", "busy_s", *(f"{level}_mean" for level in LEVEL_COLUMNS)):
+    for name in ("time_s", "busy_s", *(f"{level}_mean" for level in LEVEL_COLUMNS)):
         frame[name] = frame[name].astype(np.float64)
     return frame

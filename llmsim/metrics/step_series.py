@@ -30,8 +30,8 @@ from llmsim.metrics.step_buckets import merge_buckets, merge_partials, partial_b
 
 STEP_COLUMNS = (
     "framework",
-    "time",
-    "duration",
+    "time_s",
+    "duration_s",
     "num_seqs",
     "num_tokens",
     "num_prefill_tokens",
@@ -174,8 +174,8 @@ class StepSeries:
 def _typed(columns: dict[str, Any]) -> dict[str, Any]:
     """Columns with their dtypes: float64 times, int64 counts (the framework column as given)."""
     typed = {"framework": columns["framework"]}
-    typed["time"] = np.asarray(columns["time"], dtype=np.float64)
-    typed["duration"] = np.asarray(columns["duration"], dtype=np.float64)
+    typed["time_s"] = np.asarray(columns["time_s"], dtype=np.float64)
+    typed["duration_s"] = np.asarray(columns["duration_s"], dtype=np.float64)
     for name in COUNT_COLUMNS:
         typed[name] = np.asarray(columns[name], dtype=np.int64)
     return typed

@@ -70,7 +70,7 @@ def arrival_window(measured: pd.DataFrame, configured: tuple[float, float] | Non
         start, end = configured
         if end > start:
             return float(start), float(end)
-    first_turns = measured["send_time"].to_numpy()[measured["turn"].to_numpy() == 0]
+    first_turns = measured["send_time_s"].to_numpy()[measured["turn"].to_numpy() == 0]
     if len(first_turns) < 2:
         return None
     start, end = float(first_turns.min()), float(first_turns.max())
@@ -88,9 +88,9 @@ def _load_metrics(measured: pd.DataFrame, requests: pd.DataFrame, window: tuple[
         return dict.fromkeys(("offered_session_rate", "offered_request_rate", "request_throughput_steady"))
     start, end = window
     width = end - start
-    send = measured["send_time"].to_numpy()
+    send = measured["send_time_s"].to_numpy()
     inside = (send >= start) & (send <= end)
-    completions = requests["completion_time"].to_numpy()[requests["status"].to_numpy() == "completed"]
+    completions = requests["completion_time_s"].to_numpy()[requests["status"].to_numpy() == "completed"]
     return {
         "offered_session_rate": int((inside & (measured["turn"].to_numpy() == 0)).sum()) / width,
         "offered_request_rate": int(inside.sum()) / width,
@@ -107,11 +107,11 @@ def summarize_framework(
     """Every summary metric of one framework (``window``: the workload's configured arrival window)."""
     cfg = collector.config
     percents = cfg.percentiles_to_calculate
-    measured = requests[requests["send_time"] >= cfg.warm_up_duration_s]
+    measured = requests[requests["send_time_s"] >= cfg.warm_up_duration_s]
     done = measured[measured["status"] == "completed"]
     streamed = done[done["streaming"].to_numpy(dtype=bool)]
     out: dict[str, Any] = {}
-    duration = float(done["completion_time"].max() - done["send_time"].min()) if len(done) else 0.0
+    duration = float(done["completion_time_s"].max() - done["send_time_s"].min()) if len(done) else 0.0
     out["completed"] = len(done)
     out["failed"] = int((measured["status"] == "rejected").sum())
     out["incomplete"] = int((measured["status"] == "incomplete").sum())

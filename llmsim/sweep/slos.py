@@ -94,7 +94,7 @@ def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFr
     warm_up = float((run_config(results).get("metrics") or {}).get("warm_up_duration_s") or 0.0)
     rows = []
     for (run, framework), group in requests.groupby(["run", "framework"], sort=True):
-        send = _column(group, "send_time_s", "send_time")
+        send = _column(group, "send_time_s", "send_time_s")
         measured = group[send >= warm_up]
         done = measured[measured["status"] == "completed"]
         good = np.ones(len(done), dtype=bool)
@@ -103,8 +103,8 @@ def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFr
             good &= (np.isnan(values) | (values <= limit)) if name == "tpot" else (values <= limit)
         span = 0.0
         if len(done):
-            span = float(_column(done, "completion_time_s", "completion_time").max())
-            span -= float(_column(done, "send_time_s", "send_time").min())
+            span = float(_column(done, "completion_time_s", "completion_time_s").max())
+            span -= float(_column(done, "send_time_s", "send_time_s").min())
         rows.append(
             {
                 "run": run,

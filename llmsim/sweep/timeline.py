@@ -54,14 +54,14 @@ def timeline_table(steps_file: Path, max_points: int = TIMELINE_POINTS) -> pd.Da
 
 def _step_span(parquet: Any) -> tuple[float, float]:
     """The first and last step start of a Parquet step series: from row-group statistics, else read."""
-    column = parquet.schema_arrow.get_field_index("time")
+    column = parquet.schema_arrow.get_field_index("time_s")
     first, last = np.inf, -np.inf
     for group in range(parquet.num_row_groups):
         stats = parquet.metadata.row_group(group).column(column).statistics
         if stats is not None and stats.has_min_max:
             low, high = float(stats.min), float(stats.max)
         else:
-            times = parquet.read_row_group(group, columns=["time"]).column(0).to_numpy()
+            times = parquet.read_row_group(group, columns=["time_s"]).column(0).to_numpy()
             low, high = float(times.min(initial=np.inf)), float(times.max(initial=-np.inf))
         first, last = min(first, low), max(last, high)
     return (first, last) if first <= last else (0.0, 0.0)
@@ -133,7 +133,7 @@ def plot_run_timeline(run_dir: Path, out: Path) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for col, framework in enumerate(frameworks):
         rows = steps[steps["framework"].astype(str) == framework]
-        t = rows["time"].to_numpy()
+        t = rows["time_s"].to_numpy()
         total = rows["kv_blocks_total"].to_numpy(dtype=float)
         color = colors[col % len(colors)]
         for row, (name, _, scale) in enumerate(PANELS):
@@ -166,6 +166,6 @@ def plot_run_timeline(run_dir: Path, out: Path) -> Path:
 def _bucket_width(steps: pd.DataFrame) -> float:
     """The bucket width of a bucketed file: the smallest gap between a framework's bucket starts
     (NaN if no framework has two buckets)."""
-    gaps = [np.diff(rows["time"].to_numpy()) for _, rows in steps.groupby("framework")]
+    gaps = [np.diff(rows["time_s"].to_numpy()) for _, rows in steps.groupby("framework")]
     positive = np.concatenate([g[g > 0] for g in gaps]) if gaps else np.array([])
     return float(positive.min()) if len(positive) else float("nan")
