@@ -322,9 +322,10 @@ def results_frame(results: list[CaseResult]) -> pd.DataFrame:
 def split_inputs(inputs: list[str]) -> tuple[Path, list[str]]:
     """The cases file (default: the shipped cases) and the extra overrides among the positional arguments.
 
-    An argument is an override when it has ``=`` (Hydra's ``key=value``) and is not an existing file.
+    An existing file is the cases file; so is an argument that does not look like a Hydra override
+    (``key=value``, ``+key=value``, ``~key``).
     """
-    files = [a for a in inputs if "=" not in a or Path(a).is_file()]
+    files = [a for a in inputs if Path(a).is_file() or ("=" not in a and not a.startswith("~"))]
     overrides = [a for a in inputs if a not in files]
     if len(files) > 1:
         raise UsageError(

@@ -53,6 +53,8 @@ def test_positional_arguments_split_into_one_cases_file_and_overrides(tmp_path: 
     mine = tmp_path / "rate=5.csv"  # an existing file is a file even with "=" in its name
     mine.write_text("x")
     assert split_inputs([str(mine), "hardware=h100"]) == (mine, ["hardware=h100"])
+    assert split_inputs(["~metrics.slo_ttft_ms", "+x.y=1"]) == (CASES_FILE, ["~metrics.slo_ttft_ms", "+x.y=1"])
+    assert split_inputs(["mine.csv", "a=1"]) == (Path("mine.csv"), ["a=1"])  # missing: load_cases says so
 
 
 @pytest.mark.slow
