@@ -1,6 +1,7 @@
-"""``python -m llmsim.calibrate CASES.csv [--out DIR]``: fit a few physical factors to your measurements.
+"""``python -m llmsim.calibrate [CASES.csv] [--out DIR]``: fit a few physical factors to your measurements.
 
-Cases use the schema of ``shared/reference/validation.md`` (the same as ``llmsim.validate``). The
+Cases use the schema of ``llmsim/data/validation.md`` (the same as ``llmsim.validate``); without
+``CASES.csv`` the cases shipped with llmsim (``llmsim/data/calibration_cases.csv``) are fitted. The
 fitted factors are, per GPU type in the cases, the achieved fraction of dense peak on GEMMs (for
 the dtypes the cases use) and of HBM bandwidth, and per framework the serial CPU overhead of an
 engine step. They are found by coordinate descent on the mean squared log error (golden-section
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from llmsim.data import CASES_FILE, SCHEMA_NAME
 from llmsim.entrypoint import ArgumentParser, run_entry_point
 from llmsim.errors import ConfigError, OutputError
 from llmsim.models import CONF_DIR, builtin_model_profiles
@@ -244,7 +246,13 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="python -m llmsim.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("cases", type=Path)
+    parser.add_argument(
+        "cases",
+        type=Path,
+        nargs="?",
+        default=CASES_FILE,
+        help=f"a CSV in the schema of {SCHEMA_NAME} (default: the shipped cases, {CASES_FILE.name})",
+    )
     parser.add_argument("--out", type=Path, default=Path("calibrated"), help="where to write override files")
     parser.add_argument("--max-requests", type=int, default=4000, help="cap per case while fitting (speed)")
     parser.add_argument("--sweeps", type=int, default=2)

@@ -17,7 +17,8 @@ keeps its traceback. A tool adopts this in two steps::
 
 :class:`ArgumentParser` is argparse's parser whose usage errors (a missing argument, an unknown
 flag, ``--steps abc``) become one :class:`UsageError` line that ends with the usage, instead of
-argparse's usage block followed by ``prog: error: ...``.
+argparse's usage block followed by ``prog: error: ...``. :func:`readable_file` checks an input
+file and :func:`write_output` writes an output file, each with a one-line error naming the option.
 """
 
 from __future__ import annotations

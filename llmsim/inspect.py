@@ -1,7 +1,8 @@
-"""``python -m llmsim.inspect [overrides]``: the memory plan and a roofline view of step latency.
+"""``python -m llmsim.inspect [--config-dir DIR] [overrides]``: the memory plan and a roofline view of step latency.
 
 Takes the same overrides as ``python -m llmsim`` (``hardware=h100 model=llama3_70b
-framework.tensor_parallel_size=4``), builds the deployment exactly as a run would, and prints how
+framework.tensor_parallel_size=4``; ``--config-dir DIR`` adds config groups, such as the files
+``python -m llmsim.calibrate`` writes), checks them as ``python -m llmsim`` does, builds the deployment exactly as a run would, and prints how
 each GPU's memory is spent and, for a few batch shapes, the step latency, achieved TFLOPS and
 bandwidth per GPU, and whether the step is compute- or memory-bound — the view of llm-analysis
 style tools, from llmsim's own performance model.
@@ -10,11 +11,14 @@ style tools, from llmsim's own performance model.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from llmsim.entrypoint import UsageError, run_entry_point
+from llmsim.errors import ConfigError, one_line
 from llmsim.hardware.spec import GIB
 
 PREFILL_SHAPES = (128, 512, 2048, 8192)
@@ -22,34 +26,83 @@ DECODE_BATCHES = (1, 8, 32, 128, 256)
 DECODE_CONTEXT = 1024
 
 
-def inspect(overrides: list[str], console: Console | None = None) -> None:
-    """Print the memory plan and the roofline table of the deployment the overrides describe.
+def split_config_dirs(args: list[str]) -> tuple[list[str], list[Path]]:
+    """The overrides and the ``--config-dir DIR`` / ``-cd DIR`` directories (Hydra's flag) of a command line.
 
-    The overrides are checked exactly as ``python -m llmsim`` checks them (:func:`llmsim.cli.preflight`):
-    a mistake raises a one-line :class:`~llmsim.errors.LLMSimError` before anything is printed.
+    Any other flag is a :class:`~llmsim.entrypoint.UsageError`: inspect shows one deployment, so
+    ``--multirun`` and Hydra's other run flags have no meaning here.
+    """
+    overrides: list[str] = []
+    dirs: list[Path] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in ("--config-dir", "-cd"):
+            if index + 1 >= len(args):
+                raise UsageError(f"python -m llmsim.inspect: {arg} needs a directory")
+            dirs.append(Path(args[index + 1]))
+            index += 2
+            continue
+        if arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+        elif arg.startswith("-"):
+            raise UsageError(
+                f"python -m llmsim.inspect: {arg} is not an option; it takes overrides (key=value, as "
+                "python -m llmsim) and --config-dir DIR, one deployment at a time (no --multirun)"
+            )
+        else:
+            overrides.append(arg)
+        index += 1
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ConfigError("--config-dir", str(folder), "an existing directory of config groups")
+    return overrides, dirs
+
+
+def compose_deployment(args: list[str]) -> dict[str, Any]:
+    """The experiment config of a command line, checked as ``python -m llmsim`` checks it.
+
+    Without ``--config-dir`` the checks are :func:`llmsim.cli.preflight` itself; with it, the same
+    steps (group options, Hydra composition, validation) with the extra directories on the search path.
+    A mistake is a one-line :class:`~llmsim.errors.LLMSimError`.
     """
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    from llmsim.cli import experiment_container, preflight
+    from llmsim.cli import check_group_overrides, experiment_container, preflight
     from llmsim.models import CONF_DIR
+
+    overrides, dirs = split_config_dirs(args)
+    if dirs:
+        check_group_overrides([*overrides, *(f"--config-dir={d}" for d in dirs)])
+    else:
+        preflight(overrides)
+    overrides = [a for a in overrides if not a.startswith(("hydra.", "hydra/"))]
+    search = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in dirs)}]"] if dirs else []
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="inspect"):
+            cfg = compose(config_name="config", overrides=[*overrides, *search])
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError("override", " ".join(overrides), one_line(str(exc))) from None
+    return experiment_container(cfg)
+
+
+def inspect(args: list[str], console: Console | None = None) -> None:
+    """Print the memory plan and the roofline table of the deployment a command line describes.
+
+    ``args`` are overrides as ``python -m llmsim`` takes them, and optionally ``--config-dir DIR``
+    (for example the files ``python -m llmsim.calibrate`` wrote). They are checked as the main CLI
+    checks them: a mistake raises a one-line :class:`~llmsim.errors.LLMSimError` before anything is printed.
+    """
     from llmsim.orchestrator import ExperimentOrchestrator
 
-    flags = [a for a in overrides if a.startswith("-")]
-    if flags:
-        raise UsageError(
-            f"python -m llmsim.inspect: {flags[0]} is not an option; it takes overrides only "
-            "(key=value, as python -m llmsim), one deployment at a time (no --multirun)"
-        )
-    preflight(overrides)
+    orchestrator = ExperimentOrchestrator(compose_deployment(args))
+    orchestrator.setup_simulation()
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:
             console = Console(highlight=False, width=140)
-    overrides = [a for a in overrides if not a.startswith(("hydra.", "hydra/"))]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="inspect"):
-        cfg = compose(config_name="config", overrides=overrides)
-    orchestrator = ExperimentOrchestrator(experiment_container(cfg))
-    orchestrator.setup_simulation()
     for framework in orchestrator.llm_framework_instances:
         plan = framework.memory_plan
         model, device, perf = framework.model, framework.device, framework.perf_model

@@ -1,6 +1,8 @@
-"""``python -m llmsim.validate CASES.csv [--out PRED.csv]``: predict published measurements, report the error.
+"""``python -m llmsim.validate [CASES.csv] [--out PRED.csv] [OVERRIDE ...]``: predict published measurements.
 
-Each row of the CSV (schema: ``shared/reference/validation.md``) becomes a normal llmsim experiment
+Without ``CASES.csv`` it runs the cases shipped with llmsim (``llmsim/data/calibration_cases.csv``,
+published measurements of vLLM, TensorRT-LLM and SGLang). Each row of the CSV (schema:
+``llmsim/data/validation.md``) becomes a normal llmsim experiment
 — the Hydra config composed from ``conf/`` with overrides for hardware, model, framework, dtype,
 tensor-parallel size and the workload kind — and runs through :class:`ExperimentOrchestrator`, the
 same code path as ``python -m llmsim``. Kinds: ``batch`` (``batch_size`` identical requests at
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmsim.data import CASES_FILE, SCHEMA_NAME
 from llmsim.entrypoint import ArgumentParser, UsageError, readable_file, run_entry_point, write_output
 from llmsim.errors import ConfigError, LLMSimError, one_line
 from llmsim.models import CONF_DIR
@@ -55,8 +58,6 @@ REQUIRED_COLUMNS = (
     "value",
 )
 KINDS = ("batch", "offline", "concurrency", "poisson")
-#: Where the columns of a cases file are described.
-SCHEMA_NAME = "shared/reference/validation.md"
 
 
 @dataclass
@@ -318,17 +319,38 @@ def results_frame(results: list[CaseResult]) -> pd.DataFrame:
     )
 
 
+def split_inputs(inputs: list[str]) -> tuple[Path, list[str]]:
+    """The cases file (default: the shipped cases) and the extra overrides among the positional arguments.
+
+    An existing file is the cases file; so is an argument that does not look like a Hydra override
+    (``key=value``, ``+key=value``, ``~key``).
+    """
+    files = [a for a in inputs if Path(a).is_file() or ("=" not in a and not a.startswith("~"))]
+    overrides = [a for a in inputs if a not in files]
+    if len(files) > 1:
+        raise UsageError(
+            f"python -m llmsim.validate: one cases file at a time, got {', '.join(files)} (overrides are key=value)"
+        )
+    return (Path(files[0]) if files else CASES_FILE), overrides
+
+
 def _main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="python -m llmsim.validate", description=__doc__.splitlines()[0])
-    parser.add_argument("cases", type=Path, help=f"CSV in the schema of {SCHEMA_NAME}")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="CASES.csv | OVERRIDE",
+        help=f"a CSV in the schema of {SCHEMA_NAME} (default: the shipped cases, {CASES_FILE.name}), "
+        "then extra Hydra overrides (key=value) applied to every case",
+    )
     parser.add_argument("--out", type=Path, help="write predictions and errors to this CSV")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every case")
     args = parser.parse_args(argv)
+    cases_file, overrides = split_inputs(args.inputs)
     if args.out is not None and args.out.is_dir():
         raise ConfigError("--out", str(args.out), "a file path, not a directory")
-    cases = load_cases(args.cases)
-    check_extra_overrides(cases, args.overrides)
-    results = run_cases(cases, args.overrides)
+    cases = load_cases(cases_file)
+    check_extra_overrides(cases, overrides)
+    results = run_cases(cases, overrides)
     for r in results:
         if r.error_pct is None:
             print(f"{r.case_id:45s} {r.metric:28s} NOT RUN: {r.reason}")

@@ -53,6 +53,12 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     "inspect-no-equal-sign": ("llmsim.inspect", ["h100"], "h100"),
     "inspect-interpolation": ("llmsim.inspect", ["framework.max_num_seqs=${oops}"], "oops"),
     "inspect-flag": ("llmsim.inspect", ["--multirun", "framework=vllm,sglang"], "--multirun"),
+    "inspect-config-dir-missing": ("llmsim.inspect", ["--config-dir", "FILES/nope", "hardware=a100"], "--config-dir="),
+    "inspect-config-dir-option": (
+        "llmsim.inspect",
+        ["--config-dir", "FILES/somedir", "hardware=a100_calibrated"],
+        "hardware='a100_calibrated' is not valid: one of a100",
+    ),
     # python -m llmsim.validate
     "validate-missing-file": ("llmsim.validate", ["FILES/nope.csv"], "no such file"),
     "validate-directory": ("llmsim.validate", ["FILES/somedir"], "not a directory"),

@@ -104,3 +104,19 @@ def test_inspect_prints_the_memory_plan_and_which_phase_is_compute_or_memory_bou
     assert re.search(r"decode\s+│\s+1 seqs @ 1024 ctx.*memory", out)
     bad = run_module("llmsim.inspect", "model=llama3_70b")
     assert bad.returncode == 2 and "tensor_parallel_size=2 would fit" in bad.stderr
+
+
+def test_inspect_takes_config_groups_from_config_dir_as_the_main_cli_does(tmp_path):
+    # a hardware file at half the HBM efficiency (as llmsim.calibrate writes them): decode, memory-bound, slows
+    data = yaml.safe_load((REPO / "conf" / "hardware" / "a100.yaml").read_text())
+    data["efficiency"]["hbm_bandwidth"] /= 2
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "a100_slow.yaml").write_text(yaml.safe_dump(data))
+
+    def decode_ms(*args: str) -> float:
+        result = run_module("llmsim.inspect", *args)
+        assert result.returncode == 0, result.stderr
+        return float(re.search(r"decode\s+│\s+1 seqs @ 1024 ctx\s+│\s+([\d.]+)", result.stdout).group(1))
+
+    slow, normal = decode_ms("--config-dir", str(tmp_path), "hardware=a100_slow"), decode_ms("hardware=a100")
+    assert slow == pytest.approx(2 * normal, rel=0.1)
