@@ -29,7 +29,9 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from llmsim.distributions import Distribution, parse_distribution
@@ -282,11 +284,13 @@ class ClientProfile(Schema):
 class WorkloadConfig(Schema):
     """Where requests come from: open-loop client profiles, an offline batch, a closed loop or a trace."""
 
-    kind: Literal["open_loop", "offline", "closed_loop", "trace"] = "open_loop"
+    kind: Literal["open_loop", "offline", "closed_loop", "trace", "random"] = "open_loop"
     rate: PositiveFloat | None = Field(
         default=None,
-        description="Total arrival rate in requests/s spread over profiles by weight; null keeps each "
-        "profile's own inter_arrival_time_dist_config. With a trace: rescale its time to this mean rate.",
+        description="Open loop: arrival rate of new sessions (first turns) per second, spread over profiles by "
+        "weight; follow-up turns of conversations come on top, so requests/s exceed it when profiles have "
+        "conversations. null keeps each profile's own inter_arrival_time_dist_config. Trace: rescale its time "
+        "to this mean request rate. Random: requests/s (no conversations); inf or null sends all at t=0.",
     )
     burstiness: PositiveFloat | None = Field(
         default=None,
@@ -325,14 +329,62 @@ class WorkloadConfig(Schema):
     start_s: NonNegativeFloat = Field(default=0.0, description="Trace: window start, seconds after its first request.")
     end_s: PositiveFloat | None = Field(default=None, description="Trace: window end (exclusive); null = the end.")
     loop: PositiveInt = Field(default=1, description="Trace: replay the window this many times back to back.")
+    input_len: PositiveInt | None = Field(
+        default=None,
+        description="Random: tokens drawn per prompt after the shared prefix (vllm bench serve --random-input-len); "
+        "null: 1024.",
+    )
+    output_len: PositiveInt | None = Field(
+        default=None, description="Random: output tokens per request, enforced (--random-output-len); null: 128."
+    )
+    range_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Random: lengths uniform on the whole numbers in [len*(1-r), len*(1+r)] (floor, ceil) "
+        "(--random-range-ratio); null: 0, exact lengths.",
+    )
+    prefix_len: NonNegativeInt | None = Field(
+        default=None,
+        description="Random: one fixed prefix of this many tokens before every prompt, counted in its length "
+        "(--random-prefix-len); null: 0.",
+    )
     client_profiles: tuple[ClientProfile, ...] = Field(default=(ClientProfile(),), min_length=1)
 
     @field_validator("rate", mode="before")
     @classmethod
-    def _finite_rate(cls, value: Any) -> Any:
+    def _finite_rate(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("kind") == "random" and isinstance(value, str) and value.strip().lower() in ("inf", ".inf"):
+            value = math.inf  # a plain YAML reader's 'inf'
         if isinstance(value, float) and not math.isfinite(value):
+            if info.data.get("kind") == "random" and value > 0:
+                return None  # vllm bench serve's --request-rate inf: every request at t=0
             raise ValueError("must be a finite number of requests/s > 0 (use workload=offline for all-at-once)")
         return value
+
+    @model_validator(mode="after")
+    def _random_dataset(self) -> WorkloadConfig:
+        """``kind: random`` gets the one client profile of vLLM's random dataset, from the flat keys."""
+        if self.kind != "random":
+            return self
+        from llmsim.workload import random_dataset as rd
+
+        profile = ClientProfile.model_validate(
+            rd.random_client_profile(
+                self.input_len if self.input_len is not None else rd.DEFAULT_INPUT_LEN,
+                self.output_len if self.output_len is not None else rd.DEFAULT_OUTPUT_LEN,
+                self.range_ratio if self.range_ratio is not None else rd.DEFAULT_RANGE_RATIO,
+                self.prefix_len if self.prefix_len is not None else rd.DEFAULT_PREFIX_LEN,
+            )
+        )
+        if self.client_profiles == (profile,):
+            return self
+        if "client_profiles" in self.model_fields_set:
+            raise ValueError(
+                "kind random makes its own client profile: give input_len, output_len, range_ratio and "
+                "prefix_len instead of client_profiles"
+            )
+        return self.model_copy(update={"client_profiles": (profile,)})
 
 
 class MetricsConfig(Schema):
@@ -522,8 +574,19 @@ def _mapping(data: Any, key: str) -> dict[str, Any]:
 
 def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
     """Checks across workload keys (each kind's needs, schedules, traces), before any simulation."""
+    if workload.kind != "random":
+        for name in ("input_len", "output_len", "range_ratio", "prefix_len"):
+            if getattr(workload, name) is not None:
+                raise ConfigError(
+                    f"{key}.{name}", getattr(workload, name), "only used by workload=random (kind: random)"
+                )
     if workload.kind == "open_loop":
         _check_open_loop(workload, key)
+    elif workload.kind == "random":
+        if workload.num_requests is None:
+            raise ConfigError(f"{key}.num_requests", None, "a random workload needs num_requests (as --num-prompts)")
+        if workload.rate_schedule is not None:
+            raise ConfigError(f"{key}.rate_schedule", workload.rate_schedule, "not used by workload=random; give rate")
     else:
         for name in ("burstiness", "rate_schedule"):
             if getattr(workload, name) is not None:
@@ -551,7 +614,7 @@ def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
 
 def expected_sessions(workload: WorkloadConfig, horizon_s: float) -> float:
     """About how many sessions a workload sends before ``horizon_s`` (for the size limit; inf if unknown)."""
-    if workload.kind in ("offline", "closed_loop", "trace"):
+    if workload.kind in ("offline", "closed_loop", "trace", "random"):
         return float(workload.num_requests) if workload.num_requests is not None else 0.0
     duration = min(workload.total_duration or math.inf, horizon_s)
     if workload.rate is not None:
