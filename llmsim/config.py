@@ -259,10 +259,18 @@ class ClientProfile(Schema):
 
     profile_name: str = "default"
     weight: PositiveFloat = 1.0
-    inter_arrival_time_dist_config: dict[str, Any] | None = None
+    inter_arrival_time_dist_config: dict[str, Any] | None = Field(
+        default=None, description="Seconds between this profile's new sessions when workload.rate is null."
+    )
     prompt_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
     max_output_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
-    conversational_probability: float = Field(default=0.0, ge=0, le=1)
+    conversational_probability: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Chance that an answer gets a follow-up turn (geometric turn count, mean 1 + p/(1-p) requests "
+        "per session); follow-ups are requests on top of the workload's session rate.",
+    )
     shared_prefix_groups: int = Field(default=0, ge=0, description="Distinct system prompts shared by requests.")
     shared_prefix_fraction: float = Field(default=1.0, ge=0, le=1, description="Share of sessions that use one.")
     shared_prefix_tokens_dist_config: dict[str, Any] | None = Field(
@@ -299,8 +307,8 @@ class WorkloadConfig(Schema):
     )
     rate_schedule: list[Any] | dict[str, Any] | None = Field(
         default=None,
-        description="Time-varying total rate instead of rate: [[time_s, rate], ...] steps (piecewise constant) "
-        "or {type: diurnal, period_s, min_rate, max_rate, phase_s}.",
+        description="Time-varying total rate of new sessions (first turns) per second instead of rate: "
+        "[[time_s, rate], ...] steps (piecewise constant) or {type: diurnal, period_s, min_rate, max_rate, phase_s}.",
     )
     total_duration: PositiveFloat | None = Field(default=300.0, description="Seconds during which requests arrive.")
     num_requests: NonNegativeInt | None = Field(
