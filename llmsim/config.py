@@ -264,6 +264,11 @@ class ClientProfile(Schema):
     )
     prompt_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
     max_output_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
+    followup_prompt_tokens_dist_config: dict[str, Any] | None = Field(
+        default=None,
+        description="New tokens a follow-up turn adds after the conversation so far (a user's reply, an agent's "
+        "tool results); null: drawn from prompt_tokens_dist_config like first turns.",
+    )
     conversational_probability: float = Field(
         default=0.0,
         ge=0,
@@ -535,6 +540,11 @@ class ExperimentConfig(Schema):
                     else None,
                     "turns": parse_dist(profile.turns_dist_config, f"{key}.turns_dist_config")
                     if profile.turns_dist_config
+                    else None,
+                    "followup_prompt": parse_dist(
+                        profile.followup_prompt_tokens_dist_config, f"{key}.followup_prompt_tokens_dist_config"
+                    )
+                    if profile.followup_prompt_tokens_dist_config
                     else None,
                 }
             )
