@@ -59,6 +59,8 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
 VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--cfg", "-c", "--package", "-p")
 #: Flags that change where configs come from: the command line is then left to Hydra as written.
 SOURCE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn")
+#: Flags that only print (help, the composed config, info): overrides are rewritten, not validated.
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version")
 #: At most this many combinations of swept config groups are composed to check a sweep's keys.
 MAX_CHECKED_COMBINATIONS = 16
 
@@ -281,6 +283,8 @@ def preflight(args: list[str]) -> list[str]:
     overrides = [a for a in overrides if not a.startswith("hydra.") and not a.startswith("hydra/")]
     hydra_args = [a for a in args if a.startswith(("hydra.", "hydra/"))]
     rewritten, missing = normalize_overrides(overrides)
+    if any(flag.split("=", 1)[0] in INFO_FLAGS for flag in flags):
+        return [*flags, *rewritten, *hydra_args]  # Hydra prints what was asked for; nothing runs
     if "--multirun" in flags or "-m" in flags:
         _check_sweep_keys(rewritten, missing)
         return [*flags, *rewritten, *hydra_args]
