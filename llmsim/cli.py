@@ -85,10 +85,15 @@ def preflight(args: list[str]) -> list[str]:
         check_sweep_keys(rewritten, missing)
         return [*flags, *rewritten, *hydra_args]
     cfg = compose_config(rewritten)
+    container = experiment_container(cfg)
     try:
-        ExperimentOrchestrator(experiment_container(cfg), output_dir=None).setup_simulation()
+        ExperimentOrchestrator(container, output_dir=None).setup_simulation()
     except LLMSimError as exc:
         raise as_written(exc, overrides) from None
+    from llmsim.config import context_warnings, load_experiment_config
+
+    for line in context_warnings(load_experiment_config(container)):
+        print(f"llmsim: warning: {line}", file=sys.stderr)
     return [*flags, *rewritten, *hydra_args]
 
 

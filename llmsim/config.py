@@ -713,6 +713,37 @@ def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
             )
 
 
+def context_warnings(config: ExperimentConfig, draws: int = 2000) -> list[str]:
+    """One line per client profile whose first-turn prompts often do not fit a framework's context.
+
+    Such requests are refused (as vLLM refuses a prompt longer than ``max_model_len``), which a run
+    reports as rejections; workloads such as ``rag`` and ``agentic`` need a long-context model.
+    """
+    from llmsim.rng import stream_rng
+
+    lines = []
+    models = config.models
+    for index, entry in enumerate(config.frameworks_to_test):
+        knobs = config.framework_config(index)
+        model = models.get(knobs.model_profile_id)
+        if model is None or not entry.is_target_for_workload:
+            continue
+        limit = knobs.max_model_len or model.max_position_embeddings
+        for profile, dists in zip(config.workload.client_profiles, config.distributions(), strict=True):
+            rng = stream_rng(0, "context_check")
+            lengths = dists["prompt"].sample(rng, draws) + dists["output"].sample(rng, draws)
+            if dists.get("shared_prefix") is not None and profile.shared_prefix_groups:
+                lengths = lengths + profile.shared_prefix_fraction * dists["shared_prefix"].mean()
+            share = float(np.mean(lengths > limit))
+            if share >= 0.05:
+                lines.append(
+                    f"about {share:.0%} of the first turns of workload profile {profile.profile_name!r} need more than "
+                    f"the {limit:,} tokens of {entry.name}'s context (model {model.name}); they will be refused. "
+                    "Use a longer-context model (model=qwen2_5_7b: 131,072) or shorter prompts."
+                )
+    return lines
+
+
 def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
     """Checks that span sections: distributions, framework schemas, model ids, names."""
     check_hardware(config.hardware_profile, "hardware" if config.layout == "hydra" else "hardware_profile")

@@ -115,3 +115,19 @@ def test_each_preset_runs_end_to_end_through_the_cli(tmp_path, preset, load):
         assert metrics["prefix_cache_hit_rate"] > 0.5  # the shared system prompt and each session's history
     if preset == "sharegpt":
         assert metrics["prefix_cache_hit_rate"] > 0  # follow-up turns reuse their conversation
+
+
+@pytest.mark.slow
+def test_a_preset_too_long_for_the_models_context_is_warned_about_before_the_run(tmp_path):
+    result = llmsim_cli(
+        "workload=agentic",
+        "workload.total_duration=2",
+        "simulation.max_simulation_time=10",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("llmsim: warning:")]
+    assert len(warnings) == 1
+    assert "'agent'" in warnings[0] and "8,192 tokens" in warnings[0] and "model=qwen2_5_7b" in warnings[0]
+    quiet = llmsim_cli("workload=sharegpt", "workload.total_duration=2", "simulation.max_simulation_time=10")
+    assert "llmsim: warning:" not in quiet.stderr
