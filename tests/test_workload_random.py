@@ -115,3 +115,16 @@ def test_the_command_line_of_a_fixed_length_benchmark_gives_exactly_those_reques
     assert set(requests["output_tokens"]) == {128}
     assert requests["streaming"].all() and (requests["turn"] == 0).all()
     assert 17 < 300 / requests["send_time"].max() < 23
+
+
+def test_the_shared_random_prefix_is_found_in_the_prefix_cache():
+    from scenario import run_quietly
+
+    config = make_config(workload={})
+    config["workload"] = random_workload(input_len=256, prefix_len=512, range_ratio=0.5, num_requests=60, rate=10.0)
+    summary, requests, _ = run_quietly(config)
+    assert (requests["status"] == "completed").all()
+    assert requests["prompt_tokens"].between(512 + 128, 512 + 384).all()
+    later = requests.sort_values("send_time").iloc[1:]
+    assert (later["cached_prompt_tokens"] == 512).all()  # 32 full blocks of the shared prefix
+    assert summary["frameworks"]["vllm"]["prefix_cache_hit_rate"] > 0
