@@ -29,7 +29,9 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from llmsim.distributions import Distribution, parse_distribution
@@ -257,10 +259,23 @@ class ClientProfile(Schema):
 
     profile_name: str = "default"
     weight: PositiveFloat = 1.0
-    inter_arrival_time_dist_config: dict[str, Any] | None = None
+    inter_arrival_time_dist_config: dict[str, Any] | None = Field(
+        default=None, description="Seconds between this profile's new sessions when workload.rate is null."
+    )
     prompt_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
     max_output_tokens_dist_config: dict[str, Any] = Field(default_factory=lambda: {"type": "Constant", "value": 128})
-    conversational_probability: float = Field(default=0.0, ge=0, le=1)
+    followup_prompt_tokens_dist_config: dict[str, Any] | None = Field(
+        default=None,
+        description="New tokens a follow-up turn adds after the conversation so far (a user's reply, an agent's "
+        "tool results); null: drawn from prompt_tokens_dist_config like first turns.",
+    )
+    conversational_probability: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Chance that an answer gets a follow-up turn (geometric turn count, mean 1 + p/(1-p) requests "
+        "per session); follow-ups are requests on top of the workload's session rate.",
+    )
     shared_prefix_groups: int = Field(default=0, ge=0, description="Distinct system prompts shared by requests.")
     shared_prefix_fraction: float = Field(default=1.0, ge=0, le=1, description="Share of sessions that use one.")
     shared_prefix_tokens_dist_config: dict[str, Any] | None = Field(
@@ -282,11 +297,13 @@ class ClientProfile(Schema):
 class WorkloadConfig(Schema):
     """Where requests come from: open-loop client profiles, an offline batch, a closed loop or a trace."""
 
-    kind: Literal["open_loop", "offline", "closed_loop", "trace"] = "open_loop"
+    kind: Literal["open_loop", "offline", "closed_loop", "trace", "random"] = "open_loop"
     rate: PositiveFloat | None = Field(
         default=None,
-        description="Total arrival rate in requests/s spread over profiles by weight; null keeps each "
-        "profile's own inter_arrival_time_dist_config. With a trace: rescale its time to this mean rate.",
+        description="Open loop: arrival rate of new sessions (first turns) per second, spread over profiles by "
+        "weight; follow-up turns of conversations come on top, so requests/s exceed it when profiles have "
+        "conversations. null keeps each profile's own inter_arrival_time_dist_config. Trace: rescale its time "
+        "to this mean request rate. Random: requests/s (no conversations); inf or null sends all at t=0.",
     )
     burstiness: PositiveFloat | None = Field(
         default=None,
@@ -295,8 +312,8 @@ class WorkloadConfig(Schema):
     )
     rate_schedule: list[Any] | dict[str, Any] | None = Field(
         default=None,
-        description="Time-varying total rate instead of rate: [[time_s, rate], ...] steps (piecewise constant) "
-        "or {type: diurnal, period_s, min_rate, max_rate, phase_s}.",
+        description="Time-varying total rate of new sessions (first turns) per second instead of rate: "
+        "[[time_s, rate], ...] steps (piecewise constant) or {type: diurnal, period_s, min_rate, max_rate, phase_s}.",
     )
     total_duration: PositiveFloat | None = Field(default=300.0, description="Seconds during which requests arrive.")
     num_requests: NonNegativeInt | None = Field(
@@ -325,14 +342,62 @@ class WorkloadConfig(Schema):
     start_s: NonNegativeFloat = Field(default=0.0, description="Trace: window start, seconds after its first request.")
     end_s: PositiveFloat | None = Field(default=None, description="Trace: window end (exclusive); null = the end.")
     loop: PositiveInt = Field(default=1, description="Trace: replay the window this many times back to back.")
+    input_len: PositiveInt | None = Field(
+        default=None,
+        description="Random: tokens drawn per prompt after the shared prefix (vllm bench serve --random-input-len); "
+        "null: 1024.",
+    )
+    output_len: PositiveInt | None = Field(
+        default=None, description="Random: output tokens per request, enforced (--random-output-len); null: 128."
+    )
+    range_ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Random: lengths uniform on the whole numbers in [len*(1-r), len*(1+r)] (floor, ceil) "
+        "(--random-range-ratio); null: 0, exact lengths.",
+    )
+    prefix_len: NonNegativeInt | None = Field(
+        default=None,
+        description="Random: one fixed prefix of this many tokens before every prompt, counted in its length "
+        "(--random-prefix-len); null: 0.",
+    )
     client_profiles: tuple[ClientProfile, ...] = Field(default=(ClientProfile(),), min_length=1)
 
     @field_validator("rate", mode="before")
     @classmethod
-    def _finite_rate(cls, value: Any) -> Any:
+    def _finite_rate(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.data.get("kind") == "random" and isinstance(value, str) and value.strip().lower() in ("inf", ".inf"):
+            value = math.inf  # a plain YAML reader's 'inf'
         if isinstance(value, float) and not math.isfinite(value):
+            if info.data.get("kind") == "random" and value > 0:
+                return None  # vllm bench serve's --request-rate inf: every request at t=0
             raise ValueError("must be a finite number of requests/s > 0 (use workload=offline for all-at-once)")
         return value
+
+    @model_validator(mode="after")
+    def _random_dataset(self) -> WorkloadConfig:
+        """``kind: random`` gets the one client profile of vLLM's random dataset, from the flat keys."""
+        if self.kind != "random":
+            return self
+        from llmsim.workload import random_dataset as rd
+
+        profile = ClientProfile.model_validate(
+            rd.random_client_profile(
+                self.input_len if self.input_len is not None else rd.DEFAULT_INPUT_LEN,
+                self.output_len if self.output_len is not None else rd.DEFAULT_OUTPUT_LEN,
+                self.range_ratio if self.range_ratio is not None else rd.DEFAULT_RANGE_RATIO,
+                self.prefix_len if self.prefix_len is not None else rd.DEFAULT_PREFIX_LEN,
+            )
+        )
+        if self.client_profiles == (profile,):
+            return self
+        if "client_profiles" in self.model_fields_set:
+            raise ValueError(
+                "kind random makes its own client profile: give input_len, output_len, range_ratio and "
+                "prefix_len instead of client_profiles"
+            )
+        return self.model_copy(update={"client_profiles": (profile,)})
 
 
 class MetricsConfig(Schema):
@@ -476,6 +541,11 @@ class ExperimentConfig(Schema):
                     "turns": parse_dist(profile.turns_dist_config, f"{key}.turns_dist_config")
                     if profile.turns_dist_config
                     else None,
+                    "followup_prompt": parse_dist(
+                        profile.followup_prompt_tokens_dist_config, f"{key}.followup_prompt_tokens_dist_config"
+                    )
+                    if profile.followup_prompt_tokens_dist_config
+                    else None,
                 }
             )
         return parsed
@@ -522,8 +592,19 @@ def _mapping(data: Any, key: str) -> dict[str, Any]:
 
 def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
     """Checks across workload keys (each kind's needs, schedules, traces), before any simulation."""
+    if workload.kind != "random":
+        for name in ("input_len", "output_len", "range_ratio", "prefix_len"):
+            if getattr(workload, name) is not None:
+                raise ConfigError(
+                    f"{key}.{name}", getattr(workload, name), "only used by workload=random (kind: random)"
+                )
     if workload.kind == "open_loop":
         _check_open_loop(workload, key)
+    elif workload.kind == "random":
+        if workload.num_requests is None:
+            raise ConfigError(f"{key}.num_requests", None, "a random workload needs num_requests (as --num-prompts)")
+        if workload.rate_schedule is not None:
+            raise ConfigError(f"{key}.rate_schedule", workload.rate_schedule, "not used by workload=random; give rate")
     else:
         for name in ("burstiness", "rate_schedule"):
             if getattr(workload, name) is not None:
@@ -551,7 +632,7 @@ def _check_workload(workload: WorkloadConfig, key: str = "workload") -> None:
 
 def expected_sessions(workload: WorkloadConfig, horizon_s: float) -> float:
     """About how many sessions a workload sends before ``horizon_s`` (for the size limit; inf if unknown)."""
-    if workload.kind in ("offline", "closed_loop", "trace"):
+    if workload.kind in ("offline", "closed_loop", "trace", "random"):
         return float(workload.num_requests) if workload.num_requests is not None else 0.0
     duration = min(workload.total_duration or math.inf, horizon_s)
     if workload.rate is not None:
@@ -630,6 +711,37 @@ def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
                 None,
                 "needed when workload.rate is null",
             )
+
+
+def context_warnings(config: ExperimentConfig, draws: int = 2000) -> list[str]:
+    """One line per client profile whose first-turn prompts often do not fit a framework's context.
+
+    Such requests are refused (as vLLM refuses a prompt longer than ``max_model_len``), which a run
+    reports as rejections; workloads such as ``rag`` and ``agentic`` need a long-context model.
+    """
+    from llmsim.rng import stream_rng
+
+    lines = []
+    models = config.models
+    for index, entry in enumerate(config.frameworks_to_test):
+        knobs = config.framework_config(index)
+        model = models.get(knobs.model_profile_id)
+        if model is None or not entry.is_target_for_workload:
+            continue
+        limit = knobs.max_model_len or model.max_position_embeddings
+        for profile, dists in zip(config.workload.client_profiles, config.distributions(), strict=True):
+            rng = stream_rng(0, "context_check")
+            lengths = dists["prompt"].sample(rng, draws) + dists["output"].sample(rng, draws)
+            if dists.get("shared_prefix") is not None and profile.shared_prefix_groups:
+                lengths = lengths + profile.shared_prefix_fraction * dists["shared_prefix"].mean()
+            share = float(np.mean(lengths > limit))
+            if share >= 0.05:
+                lines.append(
+                    f"about {share:.0%} of the first turns of workload profile {profile.profile_name!r} need more than "
+                    f"the {limit:,} tokens of {entry.name}'s context (model {model.name}); they will be refused. "
+                    "Use a longer-context model (model=qwen2_5_7b: 131,072) or shorter prompts."
+                )
+    return lines
 
 
 def finish_validation(config: ExperimentConfig) -> ExperimentConfig:

@@ -6,6 +6,8 @@ sent a think time after the client has received the previous answer from *that* 
 Closed-loop workloads keep ``concurrency`` clients busy per framework: each client sends its
 session's turns one after another and then takes the next session, ``num_requests`` in all.
 Trace workloads send every row at its (rescaled) trace time, turns of a session included.
+Random workloads (``vllm bench serve --dataset-name random``) are an open loop at ``rate`` req/s,
+or an offline batch when the rate is infinite.
 
 A request spends the upload time on the client link before it reaches the framework's queue;
 :meth:`WorkloadGenerator.in_transit` lists those still on the way, so a run that stops meanwhile
@@ -55,7 +57,7 @@ class WorkloadGenerator:
         sampler = SessionSampler(workload_config, distributions, seed, horizon_s)
         # open loops and traces make each session when its send time comes (memory follows the
         # requests in flight); closed loops and offline batches hold theirs (clients pick by index)
-        if workload_config.kind == "open_loop":
+        if workload_config.kind == "open_loop" or (workload_config.kind == "random" and workload_config.rate):
             self.sessions: SessionStream | list[Session] = sampler.open_loop_stream()
         elif workload_config.kind == "trace":
             self.sessions = trace_stream(workload_config, seed)

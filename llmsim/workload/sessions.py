@@ -205,9 +205,9 @@ class SessionSampler:
             "output": output.astype(np.int64),
             "streaming": streaming,
             "extra_turns": extra.astype(np.int64),
-            "followup_prompt": np.maximum(dists["prompt"].sample(rng("followup_prompt"), followups), 1).astype(
-                np.int64
-            ),
+            "followup_prompt": np.maximum(
+                (dists.get("followup_prompt") or dists["prompt"]).sample(rng("followup_prompt"), followups), 1
+            ).astype(np.int64),
             "followup_output": np.maximum(dists["output"].sample(rng("followup_output"), followups), 1).astype(
                 np.int64
             ),
