@@ -27,9 +27,11 @@ def workload_info(orchestrator: ExperimentOrchestrator, summary: dict[str, Any])
     info: dict[str, Any] = {
         "name": choices.get("workload") or "+".join(profiles),
         "kind": workload.kind,
-        # open loop: new sessions (first turns) per second; follow-up turns come on top
+        # open loop: new sessions (first turns) per second, follow-up turns come on top; null for
+        # a batch sent at t=0 (workload=offline, or workload=random at rate=inf)
         "request_rate": workload.rate,
         "request_rate_unit": "sessions/s" if workload.kind == "open_loop" else "requests/s",
+        "all_at_start": workload.kind == "offline" or (workload.kind == "random" and workload.rate is None),
         "burstiness": workload.burstiness,
         "rate_schedule": workload.rate_schedule,
         "total_duration": workload.total_duration if workload.kind in ("open_loop", "closed_loop") else None,
@@ -43,6 +45,13 @@ def workload_info(orchestrator: ExperimentOrchestrator, summary: dict[str, Any])
     }
     if workload.kind == "trace":
         info["path"] = workload.path
+    if workload.kind == "random":
+        info.update(
+            input_len=workload.input_len,
+            output_len=workload.output_len,
+            range_ratio=workload.range_ratio,
+            prefix_len=workload.prefix_len,
+        )
     return info
 
 

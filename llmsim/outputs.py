@@ -241,11 +241,19 @@ def _workload_line(workload: dict[str, Any]) -> str:
         text += f": rate {_fmt(float(workload['request_rate']))} {workload['request_rate_unit']}"
     elif workload.get("max_concurrency"):
         text += f": {workload['max_concurrency']} concurrent clients"
-    if workload.get("offered_request_rate") is not None:
-        text += (
-            f"; offered {_fmt(workload['offered_session_rate'])} sessions/s"
-            f" = {_fmt(workload['offered_request_rate'])} req/s"
-        )
+    elif workload.get("all_at_start"):
+        text += ": every request sent at t=0"
+    if "input_len" in workload:
+        text += f"; input {workload['input_len']}, output {workload['output_len']} tokens"
+        if workload["range_ratio"]:
+            text += f" (± {workload['range_ratio']:.0%})"
+        if workload["prefix_len"]:
+            text += f", shared prefix {workload['prefix_len']}"
+    sessions, requests = workload.get("offered_session_rate"), workload.get("offered_request_rate")
+    if requests is not None and sessions is not None and abs(requests - sessions) > 1e-9 * requests:
+        text += f"; offered {_fmt(sessions)} sessions/s = {_fmt(requests)} req/s"
+    elif requests is not None:
+        text += f"; offered {_fmt(requests)} req/s"
     if workload.get("total_duration"):
         text += f"; {_fmt(float(workload['total_duration']))} s of arrivals"
     return text + f"; {workload['num_prompts']:,} requests sent"

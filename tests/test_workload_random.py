@@ -114,7 +114,7 @@ def test_the_command_line_of_a_fixed_length_benchmark_gives_exactly_those_reques
     assert set(requests["prompt_tokens"]) == {512}
     assert set(requests["output_tokens"]) == {128}
     assert requests["streaming"].all() and (requests["turn"] == 0).all()
-    assert 17 < 300 / requests["send_time"].max() < 23
+    assert 17 < 300 / requests["send_time_s"].max() < 23
 
 
 def test_the_shared_random_prefix_is_found_in_the_prefix_cache():
@@ -125,6 +125,6 @@ def test_the_shared_random_prefix_is_found_in_the_prefix_cache():
     summary, requests, _ = run_quietly(config)
     assert (requests["status"] == "completed").all()
     assert requests["prompt_tokens"].between(512 + 128, 512 + 384).all()
-    later = requests.sort_values("send_time").iloc[1:]
+    later = requests.sort_values("send_time_s").iloc[1:]
     assert (later["cached_prompt_tokens"] == 512).all()  # 32 full blocks of the shared prefix
     assert summary["frameworks"]["vllm"]["prefix_cache_hit_rate"] > 0

@@ -59,41 +59,45 @@ def _latency_stats(
     return out
 
 
-def arrival_window(measured: pd.DataFrame, configured: tuple[float, float] | None) -> tuple[float, float] | None:
-    """The span (start, end) in seconds in which new sessions were sent, or None when it has no width.
+def arrival_window(measured: pd.DataFrame, configured: tuple[float, float] | None) -> tuple[float, float, bool] | None:
+    """The span (start, end, measured) in seconds in which new sessions were sent; None without width.
 
     ``configured`` is the workload's own window where it has one (open loop: warm-up end to
-    ``total_duration``); otherwise it is measured: first to last send of a session's first turn.
-    An offline batch (everything at t=0) has none.
+    ``total_duration``); otherwise it is measured (``measured`` True): first to last send of a
+    session's first turn. An offline batch (everything at t=0) has none.
     """
     if configured is not None:
         start, end = configured
         if end > start:
-            return float(start), float(end)
+            return float(start), float(end), False
     first_turns = measured["send_time_s"].to_numpy()[measured["turn"].to_numpy() == 0]
     if len(first_turns) < 2:
         return None
     start, end = float(first_turns.min()), float(first_turns.max())
-    return (start, end) if end > start else None
+    return (start, end, True) if end > start else None
 
 
-def _load_metrics(measured: pd.DataFrame, requests: pd.DataFrame, window: tuple[float, float] | None) -> dict[str, Any]:
+def _load_metrics(
+    measured: pd.DataFrame, requests: pd.DataFrame, window: tuple[float, float, bool] | None
+) -> dict[str, Any]:
     """Offered session and request rates and completions per second, all over the arrival window.
 
-    Completions count every request that finished inside the window, warm-up ones included: with
-    ``warm_up_duration_s`` the window starts on a loaded system. None (``null`` in JSON) where the
-    window has no width (an offline batch).
+    A measured window opens with its first send, so n sends span n - 1 gaps: the first is not
+    counted (the rate estimate has no bias). Completions count every request that finished inside
+    the window, warm-up ones included: with ``warm_up_duration_s`` the window starts on a loaded
+    system. None (``null`` in JSON) where the window has no width (an offline batch).
     """
     if window is None:
         return dict.fromkeys(("offered_session_rate", "offered_request_rate", "request_throughput_steady"))
-    start, end = window
+    start, end, measured_window = window
     width = end - start
+    opening = 1 if measured_window else 0
     send = measured["send_time_s"].to_numpy()
     inside = (send >= start) & (send <= end)
     completions = requests["completion_time_s"].to_numpy()[requests["status"].to_numpy() == "completed"]
     return {
-        "offered_session_rate": int((inside & (measured["turn"].to_numpy() == 0)).sum()) / width,
-        "offered_request_rate": int(inside.sum()) / width,
+        "offered_session_rate": (int((inside & (measured["turn"].to_numpy() == 0)).sum()) - opening) / width,
+        "offered_request_rate": (int(inside.sum()) - opening) / width,
         "request_throughput_steady": int(((completions >= start) & (completions <= end)).sum()) / width,
     }
 
