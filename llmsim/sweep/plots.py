@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in overrides.items():
         if value is not None and not value > 0:
             parser.error(f"--slo-{name}-ms={value:g} is not valid: a positive number of milliseconds")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out={args.out} is not valid: a directory for the PNGs (that is a file)")
     notes: list[str] = []
 
     def plot() -> int:

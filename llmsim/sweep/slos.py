@@ -24,7 +24,8 @@ from llmsim.sweep.tables import ResultTable
 SLO_METRICS = ("ttft", "tpot", "e2el")
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping file ({} when missing, unreadable or not a mapping)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         data = yaml.load(path.read_text(), Loader=loader)
@@ -44,11 +45,11 @@ def run_dir_of(results: ResultTable, run: str) -> Path:
 def run_config(results: ResultTable) -> dict[str, Any]:
     """The composed config of the first run that has one (else the sweep's ``multirun.yaml``)."""
     for run in dict.fromkeys(results.frame.get("run", pd.Series(dtype=str)).astype(str)):
-        config = _load_yaml(run_dir_of(results, run) / ".hydra" / "config.yaml")
+        config = load_yaml(run_dir_of(results, run) / ".hydra" / "config.yaml")
         if config:
             return config
     source = results.source if results.source.is_dir() else results.source.parent
-    return _load_yaml(source / "multirun.yaml")
+    return load_yaml(source / "multirun.yaml")
 
 
 def configured_slos(results: ResultTable) -> dict[str, float]:
