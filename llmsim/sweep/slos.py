@@ -52,6 +52,16 @@ def run_config(results: ResultTable) -> dict[str, Any]:
     return load_yaml(source / "multirun.yaml")
 
 
+def run_choices(results: ResultTable) -> dict[str, str]:
+    """The config-group options of the first run (``{"workload": "chat", ...}``, from ``.hydra/hydra.yaml``)."""
+    for run in list(dict.fromkeys(results.frame.get("run", pd.Series(dtype=str)).astype(str)))[:1]:
+        hydra = load_yaml(run_dir_of(results, run) / ".hydra" / "hydra.yaml").get("hydra") or {}
+        choices = (hydra.get("runtime") or {}).get("choices") if isinstance(hydra, dict) else None
+        if isinstance(choices, dict):
+            return {str(k): str(v) for k, v in choices.items() if v is not None}
+    return {}
+
+
 def configured_slos(results: ResultTable) -> dict[str, float]:
     """``{"ttft": 500.0, "tpot": 50.0}``: the SLOs every run of ``results`` was configured with.
 
