@@ -162,13 +162,15 @@ def plot_latency_vs_throughput(results: ResultTable, out: Path, slos: dict[str, 
         ax.set_title(title)
         ax.set_ylabel("ms")
         values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
-        if len(values) and (values > 0).all():
-            limits = [*values, *([slos[slo]] if slo in slos else [])]
+        limits = [*values, *([slos[slo]] if slo in slos else [])]
+        if len(values) and (values > 0).all() and max(limits) / min(limits) > 3:  # log only where it helps
             ax.set_yscale("log")
-            ax.set_ylim(min(limits) / 1.15, max(limits) * 1.15)  # room for the points and their labels
+            low, high = min(limits), max(limits)
+            room = max(1.15, (high / low) ** 0.08)  # room for the points and their labels
+            ax.set_ylim(low / room, high * room)
             plain_log_axis(ax)
         else:
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(limits, default=1.0) * 1.12 or 1.0)
         ax.set_xlim(0, float(frame["output_throughput"].max()) * 1.1 or 1.0)
         ax.grid(True, alpha=0.3)
         ax.grid(True, which="minor", alpha=0.1)
