@@ -94,6 +94,13 @@ def _column(frame: pd.DataFrame, *names: str) -> pd.Series:
     raise LLMSimError(f"{REQUESTS_TABLE} has none of the columns {', '.join(names)}")
 
 
+def _latency_ms(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A request latency column in ms (``ttft_ms``, or ``ttft_s`` scaled)."""
+    if f"{name}_ms" in frame:
+        return frame[f"{name}_ms"].to_numpy(dtype=float)
+    return _column(frame, f"{name}_s").to_numpy(dtype=float) * 1e3
+
+
 def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFrame:
     """``results.frame`` with ``request_goodput`` and ``slo_attainment`` recomputed for ``slos`` from the
     sweep's requests table (requests sent before ``metrics.warm_up_duration_s`` left out, as in summaries)."""
@@ -110,7 +117,7 @@ def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFr
         done = measured[measured["status"] == "completed"]
         good = np.ones(len(done), dtype=bool)
         for name, limit in slos.items():
-            values = _column(done, f"{name}_ms").to_numpy(dtype=float)
+            values = _latency_ms(done, name)
             good &= (np.isnan(values) | (values <= limit)) if name == "tpot" else (values <= limit)
         span = 0.0
         if len(done):
