@@ -8,6 +8,7 @@ import difflib
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -141,19 +142,18 @@ def compare_by(
         config = config if isinstance(config, tuple) else (config,)
         by_value = group.set_index(column)
         for metric in metrics:
-            row: dict[str, object] = {**dict(zip(others, config, strict=True)), "metric": metric}
-            base = float(by_value[metric].get(values[0], np.nan))
-            for value, name in zip(values, names, strict=True):
-                row[name] = float(by_value[metric].get(value, np.nan))
-            for name in names[1:]:
-                row[f"{name} vs {names[0]} (%)"] = _delta(base, float(row[name]))["delta_pct"]  # type: ignore[arg-type]
-            rows.append(row)
+            measured = {name: float(by_value[metric].get(v, np.nan)) for v, name in zip(values, names, strict=True)}
+            changes = {
+                f"{n} vs {names[0]} (%)": _delta(measured[names[0]], measured[n])["delta_pct"] for n in names[1:]
+            }
+            rows.append({**dict(zip(others, config, strict=True)), "metric": metric, **measured, **changes})
     return pd.DataFrame(rows), names
 
 
-def _order(value: object) -> tuple[int, float | str]:
+def _order(value: Any) -> tuple[int, float | str]:
+    """Numbers in numeric order, then text."""
     try:
-        return (0, float(value))  # type: ignore[arg-type]
+        return (0, float(value))
     except (TypeError, ValueError):
         return (1, str(value))
 
