@@ -52,6 +52,30 @@ def test_job_dirname_is_flat_bounded_and_unique():
     assert len(long) <= 120 and long != job_dirname("x=" + "9" * 401)
 
 
+def test_a_shortened_job_dirname_keeps_every_swept_key_and_value_readable():
+    trace = "workload.path=/data/traces/" + "production_chat_" * 8 + "2026_12_04.csv"
+    names = {
+        rate: job_dirname(f"framework.max_num_seqs=64,framework.tensor_parallel_size=2,{trace},workload.rate={rate}")
+        for rate in (5, 10, 20)
+    }
+    for rate, name in names.items():
+        assert len(name) <= 120 and "/" not in name
+        assert name.startswith("max_num_seqs=64,tensor_parallel_size=2,path=_data_traces_production_chat")
+        assert f",rate={rate}-" in name and "2026_12_04.csv" in name  # the value's end survives the cut
+    assert len(set(names.values())) == 3
+    many = ",".join(f"metrics.option_number_{i}=value_{i}" for i in range(9)) + ",workload.rate=20"
+    name = job_dirname(many)
+    assert len(name) <= 120 and ",rate=20-" in name
+    assert len(name.split(",")) == 10 and all(item.count("=") == 1 for item in name.split(","))  # no key dropped
+    bracketed = job_dirname(
+        "metrics.percentiles_to_calculate=[50,90,99],metrics.warm_up_duration_s=10,"
+        "simulation.max_simulation_time=30,workload.rate=5,workload.total_duration=10"
+    )
+    assert bracketed.startswith("percentiles_to_calculate=_50,90,99_,warm_up_duration_s=10,max_simulation_time=30,")
+    short = "framework.max_num_seqs=64,workload.rate=5"
+    assert job_dirname(short) == short  # short names are left as they are
+
+
 # ---- the sweep itself ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_multirun_writes_one_row_per_job_with_typed_override_columns(rate_sweep):

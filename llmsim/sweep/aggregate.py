@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,21 +283,36 @@ def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m llmsim.aggregate SWEEP_DIR``: (re)build a sweep's tables and list failed runs."""
-    import argparse
+    from llmsim.sweep.args import ArgumentParser, fail, run_entry_point
 
-    parser = argparse.ArgumentParser(prog="python -m llmsim.aggregate", description=main.__doc__)
-    parser.add_argument("sweep_dir", type=Path)
+    parser = ArgumentParser(prog="python -m llmsim.aggregate", description=main.__doc__)
+    parser.add_argument("sweep_dir", type=Path, help="a sweep directory (hydra.sweep.dir of a --multirun)")
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"llmsim: error: {args.sweep_dir} is not a directory", file=sys.stderr, flush=True)
-        return 2
-    try:
-        tables = aggregate(args.sweep_dir)
-    except OSError as exc:  # the tables cannot be written there (permissions, a full disk)
-        print(f"llmsim: error: cannot write the tables of {args.sweep_dir}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    print(describe(tables, args.sweep_dir))
-    return 0
+    sweep_dir: Path = args.sweep_dir
+
+    def build() -> int:
+        check_sweep_dir(sweep_dir)
+        try:
+            tables = aggregate(sweep_dir)
+        except OSError as exc:  # the tables cannot be written there (permissions, a full disk)
+            fail(f"cannot write the tables of {sweep_dir}: {exc.strerror or exc}")
+        print(describe(tables, sweep_dir))
+        return 0
+
+    return run_entry_point(build, sweep_dir)
+
+
+def check_sweep_dir(path: Path) -> None:
+    """Refuse what is not a sweep directory: a file, a single run's directory, a folder without jobs."""
+    from llmsim.errors import LLMSimError
+
+    if not path.is_dir():
+        raise LLMSimError(f"{path} is not a directory: give the sweep directory (hydra.sweep.dir of a --multirun)")
+    if (path / "summary.json").exists():
+        raise LLMSimError(f"{path} is a single run's directory, not a sweep: aggregate its parent sweep directory")
+    has_jobs = any((child / ".hydra" / "overrides.yaml").exists() for child in path.iterdir() if child.is_dir())
+    if not (path / "multirun.yaml").exists() and not has_jobs:
+        raise LLMSimError(f"{path} is not a sweep directory: no multirun.yaml and no job directories in it")
 
 
 def describe(tables: SweepTables, sweep_dir: Path) -> str:

@@ -42,7 +42,7 @@ def run_entry_point(body: Callable[[], int], *paths: Path) -> int:
         fail(str(exc))
     except (pa.ArrowException, UnicodeDecodeError) as exc:
         where = ", ".join(str(p) for p in paths)
-        fail(f"{where}: cannot read it as llmsim results: {exc}")
+        fail(f"cannot read {where} as llmsim results: {exc}")
     except PermissionError as exc:
         fail(f"{exc.filename}: permission denied")
     except OSError as exc:

@@ -35,7 +35,8 @@ def plain_log_axis(ax: Any, axis: str = "y") -> None:
     target.set_major_locator(LogLocator(base=10))
     target.set_major_formatter(FuncFormatter(plain_number))
     if low > 0 and high / low < 100:
-        subs = (2.0, 5.0) if high / low > 8 else (1.5, 2.0, 3.0, 5.0, 7.0)
+        span = high / low
+        subs = (2.0, 5.0) if span > 8 else (1.5, 2.0, 3.0, 5.0, 7.0) if span > 3 else (1.5, 2, 3, 4, 5, 6, 7, 8)
         target.set_minor_locator(LogLocator(base=10, subs=subs))
         target.set_minor_formatter(FuncFormatter(plain_number))
     else:

@@ -12,24 +12,100 @@ MAX_NAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 
 
+#: characters of the hash that keeps a shortened or rewritten name unique
+HASH_CHARS = 10
+#: the shortest a key or value is cut to (with ``..`` marking the cut)
+MIN_PART = 3
+CUT = ".."
+
+
+def split_overrides(override_dirname: str) -> list[tuple[str, str]]:
+    """``a.b=1,c=[1,2]`` -> ``[("a.b", "1"), ("c", "[1,2]")]``: commas inside brackets or quotes stay."""
+    items: list[str] = []
+    depth, quote, current = 0, "", []
+    for char in override_dirname:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if "=" not in item and pairs:  # a comma the brackets did not explain: part of the previous value
+            key, value = pairs[-1]
+            pairs[-1] = (key, f"{value},{item}")
+            continue
+        key, _, value = item.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, its start and end kept (``_data_tr..day_2.csv``)."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - len(CUT), 2)
+    head = (keep + 1) // 2
+    return text[:head] + CUT + text[len(text) - (keep - head) :]
+
+
+def _joined(pairs: list[tuple[str, str]], key_limit: int, value_limit: int) -> str:
+    return ",".join(f"{_cut(k, key_limit)}={_cut(v, value_limit)}" for k, v in pairs)
+
+
+def _short_keys(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Keys by their last dotted part (``workload.rate`` -> ``rate``) where that part names one key only."""
+    last = [k.rsplit(".", 1)[-1] for k, _ in pairs]
+    return [(short if last.count(short) == 1 else k, v) for (k, v), short in zip(pairs, last, strict=True)]
+
+
 def job_dirname(override_dirname: str) -> str:
     """Turn Hydra's ``override_dirname`` (``a=1,b=x``) into a safe directory name.
 
-    ``/`` and other characters unsafe in file names become ``_`` (then a short hash of the
-    original keeps distinct overrides distinct); names over 120 characters are cut and end in a
-    hash; an empty override set is ``default``.
+    ``/`` and other characters unsafe in file names become ``_`` (then a short hash of the original
+    keeps distinct overrides distinct); an empty override set is ``default``. A name over 120
+    characters keeps every key and value, shortened: keys by their last dotted part
+    (``workload.rate=20``), then the longest values, then the longest keys, each cut in the middle
+    (``..`` marks the cut, start and end stay);
+    a hash of the full overrides ends it.
     """
     if not override_dirname:
         return "default"
     name = _UNSAFE.sub("_", override_dirname)
-    digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
-    if name != override_dirname:
-        name = f"{name}-{digest}"
-    if len(name) > MAX_NAME:
-        name = f"{name[: MAX_NAME - 11]}-{digest}"
+    digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:HASH_CHARS]
+    if name != override_dirname or len(name) > MAX_NAME:
+        name = _shortened(override_dirname, MAX_NAME - HASH_CHARS - 1) + f"-{digest}"
     if name.startswith("."):
         name = "_" + name[1:]
     return name
+
+
+def _shortened(override_dirname: str, budget: int) -> str:
+    """The overrides in at most ``budget`` safe characters, every key and value kept (cut if need be)."""
+    pairs = [(_UNSAFE.sub("_", k), _UNSAFE.sub("_", v)) for k, v in split_overrides(override_dirname)]
+    full = _joined(pairs, MAX_NAME, MAX_NAME)
+    if len(full) <= budget:
+        return full
+    pairs = _short_keys(pairs)
+    longest_key = max(len(k) for k, _ in pairs)
+    for value_limit in range(max(len(v) for _, v in pairs), MIN_PART - 1, -1):
+        text = _joined(pairs, longest_key, value_limit)
+        if len(text) <= budget:
+            return text
+    for key_limit in range(longest_key, MIN_PART - 1, -1):
+        text = _joined(pairs, key_limit, MIN_PART)
+        if len(text) <= budget:
+            return text
+    return _joined(pairs, MIN_PART, MIN_PART)[:budget]  # dozens of overrides: the hash tells them apart
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent

@@ -22,7 +22,7 @@ from llmsim.errors import LLMSimError
 from llmsim.sweep.args import ArgumentParser, run_entry_point
 from llmsim.sweep.figures import plain_log_axis, save_figure
 from llmsim.sweep.labels import distinct_keys, labels, load_point_label
-from llmsim.sweep.slos import configured_slos, recompute_goodput, run_config, slo_text
+from llmsim.sweep.slos import configured_slos, recompute_goodput, run_choices, run_config, slo_text
 from llmsim.sweep.tables import ResultTable, load_results
 from llmsim.sweep.timeline import plot_run_timeline, timeline_table
 
@@ -85,13 +85,14 @@ def sweep_name(source: Path) -> str:
 def context(results: ResultTable) -> str:
     """What every run shares (model, GPU, framework, workload), from the runs' config, less what was swept."""
     config = run_config(results)
+    choices = run_choices(results)
     swept = {k.split(".", 1)[0].removesuffix("_choice") for k in distinct_keys(results.frame, results.keys)}
     parts = []
     for group, text in (
         ("model", lambda c: c.get("name")),
         ("hardware", lambda c: c.get("name")),
         ("framework", lambda c: f"{c.get('name')} TP={c.get('tensor_parallel_size')}"),
-        ("workload", lambda c: f"{c.get('kind')} workload"),
+        ("workload", lambda c: f"{choices.get('workload') or c.get('kind')} workload"),
     ):
         section = config.get(group)
         if group not in swept and isinstance(section, dict) and not (group == "framework" and "frameworks" in config):
@@ -160,13 +161,17 @@ def plot_latency_vs_throughput(results: ResultTable, out: Path, slos: dict[str, 
             _slo_line(ax, slos[slo])
         ax.set_title(title)
         ax.set_ylabel("ms")
-        values = frame[column] if column in frame else pd.Series(dtype=float)
-        if len(values) and (values > 0).all():
+        values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
+        limits = [*values, *([slos[slo]] if slo in slos else [])]
+        if len(values) and (values > 0).all() and max(limits) / min(limits) > 3:  # log only where it helps
             ax.set_yscale("log")
+            low, high = min(limits), max(limits)
+            room = max(1.15, (high / low) ** 0.08)  # room for the points and their labels
+            ax.set_ylim(low / room, high * room)
             plain_log_axis(ax)
         else:
-            ax.set_ylim(bottom=0)
-        ax.set_xlim(left=0)
+            ax.set_ylim(0, max(limits, default=1.0) * 1.12 or 1.0)
+        ax.set_xlim(0, float(frame["output_throughput"].max()) * 1.1 or 1.0)
         ax.grid(True, alpha=0.3)
         ax.grid(True, which="minor", alpha=0.1)
     for ax in axes[1]:
@@ -274,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in overrides.items():
         if value is not None and not value > 0:
             parser.error(f"--slo-{name}-ms={value:g} is not valid: a positive number of milliseconds")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out={args.out} is not valid: a directory for the PNGs (that is a file)")
     notes: list[str] = []
 
     def plot() -> int:

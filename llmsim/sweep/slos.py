@@ -24,7 +24,8 @@ from llmsim.sweep.tables import ResultTable
 SLO_METRICS = ("ttft", "tpot", "e2el")
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping file ({} when missing, unreadable or not a mapping)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         data = yaml.load(path.read_text(), Loader=loader)
@@ -44,11 +45,21 @@ def run_dir_of(results: ResultTable, run: str) -> Path:
 def run_config(results: ResultTable) -> dict[str, Any]:
     """The composed config of the first run that has one (else the sweep's ``multirun.yaml``)."""
     for run in dict.fromkeys(results.frame.get("run", pd.Series(dtype=str)).astype(str)):
-        config = _load_yaml(run_dir_of(results, run) / ".hydra" / "config.yaml")
+        config = load_yaml(run_dir_of(results, run) / ".hydra" / "config.yaml")
         if config:
             return config
     source = results.source if results.source.is_dir() else results.source.parent
-    return _load_yaml(source / "multirun.yaml")
+    return load_yaml(source / "multirun.yaml")
+
+
+def run_choices(results: ResultTable) -> dict[str, str]:
+    """The config-group options of the first run (``{"workload": "chat", ...}``, from ``.hydra/hydra.yaml``)."""
+    for run in list(dict.fromkeys(results.frame.get("run", pd.Series(dtype=str)).astype(str)))[:1]:
+        hydra = load_yaml(run_dir_of(results, run) / ".hydra" / "hydra.yaml").get("hydra") or {}
+        choices = (hydra.get("runtime") or {}).get("choices") if isinstance(hydra, dict) else None
+        if isinstance(choices, dict):
+            return {str(k): str(v) for k, v in choices.items() if v is not None}
+    return {}
 
 
 def configured_slos(results: ResultTable) -> dict[str, float]:
@@ -83,6 +94,13 @@ def _column(frame: pd.DataFrame, *names: str) -> pd.Series:
     raise LLMSimError(f"{REQUESTS_TABLE} has none of the columns {', '.join(names)}")
 
 
+def _latency_ms(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A request latency column in ms (``ttft_ms``, or ``ttft_s`` scaled)."""
+    if f"{name}_ms" in frame:
+        return frame[f"{name}_ms"].to_numpy(dtype=float)
+    return _column(frame, f"{name}_s").to_numpy(dtype=float) * 1e3
+
+
 def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFrame:
     """``results.frame`` with ``request_goodput`` and ``slo_attainment`` recomputed for ``slos`` from the
     sweep's requests table (requests sent before ``metrics.warm_up_duration_s`` left out, as in summaries)."""
@@ -99,7 +117,7 @@ def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFr
         done = measured[measured["status"] == "completed"]
         good = np.ones(len(done), dtype=bool)
         for name, limit in slos.items():
-            values = _column(done, f"{name}_ms").to_numpy(dtype=float)
+            values = _latency_ms(done, name)
             good &= (np.isnan(values) | (values <= limit)) if name == "tpot" else (values <= limit)
         span = 0.0
         if len(done):

@@ -27,7 +27,14 @@ def load_results(path: str | Path) -> ResultTable:
     path = Path(path)
     if path.is_file() and path.suffix == ".parquet":
         frame = pd.read_parquet(path)
+        if "request_id" in frame or ("run" not in frame and "framework" not in frame):
+            raise LLMSimError(
+                f"{path}: not a table of run results (one row per run and framework): give a runs.parquet, "
+                "a sweep directory or a run directory"
+            )
         return ResultTable(frame, _keys(path, frame), path)
+    if not path.exists():
+        raise LLMSimError(f"{path} does not exist")
     if path.is_dir() and (path / "summary.json").exists():
         return _single_run(path)
     if path.is_dir() and ((path / RUNS_TABLE).exists() or (path / "multirun.yaml").exists()):

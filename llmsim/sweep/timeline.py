@@ -107,8 +107,8 @@ def run_title(run_dir: Path) -> str:
     rate = pick("rate", "workload", "rate")
     if kind:
         parts.append(f"{kind} workload" + (f" at rate {rate:g}/s" if isinstance(rate, int | float) else ""))
-    detail = f": {', '.join(parts)}" if parts else ""
-    return f"Engine state over simulated time — {name}{detail}\nrun directory {run_dir.resolve().name}"
+    detail = f"{', '.join(parts)}; " if parts else ""
+    return f"Engine state over simulated time — {name}\n{detail}run directory {run_dir.resolve().name}"
 
 
 def plot_run_timeline(run_dir: Path, out: Path) -> Path:
@@ -128,7 +128,12 @@ def plot_run_timeline(run_dir: Path, out: Path) -> Path:
     frameworks = sorted(steps["framework"].astype(str).unique())
     columns = len(frameworks)
     fig, axes = plt.subplots(
-        len(PANELS), columns, figsize=(min(4.6 * columns + 1.5, 20), 8.5), sharex=True, sharey="row", squeeze=False
+        len(PANELS),
+        columns,
+        figsize=(min(max(4.6 * columns + 1.5, 9.0), 20), 8.5),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
     )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for col, framework in enumerate(frameworks):
