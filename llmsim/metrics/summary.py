@@ -59,6 +59,19 @@ def _latency_stats(
     return out
 
 
+def meets_slos(latencies_ms: dict[str, np.ndarray], slos: dict[str, float]) -> np.ndarray:
+    """Which requests meet every SLO (``{"ttft": 500, ...}`` in ms), given their latencies in ms.
+
+    A request without a TPOT (a single token, or not streamed) cannot miss a TPOT SLO.
+    """
+    size = len(next(iter(latencies_ms.values()))) if latencies_ms else 0
+    good = np.ones(size, dtype=bool)
+    for metric, limit in slos.items():
+        column = latencies_ms[metric]
+        good &= (np.isnan(column) | (column <= limit)) if metric == "tpot" else (column <= limit)
+    return good
+
+
 def arrival_window(measured: pd.DataFrame, configured: tuple[float, float] | None) -> tuple[float, float, bool] | None:
     """The span (start, end, measured) in seconds in which new sessions were sent; None without width.
 
@@ -131,10 +144,7 @@ def summarize_framework(
     out.update(_load_metrics(measured, requests, arrival_window(measured, window)))
     slos = cfg.slos_ms
     if slos:
-        good = np.ones(len(done), dtype=bool)
-        for metric, limit in slos.items():
-            column = done[f"{metric}_ms"].to_numpy()
-            good &= np.isnan(column) | (column <= limit) if metric == "tpot" else column <= limit
+        good = meets_slos({metric: done[f"{metric}_ms"].to_numpy() for metric in slos}, slos)
         out["request_goodput"] = rate(int(good.sum()))
         out["slo_attainment"] = float(good.mean()) if len(done) else 0.0
     for name, population in (("ttft", streamed), ("tpot", streamed), ("e2el", done)):

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from llmsim.errors import LLMSimError
+from llmsim.metrics.summary import meets_slos
 from llmsim.sweep.aggregate import REQUESTS_TABLE
 from llmsim.sweep.tables import ResultTable
 
@@ -112,17 +113,15 @@ def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFr
     warm_up = float((run_config(results).get("metrics") or {}).get("warm_up_duration_s") or 0.0)
     rows = []
     for (run, framework), group in requests.groupby(["run", "framework"], sort=True):
-        send = _column(group, "send_time_s", "send_time_s")
+        # older sweeps' tables name the times without their unit
+        send = _column(group, "send_time_s", "send_time")
         measured = group[send >= warm_up]
         done = measured[measured["status"] == "completed"]
-        good = np.ones(len(done), dtype=bool)
-        for name, limit in slos.items():
-            values = _latency_ms(done, name)
-            good &= (np.isnan(values) | (values <= limit)) if name == "tpot" else (values <= limit)
+        good = meets_slos({name: _latency_ms(done, name) for name in slos}, slos)
         span = 0.0
         if len(done):
-            span = float(_column(done, "completion_time_s", "completion_time_s").max())
-            span -= float(_column(done, "send_time_s", "send_time_s").min())
+            span = float(_column(done, "completion_time_s", "completion_time").max())
+            span -= float(_column(done, "send_time_s", "send_time").min())
         rows.append(
             {
                 "run": run,
