@@ -113,3 +113,18 @@ def test_default_run_console_has_a_header_and_says_which_requests_each_latency_c
     assert metrics["num_non_streamed"] > 0  # the seed's chat profile streams 90% of answers
     assert metrics["p99_ttft_ms"] < 200  # a streaming client's tail, not the E2EL of whole answers
     assert summary["run"]["workload"]["name"] == "chat"
+
+
+def test_ttft_slo_applies_to_streamed_requests_and_e2el_slo_to_every_request(config_factory):
+    profile = constant_profile(200, 100, streaming=0.5)
+    workload = {"rate": 4.0, "total_duration": 30, "client_profiles": [profile]}
+    ttft_only = run(config_factory(workload=workload, metrics={"slo_ttft_ms": 500}))
+    metrics, orchestrator = ttft_only[0]["frameworks"]["vllm"], ttft_only[1]
+    table = orchestrator.metrics_collector.get_all_request_metrics_df()
+    done = table[table["status"] == "completed"]
+    assert (done.loc[~done["streaming"], "ttft_ms"] > 500).all()  # whole answers take longer than the SLO
+    assert metrics["slo_attainment"] == 1.0  # ... yet a TTFT SLO is a streaming client's, so none miss it
+    deadline = float(done["e2el_ms"].median())
+    strict = run(config_factory(workload=workload, metrics={"slo_ttft_ms": 500, "slo_e2el_ms": deadline}))[0]
+    expected = (done["e2el_ms"] <= deadline).mean()
+    assert strict["frameworks"]["vllm"]["slo_attainment"] == pytest.approx(expected)

@@ -59,16 +59,25 @@ def _latency_stats(
     return out
 
 
-def meets_slos(latencies_ms: dict[str, np.ndarray], slos: dict[str, float]) -> np.ndarray:
-    """Which requests meet every SLO (``{"ttft": 500, ...}`` in ms), given their latencies in ms.
+#: the latencies a streaming client measures: their SLOs apply to streamed requests only
+STREAMED_ONLY = ("ttft", "tpot", "itl")
 
-    A request without a TPOT (a single token, or not streamed) cannot miss a TPOT SLO.
+
+def meets_slos(done: pd.DataFrame, slos: dict[str, float]) -> np.ndarray:
+    """Which completed requests meet every SLO (``{"ttft": 500, ...}`` in ms) that applies to them.
+
+    Each SLO covers the population its statistic covers: TTFT and TPOT SLOs the streamed requests
+    (a non-streamed answer has no first-token time of its own, and a single token no TPOT), an
+    E2EL SLO every request.
     """
-    size = len(next(iter(latencies_ms.values()))) if latencies_ms else 0
-    good = np.ones(size, dtype=bool)
+    good = np.ones(len(done), dtype=bool)
+    streamed = done["streaming"].to_numpy(dtype=bool)
     for metric, limit in slos.items():
-        column = latencies_ms[metric]
-        good &= (np.isnan(column) | (column <= limit)) if metric == "tpot" else (column <= limit)
+        values = done[f"{metric}_ms"].to_numpy(dtype=float)
+        applies = ~np.isnan(values)
+        if metric in STREAMED_ONLY:
+            applies &= streamed
+        good &= ~applies | (values <= limit)
     return good
 
 
@@ -144,7 +153,7 @@ def summarize_framework(
     out.update(_load_metrics(measured, requests, arrival_window(measured, window)))
     slos = cfg.slos_ms
     if slos:
-        good = meets_slos({metric: done[f"{metric}_ms"].to_numpy() for metric in slos}, slos)
+        good = meets_slos(done, slos)
         out["request_goodput"] = rate(int(good.sum()))
         out["slo_attainment"] = float(good.mean()) if len(done) else 0.0
     for name, population in (("ttft", streamed), ("tpot", streamed), ("e2el", done)):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -95,13 +94,6 @@ def _column(frame: pd.DataFrame, *names: str) -> pd.Series:
     raise LLMSimError(f"{REQUESTS_TABLE} has none of the columns {', '.join(names)}")
 
 
-def _latency_ms(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A request latency column in ms (``ttft_ms``, or ``ttft_s`` scaled)."""
-    if f"{name}_ms" in frame:
-        return frame[f"{name}_ms"].to_numpy(dtype=float)
-    return _column(frame, f"{name}_s").to_numpy(dtype=float) * 1e3
-
-
 def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFrame:
     """``results.frame`` with ``request_goodput`` and ``slo_attainment`` recomputed for ``slos`` from the
     sweep's requests table (requests sent before ``metrics.warm_up_duration_s`` left out, as in summaries)."""
@@ -117,7 +109,7 @@ def recompute_goodput(results: ResultTable, slos: dict[str, float]) -> pd.DataFr
         send = _column(group, "send_time_s", "send_time")
         measured = group[send >= warm_up]
         done = measured[measured["status"] == "completed"]
-        good = meets_slos({name: _latency_ms(done, name) for name in slos}, slos)
+        good = meets_slos(done, slos)
         span = 0.0
         if len(done):
             span = float(_column(done, "completion_time_s", "completion_time").max())
