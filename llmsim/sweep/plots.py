@@ -34,6 +34,23 @@ LOAD_AXIS_TITLES = {
     "workload.concurrency": "concurrency (workload.concurrency)",
     "workload.num_requests": "requests (workload.num_requests)",
 }
+
+
+def load_axis_title(frame: pd.DataFrame, load_key: str) -> str:
+    """What the load axis counts: ``workload.rate`` is new sessions/s where follow-up turns add
+    requests (the runs' offered request rate exceeds their session rate), else requests/s."""
+    if load_key != "workload.rate":
+        return LOAD_AXIS_TITLES[load_key]
+    if {"offered_session_rate", "offered_request_rate"} <= set(frame.columns):
+        sessions = pd.to_numeric(frame["offered_session_rate"], errors="coerce")
+        requests = pd.to_numeric(frame["offered_request_rate"], errors="coerce")
+        if (requests > sessions * 1.001).any():
+            return "offered rate (workload.rate: new conversations/s; follow-up turns add requests)"
+        if requests.notna().any():
+            return "offered rate (workload.rate, requests/s)"
+    return LOAD_AXIS_TITLES[load_key]
+
+
 LATENCY_PANELS = (
     ("median_ttft_ms", "TTFT p50", "ttft"),
     ("p99_ttft_ms", "TTFT p99", "ttft"),
@@ -177,7 +194,7 @@ def plot_latency_vs_throughput(results: ResultTable, out: Path, slos: dict[str, 
     for ax in axes[1]:
         ax.set_xlabel("achieved output throughput (tokens/s)")
     _figure_legend(fig, axes.flat)
-    note = f"; points labelled with {LOAD_AXIS_TITLES[load_key]}" if load_key else ""
+    note = f"; points labelled with {load_axis_title(frame, load_key)}" if load_key else ""
     fig.suptitle(_title("Latency against throughput", results) + note, fontsize="medium")
     path = out / "latency_vs_throughput.png"
     save_figure(fig, path)
@@ -212,7 +229,7 @@ def plot_goodput(results: ResultTable, out: Path, slos: dict[str, float], recomp
     right.set_ylim(0, 105)
     left.set_ylim(bottom=0)
     for ax in (left, right):
-        ax.set_xlabel(LOAD_AXIS_TITLES[load_key])
+        ax.set_xlabel(load_axis_title(frame, load_key))
         ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
     _figure_legend(fig, (left, right))

@@ -75,38 +75,50 @@ PANELS = (
 )
 
 
-def run_title(run_dir: Path) -> str:
-    """``compare_frameworks: llama3_8b on a100, chat workload at rate 30`` and the run directory's name."""
+def _read_mapping(path: Path, loader: Any) -> dict[str, Any]:
+    """A JSON or YAML file's top-level mapping, or ``{}`` when it is missing, unreadable or not a mapping."""
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
-    summary = summary if isinstance(summary, dict) else {}
-    name = str(summary.get("experiment") or run_dir.resolve().name)
+        data = loader(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _run_facts(summary: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any, Any, Any, str]:
+    """(model, hardware, workload, rate, rate unit): from the summary's ``run`` block, else the run's config."""
     meta = summary.get("run") if isinstance(summary.get("run"), dict) else {}
-    try:
-        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        config = {}
-    config = config if isinstance(config, dict) else {}
+    if meta:
+        workload = meta.get("workload") or {}
+        hardware = meta.get("hardware") or {}
+        gpu = f"{hardware.get('name')} ({hardware.get('gpu')})" if hardware.get("gpu") else hardware.get("name")
+        return (
+            (meta.get("model") or {}).get("name"),
+            gpu,
+            workload.get("name"),
+            workload.get("request_rate"),
+            workload.get("request_rate_unit") or "/s",
+        )
 
-    def pick(meta_key: str, group: str, field: str) -> Any:
+    def field(group: str, name: str) -> Any:
         section = config.get(group)
-        return meta.get(meta_key) or (section.get(field) if isinstance(section, dict) else None)
+        return section.get(name) if isinstance(section, dict) else None
 
+    return field("model", "name"), field("hardware", "name"), field("workload", "kind"), field("workload", "rate"), "/s"
+
+
+def run_title(run_dir: Path) -> str:
+    """``compare_frameworks`` and ``llama3_8b on a100 (NVIDIA ...), chat workload at 30 sessions/s``, with
+    the run directory's name."""
+    summary = _read_mapping(run_dir / "summary.json", json.loads)
+    config = _read_mapping(run_dir / ".hydra" / "config.yaml", yaml.safe_load)
+    name = str(summary.get("experiment") or run_dir.resolve().name)
+    model, hardware, workload, rate, unit = _run_facts(summary, config)
     parts = []
-    model, hardware = pick("model", "model", "name"), pick("hardware", "hardware", "name")
     if model and hardware:
         parts.append(f"{model} on {hardware}")
-    try:
-        hydra = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
-        choices = hydra["hydra"]["runtime"]["choices"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        choices = {}
-    kind = (choices.get("workload") if isinstance(choices, dict) else None) or pick("workload_kind", "workload", "kind")
-    rate = pick("rate", "workload", "rate")
-    if kind:
-        parts.append(f"{kind} workload" + (f" at rate {rate:g}/s" if isinstance(rate, int | float) else ""))
+    if workload:
+        at = f" at {rate:g} {unit}" if isinstance(rate, int | float) else ""
+        parts.append(f"{workload} workload{at}")
     detail = f"{', '.join(parts)}; " if parts else ""
     return f"Engine state over simulated time — {name}\n{detail}run directory {run_dir.resolve().name}"
 
