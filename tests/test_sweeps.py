@@ -49,7 +49,7 @@ def test_job_dirname_is_flat_bounded_and_unique():
     assert "/" not in slashed and slashed.startswith("workload.path=_data_trace.csv-")
     assert job_dirname("a=x/y") != job_dirname("a=x_y")
     long = job_dirname("x=" + "9" * 400)
-    assert len(long) <= 120 and long != job_dirname("x=" + "9" * 401)
+    assert len(long) <= 160 and long != job_dirname("x=" + "9" * 401)
 
 
 def test_a_shortened_job_dirname_keeps_every_swept_key_and_value_readable():
@@ -59,13 +59,13 @@ def test_a_shortened_job_dirname_keeps_every_swept_key_and_value_readable():
         for rate in (5, 10, 20)
     }
     for rate, name in names.items():
-        assert len(name) <= 120 and "/" not in name
+        assert len(name) <= 160 and "/" not in name
         assert name.startswith("max_num_seqs=64,tensor_parallel_size=2,path=_data_traces_production_chat")
         assert f",rate={rate}-" in name and "2026_12_04.csv" in name  # the value's end survives the cut
     assert len(set(names.values())) == 3
     many = ",".join(f"metrics.option_number_{i}=value_{i}" for i in range(9)) + ",workload.rate=20"
     name = job_dirname(many)
-    assert len(name) <= 120 and ",rate=20-" in name
+    assert len(name) <= 160 and ",rate=20-" in name
     assert len(name.split(",")) == 10 and all(item.count("=") == 1 for item in name.split(","))  # no key dropped
     bracketed = job_dirname(
         "metrics.percentiles_to_calculate=[50,90,99],metrics.warm_up_duration_s=10,"
@@ -74,6 +74,29 @@ def test_a_shortened_job_dirname_keeps_every_swept_key_and_value_readable():
     assert bracketed.startswith("percentiles_to_calculate=_50,90,99_,warm_up_duration_s=10,max_simulation_time=30,")
     short = "framework.max_num_seqs=64,workload.rate=5"
     assert job_dirname(short) == short  # short names are left as they are
+
+
+def test_a_shortened_job_dirname_cuts_long_values_and_keys_before_short_values():
+    name = job_dirname(
+        "framework.max_num_batched_tokens=8192,framework.max_num_seqs=256,hardware=h100,model=llama3_70b,"
+        "framework.tensor_parallel_size=4,workload.rate=20,"
+        "workload.client_profiles.0.prompt_tokens_dist_config={type:Constant,value:512}"
+    )
+    assert len(name) <= 160
+    for item in (
+        "max_num_batched_tokens=8192",
+        "hardware=h100",
+        "model=llama3_70b",
+        "tensor_parallel_size=4",
+        "rate=20",
+    ):
+        assert item in name  # short values (numbers, options) stay whole while a long one is cut
+    assert "prompt_tokens_dist_config=_type_C.." in name
+
+
+def test_job_dirname_leaves_out_the_plus_of_added_keys():
+    assert job_dirname("++framework.max_num_seqs=64,framework=sglang") == "framework.max_num_seqs=64,framework=sglang"
+    assert job_dirname("+metrics.slo_ttft_ms=500") == "metrics.slo_ttft_ms=500"
 
 
 # ---- the sweep itself ----------------------------------------------------------------------------

@@ -8,14 +8,19 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-MAX_NAME = 120
+#: longest job directory name (file systems allow 255 bytes; this leaves room for suffixes and copies)
+MAX_NAME = 160
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
+#: Hydra's ``+``/``++`` in front of a key (at the start, or after the comma between overrides)
+_ADDED_KEY = re.compile(r"(?:^|(?<=,))\++(?=[A-Za-z_])")
 
 
 #: characters of the hash that keeps a shortened or rewritten name unique
 HASH_CHARS = 10
 #: the shortest a key or value is cut to (with ``..`` marking the cut)
 MIN_PART = 3
+#: values this short (a rate, an option name, a knob value) are cut only after every key has been
+VALUE_FLOOR = 12
 CUT = ".."
 
 
@@ -72,12 +77,14 @@ def job_dirname(override_dirname: str) -> str:
     """Turn Hydra's ``override_dirname`` (``a=1,b=x``) into a safe directory name.
 
     ``/`` and other characters unsafe in file names become ``_`` (then a short hash of the original
-    keeps distinct overrides distinct); an empty override set is ``default``. A name over 120
-    characters keeps every key and value, shortened: keys by their last dotted part
-    (``workload.rate=20``), then the longest values, then the longest keys, each cut in the middle
-    (``..`` marks the cut, start and end stay);
-    a hash of the full overrides ends it.
+    keeps distinct overrides distinct); an empty override set is ``default``. The ``+``/``++``
+    prefixes of added keys are left out (``++framework.max_num_seqs=64`` names like
+    ``framework.max_num_seqs=64``). A name over :data:`MAX_NAME` characters keeps every key and
+    value, shortened: keys by their last dotted part (``rate=20``), then the longest values down to
+    :data:`VALUE_FLOOR` characters, then the longest keys, then the values again, each cut in the
+    middle (``..`` marks the cut, start and end stay); a hash of the full overrides ends it.
     """
+    override_dirname = _ADDED_KEY.sub("", override_dirname)
     if not override_dirname:
         return "default"
     name = _UNSAFE.sub("_", override_dirname)
@@ -97,13 +104,17 @@ def _shortened(override_dirname: str, budget: int) -> str:
         return full
     pairs = _short_keys(pairs)
     longest_key = max(len(k) for k, _ in pairs)
-    for value_limit in range(max(len(v) for _, v in pairs), MIN_PART - 1, -1):
-        text = _joined(pairs, longest_key, value_limit)
-        if len(text) <= budget:
+    longest_value = max(len(v) for _, v in pairs)
+    # long values first (a path, a distribution), then keys, and only then the short values
+    for value_limit in range(longest_value, VALUE_FLOOR - 1, -1):
+        if len(text := _joined(pairs, longest_key, value_limit)) <= budget:
             return text
+    floor = min(VALUE_FLOOR, longest_value)
     for key_limit in range(longest_key, MIN_PART - 1, -1):
-        text = _joined(pairs, key_limit, MIN_PART)
-        if len(text) <= budget:
+        if len(text := _joined(pairs, key_limit, floor)) <= budget:
+            return text
+    for value_limit in range(floor, MIN_PART - 1, -1):
+        if len(text := _joined(pairs, MIN_PART, value_limit)) <= budget:
             return text
     return _joined(pairs, MIN_PART, MIN_PART)[:budget]  # dozens of overrides: the hash tells them apart
 
