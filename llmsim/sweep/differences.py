@@ -3,6 +3,7 @@ not the same one, read from each run's ``.hydra/config.yaml`` (the swept keys wh
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -29,12 +30,35 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: str(node) if isinstance(node, list) else node}
 
 
+def with_defaults_in_force(config: dict[str, Any], run_dir: Any) -> dict[str, Any]:
+    """A flat run config whose null framework knobs read as the value the run used (``256 (default)``),
+    from its ``summary.json`` (the ``run`` block's knobs in force); a config without one is unchanged."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        frameworks = summary["run"]["frameworks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return config
+    if not isinstance(frameworks, dict) or len(frameworks) != 1:
+        return config
+    knobs = next(iter(frameworks.values())).get("knobs") or {}
+    out = dict(config)
+    for knob, value in knobs.items():
+        key = f"framework.{knob}"
+        if key in out and out[key] is None and value is not None:
+            out[key] = f"{value} (default)"
+    return out
+
+
 def fixed_config(results: ResultTable) -> dict[str, Any]:
     """The config keys that hold one value across the runs of ``results`` (empty when none has a config)."""
     runs = list(dict.fromkeys(results.frame["run"].astype(str)))[:MAX_CONFIGS] if "run" in results.frame else []
-    configs = [load_yaml(run_dir_of(results, run) / ".hydra" / "config.yaml") for run in runs]
-    # with ``frameworks`` (experiment=compare_frameworks) the single ``framework`` group is not used
-    configs = [flatten({k: v for k, v in c.items() if k != "framework" or "frameworks" not in c}) for c in configs if c]
+    configs = []
+    for run in runs:
+        config = load_yaml(run_dir_of(results, run) / ".hydra" / "config.yaml")
+        if config:
+            # with ``frameworks`` (experiment=compare_frameworks) the single ``framework`` group is not used
+            config = {k: v for k, v in config.items() if k != "framework" or "frameworks" not in config}
+            configs.append(with_defaults_in_force(flatten(config), run_dir_of(results, run)))
     fixed: dict[str, Any] = {}
     for key, value in (configs[0] if configs else {}).items():
         if key.startswith(IGNORED_PREFIXES):
