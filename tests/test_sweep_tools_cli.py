@@ -144,8 +144,8 @@ def test_a_mistake_with_the_sweep_tools_is_one_line_and_exit_2(dirs, tmp_path, m
 
 def test_compare_headers_show_the_default_in_force_for_a_knob_left_null(tmp_path):
     default, small = tmp_path / "default", tmp_path / "small"
-    run_llmsim(*TINY, f"hydra.run.dir={default}")
-    run_llmsim(*TINY, "framework.max_num_seqs=32", f"hydra.run.dir={small}")
+    run_llmsim(*TINY, "workload.rate=40", f"hydra.run.dir={default}")
+    run_llmsim(*TINY, "workload.rate=40", "framework.max_num_seqs=32", f"hydra.run.dir={small}")
     result = tool("compare", default, small, "--metrics", "p99_ttft_ms")
     assert result.returncode == 0, result.stderr
     assert "A = " in result.stdout and "(max_num_seqs=256 (default))" in result.stdout  # vLLM v1's A100 default
