@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from llmsim.errors import LLMSimError
 from llmsim.sweep.aggregate import RUN_COLUMNS
@@ -197,7 +198,7 @@ def print_table(result: pd.DataFrame, title: str, value_columns: list[str], pct_
     fixed = [label(k, result[k].iloc[0]) for k in keys if k not in varying] if len(result) else []
     if fixed:
         title += "\nall rows: " + " ".join(fixed)
-    table = Table(title=title, title_justify="left")
+    table = Table()
     if varying:
         table.add_column("configuration")
     table.add_column("metric")
@@ -211,6 +212,7 @@ def print_table(result: pd.DataFrame, title: str, value_columns: list[str], pct_
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=200)
+    console.print(Text(title), soft_wrap=True)  # paths and differences are not wrapped to the table's width
     console.print(table)
 
 
