@@ -77,7 +77,7 @@ def compose_deployment(args: list[str]) -> dict[str, Any]:
     if dirs:
         check_group_overrides([*overrides, *(f"--config-dir={d}" for d in dirs)])
     else:
-        preflight(overrides)
+        overrides = preflight(overrides)  # rewritten as the main CLI hands them to Hydra (nested workload keys)
     overrides = [a for a in overrides if not a.startswith(("hydra.", "hydra/"))]
     search = [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in dirs)}]"] if dirs else []
     try:

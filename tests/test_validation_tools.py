@@ -106,6 +106,14 @@ def test_inspect_prints_the_memory_plan_and_which_phase_is_compute_or_memory_bou
     assert bad.returncode == 2 and "tensor_parallel_size=2 would fit" in bad.stderr
 
 
+def test_inspect_takes_the_nested_workload_overrides_the_main_cli_takes():
+    result = run_module(
+        "llmsim.inspect", "workload.client_profiles.0.prompt_tokens_dist_config={type:Constant,value:512}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "peak:" in result.stdout
+
+
 def test_inspect_takes_config_groups_from_config_dir_as_the_main_cli_does(tmp_path):
     # a hardware file at half the HBM efficiency (as llmsim.calibrate writes them): decode, memory-bound, slows
     data = yaml.safe_load((REPO / "conf" / "hardware" / "a100.yaml").read_text())
