@@ -25,6 +25,7 @@ rescaling to a mean rate (``rate``) or by a factor (``time_scale``), and ``loop`
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -158,23 +159,22 @@ def _layout(columns: Sequence[object]) -> str:
 
 
 def _times(table: Table, column: str, unit: float, key: str) -> np.ndarray:
+    """Arrival times in seconds from the first row, whatever the column holds.
+
+    Numbers are in ``unit`` seconds; date-times (strings, ``datetime64`` of any resolution,
+    timezone-aware or not, mixed offsets) and durations (``timedelta64``) are converted exactly.
+    """
     raw = table.frame[column]
     path = str(table.path)
-    present = raw.dropna()
-    if present.empty or not pd.isna(pd.to_numeric(present.iloc[:1], errors="coerce").iloc[0]):  # numbers
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
+        seconds = _datetime_seconds(table, raw, key)
+    elif pd.api.types.is_timedelta64_dtype(raw.dtype):
+        _no_missing_time(table, raw.isna().to_numpy(), key)
+        seconds = raw.dt.total_seconds().to_numpy(dtype=np.float64)
+    elif _is_numeric_column(raw):
         seconds = numeric_column(table, column, key, allow_missing=False, label="arrival time") * unit
     else:
-        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
-        bad = (parsed.isna() & raw.notna()).to_numpy()
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ConfigError(
-                key, path, f"{table.where(i)}: arrival time {raw.iloc[i]!r} is neither a number nor a date-time"
-            )
-        if parsed.isna().any():
-            i = int(np.argmax(parsed.isna().to_numpy()))
-            raise ConfigError(key, path, f"{table.where(i)}: arrival time is missing")
-        seconds = (parsed - parsed.iloc[0]).dt.total_seconds().to_numpy(dtype=np.float64)
+        seconds = _datetime_seconds(table, _parse_datetimes(table, raw, key), key)
     earlier = np.diff(seconds) < 0
     if earlier.any():
         i = int(np.argmax(earlier)) + 1
@@ -185,6 +185,63 @@ def _times(table: Table, column: str, unit: float, key: str) -> np.ndarray:
             "(rows must be sorted by time)",
         )
     return seconds - seconds[0]
+
+
+def _is_numeric_column(raw: pd.Series) -> bool:
+    """Whether a time column holds numbers (judged by its type, or else by its first value)."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return True  # numeric_column refuses it, naming the row
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        return True
+    present = raw.dropna()
+    if present.empty:
+        return True
+    first = present.iloc[0]
+    if isinstance(first, (datetime.date, datetime.timedelta, np.datetime64, np.timedelta64)):
+        return False
+    return not pd.isna(pd.to_numeric(pd.Series([first]), errors="coerce").iloc[0])
+
+
+_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)\s*$"  # a UTC offset ending an ISO-8601 date-time
+
+
+def _parse_datetimes(table: Table, raw: pd.Series, key: str) -> pd.Series:
+    """Date-time text (or date/datetime objects) as datetime64; rows with different offsets in UTC."""
+    path = str(table.path)
+    try:
+        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    except ValueError:  # "Mixed timezones detected": offsets differ (or some rows have none)
+        text = raw.astype("string")
+        has_offset = text.str.contains(_OFFSET, regex=True, na=False).to_numpy()
+        no_offset = ~has_offset & raw.notna().to_numpy()
+        if has_offset.any() and no_offset.any():
+            i, j = int(np.argmax(no_offset)), int(np.argmax(has_offset))
+            raise ConfigError(
+                key,
+                path,
+                f"{table.where(i)}: arrival time {raw.iloc[i]!r} has no UTC offset while {table.where(j)}'s "
+                f"{raw.iloc[j]!r} has one; give every row an offset (or none)",
+            ) from None
+        parsed = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True)
+    bad = (parsed.isna() & raw.notna()).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(
+            key, path, f"{table.where(i)}: arrival time {raw.iloc[i]!r} is neither a number nor a date-time"
+        )
+    return parsed
+
+
+def _datetime_seconds(table: Table, parsed: pd.Series, key: str) -> np.ndarray:
+    """Seconds of a datetime64 column (any resolution, any timezone) after its first row."""
+    _no_missing_time(table, parsed.isna().to_numpy(), key)
+    return (parsed - parsed.iloc[0]).dt.total_seconds().to_numpy(dtype=np.float64)
+
+
+def _no_missing_time(table: Table, missing: np.ndarray, key: str) -> None:
+    if missing.any():
+        i = int(np.argmax(missing))
+        raise ConfigError(key, str(table.path), f"{table.where(i)}: arrival time is missing")
 
 
 def _codes(table: Table, column: str | None) -> np.ndarray:

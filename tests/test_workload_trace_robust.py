@@ -1,0 +1,174 @@
+"""Trace files read exactly: unit-aware timestamps, bounded counts and lazily streamed loops.
+
+Each defect here was found through the CLI (issue 16, items 5, 6, 9 and 14), so each has a test
+through ``python -m llmsim workload=trace`` or ``python -m llmsim.workload fit`` as well as faster
+API tests of the same reading code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, make_config
+
+from llmsim.config import load_experiment_config
+from llmsim.errors import ConfigError
+from llmsim.workload.trace import load_trace, trace_sessions
+
+STAMPS = ["2024-01-01 00:00:00.000", "2024-01-01 00:00:00.250", "2024-01-01 00:00:02.000"]
+SECONDS = [0.0, 0.25, 2.0]
+INPUTS = [50, 60, 70]
+OUTPUTS = [4, 5, 6]
+
+
+def trace_workload(path: Path | str, **extra) -> dict:
+    return {
+        "kind": "trace",
+        "path": str(path),
+        "total_duration": None,
+        "num_requests": None,
+        "client_profiles": [{"profile_name": "trace", "streaming_response_probability": 1.0}],
+        **extra,
+    }
+
+
+def send_times(path: Path | str, **extra) -> list[float]:
+    config = load_experiment_config(make_config(workload=trace_workload(path, **extra)))
+    return [unit.start_time for unit in trace_sessions(config.workload, config.workload_seed)]
+
+
+def cli(tmp_path: Path, *args: str, module: str = "llmsim") -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in ``tmp_path`` (the checkout on the path)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def replayed(tmp_path: Path, path: Path, *overrides: str) -> pd.DataFrame:
+    """The requests ``python -m llmsim workload=trace workload.path=PATH`` sent, by request id."""
+    result = cli(tmp_path, "workload=trace", f"workload.path={path}", "hydra.run.dir=out", *overrides)
+    assert result.returncode == 0, result.stderr
+    return pd.read_parquet(tmp_path / "out" / "requests.parquet").sort_values("request_id")
+
+
+def fitted_duration(tmp_path: Path, path: Path) -> str:
+    result = cli(tmp_path, "fit", str(path), module="llmsim.workload")
+    assert result.returncode == 0, result.stderr
+    return next(line for line in result.stdout.splitlines() if line.startswith("duration:"))
+
+
+def datetime_frame(unit: str = "us", tz: str | None = None) -> pd.DataFrame:
+    stamps = pd.to_datetime(pd.Series(STAMPS)).dt.as_unit(unit)
+    if tz is not None:
+        stamps = stamps.dt.tz_localize(tz)
+    return pd.DataFrame({"timestamp": stamps, "input_tokens": INPUTS, "output_tokens": OUTPUTS})
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# item 5: datetime64 timestamps are read with their unit, the same from CSV, Parquet and JSONL
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", [None, "UTC", "America/New_York"])
+def test_a_parquet_datetime64_column_of_any_resolution_and_timezone_is_read_in_seconds(tmp_path, unit, tz):
+    frame = datetime_frame(unit, tz)
+    if unit == "s":  # whole seconds only at this resolution
+        frame["timestamp"] = frame["timestamp"].dt.floor("s")
+    path = tmp_path / "trace.parquet"
+    frame.to_parquet(path)
+    expected = [0.0, 0.0, 2.0] if unit == "s" else SECONDS
+    assert send_times(path) == expected
+
+
+def test_timestamps_read_the_same_from_csv_parquet_and_jsonl(tmp_path):
+    frame = datetime_frame()
+    as_text = frame.assign(timestamp=STAMPS)
+    as_text.to_csv(tmp_path / "text.csv", index=False)
+    as_text.to_parquet(tmp_path / "text.parquet")
+    frame.to_parquet(tmp_path / "datetime.parquet")
+    write_jsonl(tmp_path / "text.jsonl", as_text.to_dict(orient="records"))
+    numbers = pd.DataFrame({"timestamp": [0, 250, 2000], "input_tokens": INPUTS, "output_tokens": OUTPUTS})
+    numbers.to_parquet(tmp_path / "ms.parquet")
+    write_jsonl(tmp_path / "ms.jsonl", numbers.to_dict(orient="records"))
+    for name in ("text.csv", "text.parquet", "datetime.parquet", "text.jsonl"):
+        assert send_times(tmp_path / name) == SECONDS, name
+    for name in ("ms.parquet", "ms.jsonl"):
+        assert send_times(tmp_path / name, time_unit="ms") == SECONDS, name
+
+
+def test_a_timedelta_time_column_is_read_in_seconds(tmp_path):
+    frame = datetime_frame()
+    frame["timestamp"] = pd.to_timedelta(SECONDS, unit="s")
+    frame.to_parquet(tmp_path / "durations.parquet")
+    assert send_times(tmp_path / "durations.parquet") == SECONDS
+
+
+def test_a_missing_datetime64_timestamp_names_its_row(tmp_path):
+    frame = datetime_frame()
+    frame.loc[1, "timestamp"] = pd.NaT
+    frame.to_parquet(tmp_path / "gap.parquet")
+    with pytest.raises(ConfigError, match=r"gap\.parquet.*row 2: arrival time is missing"):
+        send_times(tmp_path / "gap.parquet")
+
+
+@pytest.mark.slow
+def test_a_datetime64_parquet_trace_runs_and_fits_with_its_real_gaps_through_the_cli(tmp_path):
+    path = tmp_path / "trace.parquet"
+    datetime_frame("ns").to_parquet(path)
+    requests = replayed(tmp_path, path)
+    assert requests["send_time_s"].tolist() == SECONDS
+    assert requests["prompt_tokens"].tolist() == INPUTS
+    assert (requests["status"] == "completed").all()
+    assert fitted_duration(tmp_path, path).startswith("duration: 2.000 s")
+
+
+# ------------------------------------------------------------------------------------------------
+# item 14: timestamps with different UTC offsets are converted to UTC
+# ------------------------------------------------------------------------------------------------
+MIXED_OFFSETS = (
+    "timestamp,input_tokens,output_tokens\n"
+    "2024-03-10T01:59:00-08:00,50,4\n"  # 09:59 UTC, before the daylight-saving switch
+    "2024-03-10T03:00:00-07:00,60,5\n"  # 10:00 UTC, after it
+    "2024-03-10T10:00:30Z,70,6\n"
+)
+
+
+def test_timestamps_with_mixed_utc_offsets_are_converted_to_utc(tmp_path):
+    (tmp_path / "dst.csv").write_text(MIXED_OFFSETS)
+    records = [
+        dict(zip(("timestamp", "input_tokens", "output_tokens"), line.split(","), strict=True))
+        for line in MIXED_OFFSETS.splitlines()[1:]
+    ]
+    write_jsonl(tmp_path / "dst.jsonl", [{**r, "input_tokens": int(r["input_tokens"])} for r in records])
+    assert send_times(tmp_path / "dst.csv") == [0.0, 60.0, 90.0]
+    assert send_times(tmp_path / "dst.jsonl") == [0.0, 60.0, 90.0]
+
+
+def test_a_column_mixing_local_and_offset_timestamps_is_refused_naming_the_lines(tmp_path):
+    path = tmp_path / "ambiguous.csv"
+    path.write_text("timestamp,input_tokens,output_tokens\n2024-03-10T03:00:00-07:00,5,1\n2024-03-10 11:00:00,5,1\n")
+    with pytest.raises(ConfigError) as info:
+        load_trace(path)
+    message = str(info.value)
+    assert "ambiguous.csv" in message and "line 3" in message and "no UTC offset" in message
+    assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_trace_with_mixed_utc_offsets_runs_and_fits_through_the_cli(tmp_path):
+    path = tmp_path / "dst.csv"
+    path.write_text(MIXED_OFFSETS)
+    requests = replayed(tmp_path, path)
+    assert requests["send_time_s"].tolist() == [0.0, 60.0, 90.0]
+    assert fitted_duration(tmp_path, path).startswith("duration: 90.000 s")
