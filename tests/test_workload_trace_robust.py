@@ -172,3 +172,103 @@ def test_a_trace_with_mixed_utc_offsets_runs_and_fits_through_the_cli(tmp_path):
     requests = replayed(tmp_path, path)
     assert requests["send_time_s"].tolist() == [0.0, 60.0, 90.0]
     assert fitted_duration(tmp_path, path).startswith("duration: 90.000 s")
+
+
+# ------------------------------------------------------------------------------------------------
+# item 6: every count is bounded on read, so none overflows int64
+# ------------------------------------------------------------------------------------------------
+COUNT_COLUMNS = ("arrival_time", "input_tokens", "output_tokens", "session_id", "prefix_group", "prefix_tokens")
+
+
+def count_rows(column: str, value: object) -> list[dict]:
+    """Two good rows, then one whose ``column`` holds ``value``."""
+    rows = [dict(zip(COUNT_COLUMNS, (t, 100, 5, 1, 0, 10), strict=True)) for t in (0.0, 0.5, 1.0)]
+    rows[2][column] = value
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".jsonl":
+        return write_jsonl(path, rows)
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        pytest.param("input_tokens", 1e19, "exceeds 1,000,000,000 tokens", id="input-1e19"),
+        pytest.param("input_tokens", 2**63, "exceeds 1,000,000,000 tokens", id="input-2^63"),
+        pytest.param("output_tokens", 1e19, "exceeds 1,000,000,000 tokens", id="output-1e19"),
+        pytest.param("prefix_tokens", 1e19, "exceeds 1,000,000,000 tokens", id="prefix-1e19"),
+        pytest.param("session_id", 1e19, "2^53 or more", id="session-1e19"),
+        pytest.param("prefix_group", 1e19, "2^53 or more", id="group-1e19"),
+        pytest.param("session_id", 1.5, "whole number", id="session-fraction"),
+        pytest.param("input_tokens", True, "is not a number", id="input-boolean"),
+    ],
+)
+def test_a_count_past_its_ceiling_is_a_one_line_error_naming_file_line_and_column(
+    tmp_path, suffix, column, value, problem
+):
+    if suffix == ".parquet" and isinstance(value, int):
+        pytest.skip("a Parquet column has one type: see the uint64 and bool column tests")
+    path = write_rows(tmp_path / f"huge{suffix}", count_rows(column, value))
+    with pytest.raises(ConfigError) as info:
+        load_experiment_config(make_config(workload=trace_workload(path)))
+    message = str(info.value)
+    where = "row 3" if suffix == ".parquet" else ("line 3" if suffix == ".jsonl" else "line 4")
+    assert info.value.key == "workload.path"
+    assert f"huge{suffix}" in message and where in message and repr(column) in message and problem in message
+    assert "\n" not in message
+
+
+def test_parquet_uint64_and_bool_count_columns_are_bounded_and_refused(tmp_path):
+    frame = pd.DataFrame(count_rows("input_tokens", 100))
+    frame["input_tokens"] = pd.Series([100, 100, 2**64 - 1], dtype="uint64")
+    frame.to_parquet(tmp_path / "uint64.parquet")
+    with pytest.raises(ConfigError, match=r"uint64\.parquet.*row 3: 'input_tokens' .* exceeds 1,000,000,000 tokens"):
+        load_trace(tmp_path / "uint64.parquet")
+    frame["input_tokens"] = [True, True, True]
+    frame.to_parquet(tmp_path / "bool.parquet")
+    with pytest.raises(ConfigError, match=r"bool\.parquet.*row 1: 'input_tokens' True is not a number"):
+        load_trace(tmp_path / "bool.parquet")
+
+
+def test_counts_up_to_the_ceiling_are_read_exactly(tmp_path):
+    path = write_rows(tmp_path / "big.csv", count_rows("input_tokens", 1_000_000_000))
+    trace = load_trace(path)
+    assert trace.input_tokens.tolist() == [100, 100, 1_000_000_000]
+    ids = write_rows(tmp_path / "ids.csv", count_rows("session_id", 2**53 - 1))
+    assert load_trace(ids).session.tolist() == [0, 0, 1]
+
+
+def test_large_integer_ids_written_as_integers_stay_distinct(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text(
+        "arrival_time,input_tokens,output_tokens,session_id\n"
+        "0,10,2,18446744073709551614\n1,10,2,18446744073709551615\n2,10,2,18446744073709551614\n"
+    )
+    assert load_trace(path).session.tolist() == [0, 1, 0]
+
+
+@pytest.mark.slow
+def test_a_row_of_1e19_tokens_is_refused_by_the_cli_naming_file_line_and_column(tmp_path):
+    path = write_rows(tmp_path / "huge.csv", count_rows("input_tokens", 1e19))
+    result = cli(tmp_path, "workload=trace", f"workload.path={path}", "hydra.run.dir=out")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "huge.csv" in result.stderr and "line 4" in result.stderr and "'input_tokens'" in result.stderr
+    fit = cli(tmp_path, "fit", str(path), module="llmsim.workload")
+    assert fit.returncode == 2 and "line 4" in fit.stderr and fit.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_a_row_past_the_models_context_is_rejected_and_the_others_are_served(tmp_path):
+    path = write_rows(tmp_path / "long.csv", count_rows("input_tokens", 500_000_000))
+    requests = replayed(tmp_path, path, "workload.total_duration=null")
+    assert requests["status"].tolist() == ["completed", "completed", "rejected"]

@@ -127,16 +127,24 @@ def numeric_column(
     allow_missing: bool,
     nonneg: bool = False,
     integer: bool = False,
+    ceiling: float | None = None,
+    unit: str = "",
     label: str | None = None,
 ) -> np.ndarray:
-    """Column ``column`` as float64 (NaN where empty, if ``allow_missing``), checked row by row."""
+    """Column ``column`` as float64 (NaN where empty, if ``allow_missing``), checked row by row.
+
+    ``true``/``false`` are not numbers; ``ceiling`` bounds every value (``unit`` names what it counts),
+    so a count converted to integers afterwards cannot overflow.
+    """
     label = label or repr(column)
     raw = table.frame[column]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(values) & raw.notna().to_numpy()
+    bad = (np.isnan(values) & raw.notna().to_numpy()) | _booleans(raw)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ConfigError(key, str(table.path), f"{table.where(i)}: {label} {raw.iloc[i]!r} is not a number")
+        value = raw.iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value  # True, not np.True_
+        raise ConfigError(key, str(table.path), f"{table.where(i)}: {label} {value!r} is not a number")
     checks: list[tuple[np.ndarray, str]] = []
     if not allow_missing:
         checks.append((np.isnan(values), "is missing"))
@@ -146,9 +154,20 @@ def numeric_column(
         checks.append((finite < 0, "must not be negative"))
     if integer:
         checks.append((finite != np.floor(finite), "must be a whole number"))
+    if ceiling is not None:
+        checks.append((np.abs(finite) > ceiling, f"exceeds {ceiling:,.0f}{unit}, the most a row may hold"))
     for mask, problem in checks:
         if mask.any():
             i = int(np.argmax(mask))
             shown = "" if np.isnan(values[i]) else f" ({raw.iloc[i]})"
             raise ConfigError(key, str(table.path), f"{table.where(i)}: {label}{shown} {problem}")
     return values
+
+
+def _booleans(raw: pd.Series) -> np.ndarray:
+    """Where a column holds ``true``/``false`` (JSON booleans, a Parquet bool column): not numbers."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.notna().to_numpy()
+    if raw.dtype == object:
+        return raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+    return np.zeros(len(raw), dtype=bool)

@@ -62,6 +62,11 @@ SESSION_COLUMNS = ("session_id", "conversation_id", "session", "chat_id")
 GROUP_COLUMNS = ("prefix_group", "prefix_group_id", "system_prompt_id")
 PREFIX_TOKENS_COLUMNS = ("prefix_tokens", "shared_prefix_tokens", "system_prompt_tokens")
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+#: The most tokens a trace row may give any count: 100 times the longest context windows served
+#: today (10M tokens); far below 2^53, so every count converts to an exact int64. Rows past the
+#: model's context (but under this) are sent and rejected by the engine, as a server would.
+MAX_TOKENS = 1_000_000_000
+MAX_EXACT_ID = float(2**53)  # floats count every integer exactly below this
 
 
 def _normal(name: object) -> str:
@@ -114,14 +119,14 @@ def _load_cached(path: str, _mtime: int, _size: int, key: str, time_unit: str) -
     time_col, input_col, output_col = found["arrival time"], found["input tokens"], found["output tokens"]
     assert time_col and input_col and output_col
     times = _times(table, time_col, TIME_UNITS[time_unit], key)
-    inputs = numeric_column(table, input_col, key, allow_missing=False, nonneg=True, integer=True)
-    outputs = numeric_column(table, output_col, key, allow_missing=False, nonneg=True, integer=True)
-    session = _codes(table, _find_column(columns, SESSION_COLUMNS))
-    group = _codes(table, _find_column(columns, GROUP_COLUMNS))
+    inputs = _token_counts(table, input_col, key, allow_missing=False)
+    outputs = _token_counts(table, output_col, key, allow_missing=False)
+    session = _codes(table, _find_column(columns, SESSION_COLUMNS), key)
+    group = _codes(table, _find_column(columns, GROUP_COLUMNS), key)
     prefix_col = _find_column(columns, PREFIX_TOKENS_COLUMNS)
     prefix = np.full(len(times), -1.0)
     if prefix_col is not None:
-        given = numeric_column(table, prefix_col, key, allow_missing=True, nonneg=True, integer=True)
+        given = _token_counts(table, prefix_col, key, allow_missing=True)
         over = np.nan_to_num(given, nan=-1.0) > inputs
         if over.any():
             i = int(np.argmax(over))
@@ -244,11 +249,43 @@ def _no_missing_time(table: Table, missing: np.ndarray, key: str) -> None:
         raise ConfigError(key, str(table.path), f"{table.where(i)}: arrival time is missing")
 
 
-def _codes(table: Table, column: str | None) -> np.ndarray:
-    """Ids of a column as integer codes in order of appearance; -1 where empty or no column."""
+def _token_counts(table: Table, column: str, key: str, *, allow_missing: bool) -> np.ndarray:
+    """A token-count column: whole numbers from 0 to :data:`MAX_TOKENS` (NaN where empty, if allowed)."""
+    return numeric_column(
+        table, column, key, allow_missing=allow_missing, nonneg=True, integer=True, ceiling=MAX_TOKENS, unit=" tokens"
+    )
+
+
+def _codes(table: Table, column: str | None, key: str) -> np.ndarray:
+    """Ids of a column as integer codes in order of appearance; -1 where empty or no column.
+
+    Ids may be text or whole numbers; a number stored as a float must be below 2^53, where floats
+    stop telling neighbouring integers apart (two sessions would silently become one).
+    """
     if column is None:
         return np.full(len(table.frame), -1, dtype=np.int64)
-    values = table.frame[column].map(lambda v: None if pd.isna(v) else str(v))
+    raw = table.frame[column]
+    if pd.api.types.is_float_dtype(raw.dtype):
+        is_float = raw.notna().to_numpy()
+    elif raw.dtype == object:  # JSONL: a mix of numbers and text
+        is_float = raw.map(lambda v: isinstance(v, float) and not pd.isna(v)).to_numpy(dtype=bool)
+    else:
+        is_float = np.zeros(len(raw), dtype=bool)
+    if is_float.any():
+        floats = pd.to_numeric(raw.where(is_float), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = np.where(is_float & np.isfinite(floats), floats, 0.0)
+        for mask, problem in (
+            (is_float & ~np.isfinite(floats), "must be finite"),
+            (finite != np.floor(finite), "must be a whole number or text"),
+            (
+                np.abs(finite) >= MAX_EXACT_ID,
+                "is 2^53 or more: as a number it cannot be told apart from its neighbours (give smaller ids, or text)",
+            ),
+        ):
+            if mask.any():
+                i = int(np.argmax(mask))
+                raise ConfigError(key, str(table.path), f"{table.where(i)}: {column!r} ({raw.iloc[i]}) {problem}")
+    values = raw.map(lambda v: None if pd.isna(v) else str(v))
     codes, _ = pd.factorize(values, use_na_sentinel=True)
     return codes.astype(np.int64)
 
