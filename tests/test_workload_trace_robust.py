@@ -272,3 +272,110 @@ def test_a_row_past_the_models_context_is_rejected_and_the_others_are_served(tmp
     path = write_rows(tmp_path / "long.csv", count_rows("input_tokens", 500_000_000))
     requests = replayed(tmp_path, path, "workload.total_duration=null")
     assert requests["status"].tolist() == ["completed", "completed", "rejected"]
+
+
+# ------------------------------------------------------------------------------------------------
+# item 9: loop copies are streamed, so memory and time follow the requests actually sent
+# ------------------------------------------------------------------------------------------------
+SAMPLE = "conf/workload/traces/sample_trace.csv"
+MEASURED = (  # runs python -m llmsim and writes its peak resident memory (bytes) to $LLMSIM_TEST_RSS
+    "import atexit, os, resource, runpy, sys\n"
+    "atexit.register(lambda: open(os.environ['LLMSIM_TEST_RSS'], 'w').write("
+    "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))\n"
+    "sys.argv = ['llmsim', *sys.argv[1:]]\n"
+    "runpy.run_module('llmsim', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def test_a_billion_loops_validate_and_stream_in_little_memory():
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    began = time.perf_counter()
+    config = load_experiment_config(make_config(workload=trace_workload(SAMPLE, loop=1_000_000_000)))
+    from llmsim.workload.trace import trace_stream
+
+    stream = trace_stream(config.workload, config.workload_seed)
+    units = iter(stream)
+    first = [next(units) for _ in range(10_000)]  # 35 copies of the 283-request sample
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(stream) == 283 * 1_000_000_000
+    assert stream.start_times[len(stream) - 1] > stream.start_times[10_000] > first[-1].start_time
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB traced"
+    assert time.perf_counter() - began < 20
+
+
+def test_streamed_loop_copies_are_the_requests_a_short_replay_sends():
+    """The lazily made copies equal the first copies of the same replay cut by num_requests."""
+    looped = load_experiment_config(make_config(workload=trace_workload(SAMPLE, loop=10**9, time_scale=0.1)))
+    cut = load_experiment_config(
+        make_config(workload=trace_workload(SAMPLE, loop=30, time_scale=0.1, num_requests=283 * 30))
+    )
+    from llmsim.workload.trace import trace_stream
+
+    units = iter(trace_stream(looped.workload, looped.workload_seed))
+    made = [next(units) for _ in range(283 * 30)]
+    expected = trace_sessions(cut.workload, cut.workload_seed)
+    assert [(u.session_id, u.start_time, u.turns) for u in made] == [
+        (u.session_id, u.start_time, u.turns) for u in expected
+    ]
+
+
+@pytest.mark.slow
+def test_a_billion_loop_replay_runs_to_its_time_limit_fast_and_small_through_the_cli(tmp_path):
+    import time
+
+    rss = tmp_path / "rss"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LLMSIM_TEST_RSS": str(rss)}
+    began = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURED, "workload=trace", "workload.loop=1000000000",
+         "simulation.max_simulation_time=30", "hydra.run.dir=out"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - began
+    assert result.returncode == 0, result.stderr
+    requests = pd.read_parquet(tmp_path / "out" / "requests.parquet")
+    trace = pd.read_csv(REPO / SAMPLE)
+    assert len(requests) == int((trace["arrival_time"] - trace["arrival_time"][0] < 30).sum())
+    assert int(rss.read_text()) < 1024 * 2**20, f"peak RSS {int(rss.read_text()) / 2**20:.0f} MiB"
+    assert elapsed < 60
+
+
+def test_streamed_send_times_and_streaming_draws_equal_the_whole_replay_computed_at_once():
+    """Chunked streaming keeps the bytes of the eager replay: times and draws across chunk borders."""
+    import numpy as np
+
+    from llmsim.rng import stream_rng
+
+    extra = {"loop": 40, "start_s": 5.0, "end_s": 50.0, "time_scale": 0.3}
+    profile = [{"profile_name": "trace", "streaming_response_probability": 0.5}]
+    config = load_experiment_config(
+        make_config(workload={**trace_workload(SAMPLE, **extra), "client_profiles": profile})
+    )
+    units = trace_sessions(config.workload, config.workload_seed)
+    trace = load_trace(SAMPLE)
+    local = trace.time[(trace.time >= 5.0) & (trace.time < 50.0)] - 5.0
+    copies = np.repeat(np.arange(40), len(local))
+    times = (np.tile(local, 40) + copies * 45.0) * 0.3
+    streaming = stream_rng(config.workload_seed, "trace_streaming").random(len(times)) < 0.5
+    assert len(units) == len(times) > 4096
+    assert [u.start_time for u in units] == times.tolist()
+    assert [u.turns[0].streaming for u in units] == streaming.tolist()
+
+
+def test_a_conversation_cut_by_num_requests_ends_with_the_last_turn_sent(tmp_path):
+    path = write_rows(
+        tmp_path / "chat.csv",
+        [
+            {"arrival_time": t, "input_tokens": 100 * (i + 1), "output_tokens": 5, "session_id": 7}
+            for i, t in enumerate([0.0, 1.0, 2.0])
+        ],
+    )
+    config = load_experiment_config(make_config(workload=trace_workload(path, loop=3, num_requests=5)))
+    units = trace_sessions(config.workload, config.workload_seed)
+    reuse = [u.turns[0].output_reuse for u in units]
+    assert reuse == ["any_time", "any_time", "never", "any_time", "never"]
+    assert [u.session_id for u in units] == [0, 0, 0, 1, 1]

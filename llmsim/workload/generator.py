@@ -129,7 +129,9 @@ class WorkloadGenerator:
 
     # ---- internals -----------------------------------------------------------------------------
     def _closed_loop_think_times(self) -> list[float]:
-        if self.config.kind != "closed_loop" or self.config.think_time_dist_config is None:
+        if self.config.kind != "closed_loop":
+            return []  # only closed loops think between sessions (a trace may be a billion requests long)
+        if self.config.think_time_dist_config is None:
             return [0.0] * len(self.sessions)
         dist = parse_distribution(self.config.think_time_dist_config, "workload.think_time_dist_config")
         return [float(x) for x in dist.sample(stream_rng(self.seed, "closed_loop_think"), len(self.sessions))]

@@ -303,14 +303,77 @@ def _dense(codes: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # replay plan: window, time scale, loops, stop rules
 # ------------------------------------------------------------------------------------------------
+#: Requests made at a time while streaming a replay (their times, rows and streaming draws).
+CHUNK = 4096
+#: A replay longer than this (loop copies x rows) cannot be counted by the index types it needs.
+MAX_REPLAY_REQUESTS = 2**62
+
+
 @dataclass(frozen=True)
 class Replay:
-    """Which trace rows are sent, when, and in which loop copy (in send order)."""
+    """Which trace rows are sent, when, and in which loop copy: a rule, not a list.
 
-    rows: np.ndarray
-    times: np.ndarray
-    copy: np.ndarray
+    Request ``i`` (in send order) is row ``rows[i % n]`` of loop copy ``i // n``, sent at
+    ``(local[i % n] + copy * period) * time_scale``; the first ``count`` are sent (``total_duration``
+    and ``num_requests`` cut the copies back to back). Nothing is built for a request until it is
+    asked for, so a replay of a billion loops costs what the run actually sends.
+    """
+
+    rows: np.ndarray  # trace rows of the window, in send order
+    local: np.ndarray  # their times after the window's start, before rescaling
+    period: float  # seconds between loop copies (0 without loops)
     time_scale: float
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def time(self, index: int) -> float:
+        """Send time of request ``index`` (the same arithmetic as :meth:`chunk`, element by element)."""
+        copy, position = divmod(index, len(self.rows))
+        return float((self.local[position] + copy * self.period) * self.time_scale)
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trace rows, loop copies and send times of requests ``start`` to ``stop - 1``."""
+        copies, positions = np.divmod(np.arange(start, stop, dtype=np.int64), len(self.rows))
+        times = (self.local[positions] + copies * self.period) * self.time_scale
+        return self.rows[positions], copies, times
+
+
+class ReplayTimes(Sequence[float]):
+    """Send times of a replay, computed a chunk at a time as the generator reads them in order."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self._start = 0
+        self._times: list[float] = []
+
+    def __len__(self) -> int:
+        return self.replay.count
+
+    def __getitem__(self, index: int) -> float:  # type: ignore[override]  # slices are not needed
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        offset = index - self._start
+        if not 0 <= offset < len(self._times):
+            self._start = index - index % CHUNK
+            self._times = self.replay.chunk(self._start, min(self._start + CHUNK, len(self)))[2].tolist()
+            offset = index - self._start
+        return self._times[offset]
+
+
+def _first_at_or_after(replay: Replay, limit: float, total: int) -> int:
+    """How many of the first ``total`` requests are sent before ``limit`` (send times never decrease)."""
+    low, high = 0, total
+    while low < high:
+        middle = (low + high) // 2
+        if replay.time(middle) < limit:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def plan_replay(trace: Trace, workload: WorkloadConfig, key: str = "workload") -> Replay:
@@ -341,19 +404,29 @@ def plan_replay(trace: Trace, workload: WorkloadConfig, key: str = "workload") -
         if end is None and mean_gap <= 0:
             raise ConfigError(f"{key}.loop", workload.loop, "looping needs end_s or two requests at different times")
         period = (end - start) if end is not None else local[-1] + mean_gap
-    copies = np.repeat(np.arange(workload.loop), len(rows))
-    times = (np.tile(local, workload.loop) + copies * period) * scale
-    all_rows = np.tile(rows, workload.loop)
-    keep = np.ones(len(times), dtype=bool)
+    rows.setflags(write=False)
+    local.setflags(write=False)
+    total = workload.loop * len(rows)
+    replay = Replay(rows, local, period, scale, total)
+    count = total
     if workload.total_duration is not None:
-        keep &= times < workload.total_duration
+        count = _first_at_or_after(replay, workload.total_duration, total)
     if workload.num_requests is not None:
-        keep &= np.cumsum(keep) <= workload.num_requests
-    if not keep.any() and workload.num_requests != 0:  # num_requests=0 asks for no request at all
+        count = min(count, workload.num_requests)
+    if count == 0 and workload.num_requests != 0:  # num_requests=0 asks for no request at all
         raise ConfigError(
-            f"{key}.total_duration", workload.total_duration, f"keeps no request (the first is sent at {times[0]:g} s)"
+            f"{key}.total_duration",
+            workload.total_duration,
+            f"keeps no request (the first is sent at {replay.time(0):g} s)",
         )
-    return Replay(all_rows[keep], times[keep], copies[keep], scale)
+    if count > MAX_REPLAY_REQUESTS:
+        raise ConfigError(
+            f"{key}.loop",
+            workload.loop,
+            f"{workload.loop:,} copies of {len(rows):,} requests are more than {MAX_REPLAY_REQUESTS:.3g}; "
+            "give workload.total_duration or workload.num_requests",
+        )
+    return Replay(rows, local, period, scale, count)
 
 
 def check_trace(workload: WorkloadConfig, key: str = "workload") -> Replay:
@@ -397,71 +470,80 @@ def trace_sessions(workload: WorkloadConfig, seed: int) -> list[Session]:
 
 
 def trace_stream(workload: WorkloadConfig, seed: int) -> SessionStream:
-    """:func:`trace_sessions`, made as the replay reaches them (the trace itself is read up front)."""
+    """:func:`trace_sessions`, made as the replay reaches them (the trace itself is read up front).
+
+    Memory and time follow the requests sent: loop copies are made a chunk at a time, so a run
+    that stops (``simulation.max_simulation_time``) never builds the copies after it.
+    """
     from llmsim.workload.sessions import SessionStream
 
     trace = load_trace(workload.path or "", "workload.path", workload.time_unit)
     replay = plan_replay(trace, workload)
     if trace.skipped:
         log.warning("trace %s: skipped %d rows with zero input or output tokens", trace.path.name, trace.skipped)
-    profile = workload.client_profiles[0]
-    streaming = stream_rng(seed, "trace_streaming").random(len(replay.rows)) < profile.streaming_response_probability
-    last_turn: dict[tuple[int, int], int] = {}  # (copy, session) -> id of its last request
-    for rid, (row, copy) in enumerate(zip(replay.rows.tolist(), replay.copy.tolist(), strict=True)):
-        if trace.session[row] >= 0:
-            last_turn[(copy, int(trace.session[row]))] = rid
-    times = replay.times.tolist()
-    return SessionStream(times, _replay_units(trace, replay, times, workload, streaming, last_turn))
+    return SessionStream(ReplayTimes(replay), _replay_units(trace, replay, workload, seed))
 
 
-def _replay_units(
-    trace: Trace,
-    replay: Replay,
-    times: list[float],
-    workload: WorkloadConfig,
-    streaming: np.ndarray,
-    last_turn: dict[tuple[int, int], int],
-) -> Iterator[Session]:
+def _next_turn_positions(codes: np.ndarray) -> np.ndarray:
+    """For each position of a loop copy, the next position in the same session (-1: none, or no session)."""
+    order = np.argsort(codes, kind="stable")  # positions grouped by session, in send order within each
+    ordered = codes[order]
+    following = np.full(len(codes), -1, dtype=np.int64)
+    same = (ordered[1:] == ordered[:-1]) & (ordered[1:] >= 0)
+    following[order[:-1][same]] = order[1:][same]
+    return following
+
+
+def _replay_units(trace: Trace, replay: Replay, workload: WorkloadConfig, seed: int) -> Iterator[Session]:
     from llmsim.workload.sessions import Session
 
     profile = workload.client_profiles[0]
     group_lengths = group_prefix_lengths(trace)
+    width = len(replay.rows)
+    next_turn = _next_turn_positions(trace.session[replay.rows])
+    streaming_draws = stream_rng(seed, "trace_streaming")  # drawn a chunk at a time: the same sequence
     history: dict[tuple[int, int], tuple[tuple[Segment, ...], int, int]] = {}  # (copy, session) -> segments, turn, id
     next_session = 0
-    plan = zip(replay.rows.tolist(), times, replay.copy.tolist(), strict=True)
-    for rid, (row, time, copy) in enumerate(plan):
-        prompt = int(trace.input_tokens[row])
-        code = int(trace.session[row])
-        previous = history.get((copy, code)) if code >= 0 else None
-        if previous is not None:
-            context, turn, session_id = _take(previous[0], prompt), previous[1] + 1, previous[2]
-        else:
-            context, turn, session_id = (), 0, next_session
-            next_session += 1
-            group = int(trace.prefix_group[row])
-            if group >= 0:
-                shared = int(trace.prefix_tokens[row]) if trace.prefix_tokens[row] >= 0 else int(group_lengths[group])
-                context = _take(((shared_prompt_segment(group), shared),), prompt)
-        own = prompt - sum(n for _, n in context)
-        segments = (*context, (2 * rid + 1, own)) if own > 0 else context
-        last = code < 0 or last_turn[(copy, code)] == rid
-        spec = RequestSpec(
-            request_id=rid,
-            session_id=session_id,
-            turn=turn,
-            profile=profile.profile_name,
-            prompt_tokens=prompt,
-            max_output_tokens=int(trace.output_tokens[row]),
-            streaming=bool(streaming[rid]),
-            prompt_segments=segments,
-            output_segment=2 * rid + 2,
-            stream_chunk_tokens=workload.stream_chunk_tokens,
-            output_reuse="never" if last else "any_time",
-            private_prompt=not context,
-        )
-        if code >= 0:
-            if last:  # the conversation is over: nothing reads its history again
-                history.pop((copy, code), None)
+    for first in range(0, replay.count, CHUNK):
+        stop = min(first + CHUNK, replay.count)
+        rows, copies, times = replay.chunk(first, stop)
+        streaming = streaming_draws.random(stop - first) < profile.streaming_response_probability
+        plan = zip(rows.tolist(), times.tolist(), copies.tolist(), streaming.tolist(), strict=True)
+        for rid, (row, time, copy, streamed) in enumerate(plan, start=first):
+            prompt = int(trace.input_tokens[row])
+            code = int(trace.session[row])
+            previous = history.get((copy, code)) if code >= 0 else None
+            if previous is not None:
+                context, turn, session_id = _take(previous[0], prompt), previous[1] + 1, previous[2]
             else:
-                history[(copy, code)] = (spec.token_segments, turn, session_id)
-        yield Session(session_id, time, (spec,))
+                context, turn, session_id = (), 0, next_session
+                next_session += 1
+                group = int(trace.prefix_group[row])
+                if group >= 0:
+                    given = int(trace.prefix_tokens[row])
+                    shared = given if given >= 0 else int(group_lengths[group])
+                    context = _take(((shared_prompt_segment(group), shared),), prompt)
+            own = prompt - sum(n for _, n in context)
+            segments = (*context, (2 * rid + 1, own)) if own > 0 else context
+            following = int(next_turn[rid - copy * width])
+            last = following < 0 or copy * width + following >= replay.count  # no later turn is sent
+            spec = RequestSpec(
+                request_id=rid,
+                session_id=session_id,
+                turn=turn,
+                profile=profile.profile_name,
+                prompt_tokens=prompt,
+                max_output_tokens=int(trace.output_tokens[row]),
+                streaming=bool(streamed),
+                prompt_segments=segments,
+                output_segment=2 * rid + 2,
+                stream_chunk_tokens=workload.stream_chunk_tokens,
+                output_reuse="never" if last else "any_time",
+                private_prompt=not context,
+            )
+            if code >= 0:
+                if last:  # the conversation is over: nothing reads its history again
+                    history.pop((copy, code), None)
+                else:
+                    history[(copy, code)] = (spec.token_segments, turn, session_id)
+            yield Session(session_id, time, (spec,))
