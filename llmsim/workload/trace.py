@@ -10,17 +10,21 @@ regard to case, spaces or underscores, so these layouts are read as they are pub
   ``GeneratedTokens``;
 * BurstGPT: ``Timestamp`` (seconds), ``Request tokens``, ``Response tokens`` (other columns ignored).
 
-Numeric times are in ``workload.time_unit`` (seconds by default); date-times are converted to
-seconds. Times are taken relative to the first row and must not decrease. Rows with zero input or
-output tokens (failed requests in published traces) are skipped; negative or fractional lengths,
-missing values and unsorted times are errors that name the file and the line (or Parquet row).
+Numeric times are in ``workload.time_unit`` (seconds by default); date-times (text, ``datetime64``
+of any resolution, with or without a timezone, offsets that differ between rows) and durations are
+converted to seconds exactly, the same from every format. Times are taken relative to the first row
+and must not decrease. Rows with zero input or output tokens (failed requests in published traces)
+are skipped; negative, fractional or boolean lengths, counts past :data:`MAX_TOKENS`, float ids too
+large to be exact, missing values and unsorted times are errors that name the file, the line (or
+Parquet row) and the column.
 
 Token content: rows of one session are the turns of a conversation, so every turn's prompt starts
 with the previous turn's prompt and answer (as much of it as the turn's input length holds); the
 first turn of a session with a prefix group starts with that group's shared system prompt, whose
 length is the row's ``prefix_tokens`` or, without that column, the shortest prompt of the group.
 Prefix caches see exactly this sharing. Replay options: a time window (``start_s``, ``end_s``),
-rescaling to a mean rate (``rate``) or by a factor (``time_scale``), and ``loop`` repetitions.
+rescaling to a mean rate (``rate``) or by a factor (``time_scale``), and ``loop`` repetitions,
+made as the replay reaches them (a :class:`Replay` is a rule, not a list of requests).
 """
 
 from __future__ import annotations
@@ -227,7 +231,12 @@ def _parse_datetimes(table: Table, raw: pd.Series, key: str) -> pd.Series:
                 f"{table.where(i)}: arrival time {raw.iloc[i]!r} has no UTC offset while {table.where(j)}'s "
                 f"{raw.iloc[j]!r} has one; give every row an offset (or none)",
             ) from None
-        parsed = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True)
+        try:
+            parsed = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True)
+        except ValueError as exc:  # pragma: no cover - pandas coerces what it cannot parse
+            raise ConfigError(
+                key, path, "arrival times cannot be read as date-times: " + " ".join(str(exc).split())
+            ) from None
     bad = (parsed.isna() & raw.notna()).to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
