@@ -126,6 +126,7 @@ def replay(
         assert pool.num_free == ref_free(ref)
         assert pool.num_used == num_blocks - ref_free(ref)
         assert {content: to_ref[label] for content, label in pool.cached.items()} == ref.cached
+        assert queue_contents(pool) == [ref.block_hash[block] for block in ref.free_queue]
         for holder in holders:
             for label, ref_label in holder:
                 assert pool.ref_counts[label] == ref.ref_counts[ref_label]
@@ -133,15 +134,23 @@ def replay(
             check(pool)
 
 
+def queue_contents(pool: BlockPool) -> list[int | None]:
+    """The pool's free queue front first, one entry per block: its cached content, or None."""
+    contents: list[int | None] = []
+    for key, length in pool.free_queue.items():
+        contents.extend([pool.block_hash[key]] if length is None else [None] * length)
+    return contents
+
+
 def ref_free(ref: ReferencePool) -> int:
     return len(ref.free_queue)
 
 
-OPS = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(0, 50)), max_size=120)
+OPS = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 50), st.integers(0, 50)), max_size=200)
 
 
-@settings(max_examples=150, deadline=None)
-@given(num_blocks=st.integers(1, 24), ops=OPS)
+@settings(max_examples=200, deadline=None)
+@given(num_blocks=st.integers(1, 16), ops=OPS)
 def test_pool_evicts_cached_contents_in_the_order_of_a_queue_of_single_blocks(num_blocks, ops):
     replay(num_blocks, ops)
 
