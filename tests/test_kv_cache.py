@@ -95,25 +95,49 @@ def test_pool_refuses_to_allocate_more_blocks_than_are_free():
     assert_no_leak(pool)
 
 
-def test_freed_blocks_are_reused_tail_first():
-    pool = BlockPool(3)
-    blocks = pool.allocate(3)
-    assert blocks == [0, 1, 2]
-    pool.release(blocks)
-    # release walks the list backwards, so the tail block is the least recently freed
-    assert pool.allocate(3) == [2, 1, 0]
-    pool.release([2, 1, 0])
+def test_cached_contents_are_evicted_least_recently_freed_first_tail_first():
+    pool = BlockPool(4)
+    a = pool.allocate(2)
+    b = pool.allocate(2)
+    for block, content in zip(a + b, (10, 11, 20, 21), strict=True):
+        pool.register(block, content)
+    pool.release(b)  # freed first: 21, then 20 (a request frees its tail first)
+    pool.release(a)  # freed later: 11, then 10
+    evicted = []
+    for _ in range(4):
+        before = set(pool.cached)
+        pool.allocate(1)
+        evicted.extend(before - set(pool.cached))
+    assert evicted == [21, 20, 11, 10]
+    pool.release(list(range(4)))
     assert_no_leak(pool)
 
 
-def test_freed_blocks_are_reused_least_recently_freed_first():
+def test_never_used_blocks_are_taken_before_cached_ones():
     pool = BlockPool(4)
-    a = pool.allocate(2)  # [0, 1]
-    b = pool.allocate(2)  # [2, 3]
-    pool.release(b)  # freed first: 3, then 2
-    pool.release(a)  # freed later: 1, then 0
-    assert pool.allocate(4) == [3, 2, 1, 0]
-    pool.release([3, 2, 1, 0])
+    (block,) = pool.allocate(1)
+    pool.register(block, 7)
+    pool.release([block])
+    taken = pool.allocate(3)
+    assert block not in taken
+    assert pool.cached == {7: block}
+    assert pool.allocate(1) == [block]
+    assert pool.cached == {}
+    pool.release([*taken, block])
+    assert_no_leak(pool)
+
+
+def test_freed_blocks_without_content_ahead_of_a_cached_one_are_taken_first():
+    pool = BlockPool(3)
+    blocks = pool.allocate(3)
+    pool.register(blocks[0], 1)
+    pool.release(blocks)  # queue: blocks[2], blocks[1] (no content), then blocks[0] (content 1)
+    first = pool.allocate(2)
+    assert sorted(first) == sorted(blocks[1:])
+    assert pool.cached == {1: blocks[0]}
+    assert pool.allocate(1) == [blocks[0]]
+    assert pool.cached == {}
+    pool.release([*first, blocks[0]])
     assert_no_leak(pool)
 
 

@@ -11,7 +11,7 @@ leading blocks survive longest).
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import islice
 from typing import ClassVar
@@ -24,27 +24,46 @@ _ID_MASK = (1 << 60) - 1
 
 
 class BlockPool:
-    """Fixed set of KV blocks with reference counts, an LRU free queue and a hash -> block map."""
+    """A fixed number of KV blocks with reference counts, an LRU free queue and a hash -> block map.
+
+    The free queue is vLLM's: never-used blocks first, then freed blocks in the order they were
+    freed; allocation takes from its front, evicting the cached content of the blocks it takes, and
+    a prefix hit takes a cached block out of the middle. Only blocks that hold cached content are
+    told apart in it: a run of free blocks without content is stored as its length, and its blocks
+    get labels (the ints in ``Request.blocks``) when they are allocated, from labels that came back
+    without content or from new ones. Contents are evicted in exactly the order of a queue of
+    individual blocks, and memory follows the blocks that are held or hold cached content, not
+    ``num_blocks`` (a pool of 10^9 blocks costs nothing until it is used).
+    """
 
     def __init__(self, num_blocks: int, enable_caching: bool = True) -> None:
         if num_blocks < 1:
             raise ValueError("a block pool needs at least one block")
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
-        self.ref_counts = [0] * num_blocks
-        self.block_hash: list[int | None] = [None] * num_blocks
-        self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+        #: reference count and content hash by label (labels 0.. are made as they are first needed)
+        self.ref_counts: list[int] = []
+        self.block_hash: list[int | None] = []
+        #: the free queue, front first: a cached block by its label (-> None), or a run of blocks
+        #: without content by a negative key (-> its length); it starts as one run of every block
+        self.free_queue: OrderedDict[int, int | None] = OrderedDict({-1: num_blocks})
+        #: content hash -> the block that holds it
         self.cached: dict[int, int] = {}
+        self._num_free = num_blocks
+        self._spare: list[int] = []  # labels of free blocks without content (reused last in, first out)
+        self._runs = 1  # run entries in the free queue
+        self._tail_run: int | None = -1  # key of the run at the queue's end, if it ends with one
+        self._next_run_key = -2
 
     @property
     def num_free(self) -> int:
         """Blocks not referenced by any request (cached ones included: they can be evicted)."""
-        return len(self.free_queue)
+        return self._num_free
 
     @property
     def num_used(self) -> int:
         """Blocks referenced by at least one request."""
-        return self.num_blocks - len(self.free_queue)
+        return self.num_blocks - self._num_free
 
     def longest_cached_prefix(self, hashes: Sequence[int], limit: int | None = None) -> list[int]:
         """Blocks holding the longest run of ``hashes`` (the first ``limit`` of them) that is still cached."""
@@ -61,38 +80,118 @@ class BlockPool:
 
     def touch(self, blocks: Sequence[int]) -> None:
         """Take a reference on blocks found in the cache (removing free ones from the free queue)."""
+        ref_counts, free_queue = self.ref_counts, self.free_queue
         for block in blocks:
-            if self.ref_counts[block] == 0:
-                del self.free_queue[block]
-            self.ref_counts[block] += 1
+            if ref_counts[block] == 0:
+                del free_queue[block]  # a cached block: it has its own entry
+                self._num_free -= 1
+                if self._tail_run is None and free_queue and next(reversed(free_queue)) < 0:
+                    self._tail_run = next(reversed(free_queue))  # it was the last entry: a run ends the queue now
+            ref_counts[block] += 1
+        if 2 * self._runs > len(free_queue) + 16:
+            self._merge_adjacent_runs()
+
+    def _merge_adjacent_runs(self) -> None:
+        """Join runs that touched blocks left side by side (bounds runs by the cached free blocks + 1)."""
+        merged: OrderedDict[int, int | None] = OrderedDict()
+        last: int | None = None
+        for key, length in self.free_queue.items():
+            if length is None:
+                merged[key] = None
+                last = None
+            elif last is None:
+                merged[key] = length
+                last = key
+            else:
+                merged[last] += length  # type: ignore[operator]
+        self.free_queue = merged
+        self._runs = sum(1 for key in merged if key < 0)
+        self._tail_run = last
 
     def allocate(self, count: int) -> list[int]:
         """Take ``count`` blocks from the front of the free queue, evicting their cached content."""
-        if count > len(self.free_queue):
-            raise RuntimeError(f"asked for {count} blocks with {len(self.free_queue)} free")
-        free_queue = self.free_queue
-        blocks = list(islice(free_queue, count))  # the front of the queue, oldest first
-        deque(map(free_queue.pop, blocks), maxlen=0)  # taken out in C, without a Python-level loop
-        block_hash, ref_counts, cached = self.block_hash, self.ref_counts, self.cached
-        for block in blocks:
-            old = block_hash[block]
-            if old is not None:
-                if cached.get(old) == block:
-                    del cached[old]
-                block_hash[block] = None
-            ref_counts[block] = 1
+        if count > self._num_free:
+            raise RuntimeError(f"asked for {count} blocks with {self._num_free} free")
+        self._num_free -= count
+        free_queue, ref_counts, block_hash, cached = self.free_queue, self.ref_counts, self.block_hash, self.cached
+        blocks: list[int] = []
+        need = count
+        while need:
+            key = next(iter(free_queue))
+            length = free_queue[key]
+            if length is None:  # a block holding cached content: evict it
+                del free_queue[key]
+                old = block_hash[key]
+                if cached.get(old) == key:  # type: ignore[arg-type]
+                    del cached[old]  # type: ignore[arg-type]
+                block_hash[key] = None
+                ref_counts[key] = 1
+                blocks.append(key)
+                need -= 1
+                continue
+            take = min(length, need)
+            if take == length:
+                del free_queue[key]
+                self._runs -= 1
+                if key == self._tail_run:
+                    self._tail_run = None
+            else:
+                free_queue[key] = length - take
+            need -= take
+            blocks.extend(self._labels(take))
         return blocks
+
+    def _labels(self, count: int) -> list[int]:
+        """Labels for ``count`` blocks without content, each with a reference count of 1."""
+        spare, ref_counts = self._spare, self.ref_counts
+        reused = min(count, len(spare))
+        labels = spare[len(spare) - reused :]
+        del spare[len(spare) - reused :]
+        for label in labels:
+            ref_counts[label] = 1
+        new = count - reused
+        if new:
+            start = len(ref_counts)
+            labels.extend(range(start, start + new))
+            ref_counts.extend([1] * new)
+            self.block_hash.extend([None] * new)
+        return labels
 
     def release(self, blocks: Sequence[int]) -> None:
         """Drop one reference on each block, tail first; unreferenced blocks join the free queue."""
-        ref_counts, free_queue = self.ref_counts, self.free_queue
+        ref_counts, block_hash, free_queue, spare = self.ref_counts, self.block_hash, self.free_queue, self._spare
+        plain = 0  # blocks without content freed since the last cached one (they join the tail run)
+        freed = 0
         for block in reversed(blocks):
             count = ref_counts[block] - 1
             ref_counts[block] = count
             if count == 0:
-                free_queue[block] = None
+                freed += 1
+                if block_hash[block] is None:
+                    spare.append(block)
+                    plain += 1
+                else:
+                    if plain:
+                        self._append_run(plain)
+                        plain = 0
+                    free_queue[block] = None
+                    self._tail_run = None
             elif count < 0:  # pragma: no cover - a scheduler bug
                 raise RuntimeError(f"block {block} released more often than taken")
+        if plain:
+            self._append_run(plain)
+        self._num_free += freed
+
+    def _append_run(self, length: int) -> None:
+        """``length`` free blocks without content join the end of the queue."""
+        tail = self._tail_run
+        if tail is None:
+            tail = self._tail_run = self._next_run_key
+            self._next_run_key -= 1
+            self.free_queue[tail] = length
+            self._runs += 1
+        else:
+            self.free_queue[tail] += length  # type: ignore[operator]
 
     def register(self, block: int, block_hash: int) -> None:
         """Make a full block findable by its content hash (the first copy wins)."""
