@@ -38,7 +38,7 @@ from llmsim.distributions import Distribution, parse_distribution
 from llmsim.errors import ConfigError
 from llmsim.hardware.spec import HardwareConfig
 from llmsim.models import DTYPE_BYTES, Dtype, ModelProfile
-from llmsim.schema import Schema
+from llmsim.schema import MixedTypeError, Schema
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
@@ -113,6 +113,9 @@ def validate_schema(schema: type[SchemaT], data: Any, key: str) -> SchemaT:
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         value = error.get("input")
+        inner = (error.get("ctx") or {}).get("error")
+        if isinstance(inner, MixedTypeError):  # a boolean inside a list or mapping: name its entry
+            loc, value, message = (*loc, *inner.path), inner.value, inner.allowed
         if isinstance(value, Mapping) and error["type"] == "missing":
             value = None
         raise ConfigError(_join_key(key, loc), value, message) from None
@@ -577,6 +580,18 @@ HYDRA_KEYS = {
 }
 
 
+#: Top-level switches of a Hydra run that are not part of the experiment, and their type.
+RUN_CONTROL_TYPES: dict[str, type] = {"resume": bool}
+
+
+def check_run_control(data: Mapping[str, Any]) -> None:
+    """Top-level run switches (``resume``) have their own type: ``resume=0.5`` or ``resume=1`` is an error."""
+    for name, kind in RUN_CONTROL_TYPES.items():
+        value = data.get(name)
+        if name in data and not isinstance(value, kind):
+            raise ConfigError(name, value, "true or false" if kind is bool else f"a {kind.__name__}")
+
+
 def is_seed_layout(data: Mapping[str, Any]) -> bool:
     """Whether a plain dict uses the seed's section names."""
     return "frameworks_to_test" in data or "hardware_profile" in data
@@ -824,6 +839,7 @@ def _hydra_framework_entry(framework: dict[str, Any], key: str, model_id: str, l
 def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a composed Hydra config (already converted to plain containers)."""
     data = dict(data)
+    check_run_control(data)
     unknown = sorted(set(data) - HYDRA_KEYS)
     if unknown:
         raise unknown_key_error(unknown[0], data[unknown[0]], sorted(HYDRA_KEYS), "known top-level keys")
