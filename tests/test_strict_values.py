@@ -15,8 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO
 from test_robust_config import LEAVES, base_config, key_of, user_error, with_value
+
+from llmsim import ExperimentOrchestrator
+from llmsim.errors import ConfigError
 
 NUMBER_LEAVES = [leaf for leaf in LEAVES if isinstance(leaf[2], (int, float)) and not isinstance(leaf[2], bool)]
 BOOL_LEAVES = [leaf for leaf in LEAVES if isinstance(leaf[2], bool)]
@@ -54,6 +58,15 @@ def test_true_inside_a_list_of_numbers_is_refused_and_real_numbers_still_pass():
     assert user_error(config) is None
 
 
+def test_a_hardware_profile_without_network_links_is_refused_before_the_run_in_either_layout():
+    seed = yaml.safe_load((REPO / "conf" / "experiment" / "seed_example.yaml").read_text())
+    seed["hardware_profile"]["network_links"] = []
+    with pytest.raises(ConfigError, match=r"hardware_profile\.network_links=\[\] is not valid: at least one link"):
+        ExperimentOrchestrator(seed, output_dir=None).setup_simulation()
+    error = user_error(with_value(base_config(), ("hardware", "network_links"), []))
+    assert error is not None and str(error).startswith("hardware.network_links=[] is not valid")
+
+
 def llmsim_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llmsim", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
@@ -67,6 +80,7 @@ CASES = {
     "resume-one": (["resume=1"], "resume=1 is not valid: true or false"),
     "percentile-true": (["metrics.percentiles_to_calculate=[50,true]"], "metrics.percentiles_to_calculate[1]=True"),
     "prefix-caching-one": (["framework.enable_prefix_caching=1"], "framework.enable_prefix_caching=1"),
+    "no-client-link": (["hardware.network_links=[]"], "hardware.network_links=[] is not valid: at least one link"),
 }
 
 
