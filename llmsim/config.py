@@ -236,6 +236,45 @@ def check_distribution_types(spec: Any, key: str) -> None:
             check_distribution_types(component, f"{key}.components[{index}]")
 
 
+#: Keys of a client profile whose distributions draw token counts (every one is at least 1 token).
+TOKEN_LENGTH_KEYS = (
+    "prompt_tokens_dist_config",
+    "max_output_tokens_dist_config",
+    "followup_prompt_tokens_dist_config",
+    "shared_prefix_tokens_dist_config",
+)
+LENGTH_RULE = "a token count is at least 1 (a prompt, an output or a shared prefix has 1 token or more)"
+
+
+def check_token_lengths(spec: Any, key: str) -> None:
+    """A token-length distribution may not state a bound below 1 token (``min: -1000``, ``low: 0``, ...).
+
+    Families whose support reaches below 1 on their own (Exponential, Gamma, Poisson, Normal) are
+    accepted: their rare draws below 1 are raised to 1 token, and :func:`context_warnings` says so
+    when that happens often. A bound the user wrote below 1 is refused, since the lengths it asks
+    for cannot be sent.
+    """
+    if not isinstance(spec, Mapping):
+        return
+    low = spec.get("min")
+    if low is not None and _is_number(low) and low < 1:
+        raise ConfigError(f"{key}.min", low, f"a number >= 1: {LENGTH_RULE}")
+    kind = spec.get("type")
+    stated = {"Constant": "value", "Uniform": "low"}.get(str(kind))
+    if stated is not None and low is None and _is_number(spec.get(stated)) and spec[stated] < 1:
+        raise ConfigError(f"{key}.{stated}", spec[stated], f"a number >= 1: {LENGTH_RULE}")
+    if kind == "Empirical" and low is None:
+        dist = parse_dist(spec, key)
+        if dist.least() < 1:
+            where = "path" if "path" in spec else "values"
+            raise ConfigError(f"{key}.{where}", spec.get(where), f"values >= 1 (found {dist.least():g}): {LENGTH_RULE}")
+    components = spec.get("components")
+    if kind == "Mixture" and isinstance(components, (list, tuple)):
+        for index, component in enumerate(components):
+            if isinstance(component, Mapping):
+                check_token_lengths({k: v for k, v in component.items() if k != "weight"}, f"{key}.components[{index}]")
+
+
 def parse_dist(spec: Any, key: str) -> Distribution:
     """:func:`~llmsim.distributions.parse_distribution` after :func:`check_distribution_types`."""
     check_distribution_types(spec, key)
@@ -528,6 +567,11 @@ class ExperimentConfig(Schema):
         for i, profile in enumerate(self.workload.client_profiles):
             key = f"workload.client_profiles[{i}]"
             iat = profile.inter_arrival_time_dist_config
+            for name in TOKEN_LENGTH_KEYS:
+                spec = getattr(profile, name)
+                if spec is not None:
+                    parse_dist(spec, f"{key}.{name}")  # the spec's own mistakes first
+                    check_token_lengths(spec, f"{key}.{name}")
             parsed.append(
                 {
                     "inter_arrival": parse_dist(iat, f"{key}.inter_arrival_time_dist_config") if iat else None,
@@ -728,15 +772,41 @@ def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
             )
 
 
+def length_warnings(config: ExperimentConfig, draws: int = 2000) -> list[str]:
+    """One line per token-length distribution that often draws below 1 token (such draws are sent as 1)."""
+    from llmsim.rng import stream_rng
+
+    lines = []
+    for index, dists in enumerate(config.distributions()):
+        for name, label in (
+            ("prompt", "prompt_tokens"),
+            ("output", "max_output_tokens"),
+            ("shared_prefix", "shared_prefix_tokens"),
+            ("followup_prompt", "followup_prompt_tokens"),
+        ):
+            dist = dists.get(name)
+            if dist is None or dist.least() >= 1:
+                continue
+            share = float(np.mean(dist.sample(stream_rng(0, "length_check"), draws) < 1))
+            if share >= 0.01:
+                lines.append(
+                    f"about {share:.0%} of the draws of workload.client_profiles[{index}].{label}_dist_config are "
+                    "below 1 token; they are sent as 1 token (set min: 1 or choose a distribution that stays above 1)"
+                )
+    return lines
+
+
 def context_warnings(config: ExperimentConfig, draws: int = 2000) -> list[str]:
     """One line per client profile whose first-turn prompts often do not fit a framework's context.
+
+    Also the lines of :func:`length_warnings` (token lengths often drawn below 1).
 
     Such requests are refused (as vLLM refuses a prompt longer than ``max_model_len``), which a run
     reports as rejections; workloads such as ``rag`` and ``agentic`` need a long-context model.
     """
     from llmsim.rng import stream_rng
 
-    lines = []
+    lines = length_warnings(config, draws)
     models = config.models
     for index, entry in enumerate(config.frameworks_to_test):
         knobs = config.framework_config(index)

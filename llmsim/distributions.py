@@ -30,7 +30,8 @@ deviation of the underlying normal (the value's logarithm) instead.
 
 ``Normal`` and ``LogNormal`` are clipped at 0 (at 1 when ``is_int``) unless ``min`` says otherwise,
 since lengths and intervals are never negative. :meth:`Distribution.mean` is the mean before
-``min``/``max`` clipping and rounding. Each distribution draws with a caller-supplied
+``min``/``max`` clipping and rounding; :meth:`Distribution.least` is the smallest value a sample
+can take (token-length keys refuse a stated bound below 1, see :func:`llmsim.config.check_token_lengths`). Each distribution draws with a caller-supplied
 ``numpy.random.Generator`` so that every stream is seeded on its own (see :mod:`llmsim.rng`).
 A bad spec raises a one-line :class:`~llmsim.errors.ConfigError` naming the key path.
 """
@@ -90,6 +91,19 @@ class Distribution(ABC):
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Unclipped, unrounded samples."""
 
+    def least(self) -> float:
+        """The smallest value :meth:`sample` can return (after ``min`` clipping and rounding; may be -inf)."""
+        low = self._support_low()
+        if self.low_clip is not None:
+            low = max(low, self.low_clip)
+        if self.high_clip is not None:
+            low = min(low, self.high_clip)
+        return float(np.rint(low)) if self.is_int and math.isfinite(low) else low
+
+    def _support_low(self) -> float:
+        """The infimum of the unclipped distribution's support."""
+        return 0.0
+
     @abstractmethod
     def mean(self) -> float:
         """The mean before clipping and rounding (used to rescale arrival processes)."""
@@ -108,6 +122,9 @@ class Constant(Distribution):
 
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return np.full(size, self.value, dtype=np.float64)
+
+    def _support_low(self) -> float:
+        return self.value
 
     def mean(self) -> float:
         return self.value
@@ -129,6 +146,9 @@ class Uniform(Distribution):
             return rng.integers(math.ceil(self.low), math.floor(self.high) + 1, size).astype(np.float64)
         return rng.uniform(self.low, self.high, size)
 
+    def _support_low(self) -> float:
+        return float(math.ceil(self.low)) if self.is_int else self.low
+
     def mean(self) -> float:
         return (self.low + self.high) / 2.0
 
@@ -146,6 +166,9 @@ class Normal(Distribution):
 
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return rng.normal(self.mu, self.sigma, size)
+
+    def _support_low(self) -> float:
+        return -math.inf if self.sigma > 0 else self.mu
 
     def mean(self) -> float:
         return self.mu
@@ -245,6 +268,9 @@ class Zipf(Distribution):
         index = np.searchsorted(self._cdf, rng.random(size) * self._cdf[-1], side="right")
         return np.minimum(index, self.n - 1).astype(np.float64) + 1.0
 
+    def _support_low(self) -> float:
+        return 1.0
+
     def mean(self) -> float:
         return float(np.dot(self._pmf, np.arange(1, self.n + 1, dtype=np.float64)))
 
@@ -272,6 +298,10 @@ class Empirical(Distribution):
         cdf = np.cumsum(probs)
         index = np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right")
         return values[np.minimum(index, len(values) - 1)]
+
+    def _support_low(self) -> float:
+        values, probs = self._arrays
+        return float(values[probs > 0].min())
 
     def mean(self) -> float:
         values, probs = self._arrays
@@ -302,6 +332,9 @@ class Mixture(Distribution):
             mask = chosen == index
             values[mask] = component.sample(rng, int(mask.sum()))
         return values
+
+    def _support_low(self) -> float:
+        return min(c.least() for c, p in zip(self.components, self._probs, strict=True) if p > 0)
 
     def mean(self) -> float:
         return float(sum(p * c.mean() for p, c in zip(self._probs, self.components, strict=True)))

@@ -67,6 +67,50 @@ def test_a_hardware_profile_without_network_links_is_refused_before_the_run_in_e
     assert error is not None and str(error).startswith("hardware.network_links=[] is not valid")
 
 
+LENGTH_SPECS = {
+    "min": ({"type": "Normal", "mean": 50, "sigma": 10, "min": -1000}, "min=-1000"),
+    "min-zero": ({"type": "LogNormal", "mean": 50, "sigma": 10, "min": 0, "is_int": True}, "min=0"),
+    "constant": ({"type": "Constant", "value": 0}, "value=0"),
+    "uniform": ({"type": "Uniform", "low": 0, "high": 9, "is_int": True}, "low=0"),
+    "empirical": ({"type": "Empirical", "values": [0, 5, 9]}, "values=[0, 5, 9]"),
+    "mixture": (
+        {
+            "type": "Mixture",
+            "components": [{"type": "Constant", "value": 4}, {"type": "Uniform", "low": 0.2, "high": 3}],
+        },
+        "components[1].low=0.2",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ["prompt", "max_output", "followup_prompt", "shared_prefix"])
+@pytest.mark.parametrize("case", list(LENGTH_SPECS))
+def test_a_token_length_distribution_with_a_bound_below_one_token_is_refused_naming_it(name, case):
+    spec, shown = LENGTH_SPECS[case]
+    config = base_config()
+    profile = config["workload"]["client_profiles"][0]
+    profile[f"{name}_tokens_dist_config"] = spec
+    if name == "shared_prefix":
+        profile["shared_prefix_groups"] = 2
+    error = user_error(config)
+    key = f"workload.client_profiles[0].{name}_tokens_dist_config.{shown}"
+    assert error is not None and str(error).startswith(f"{key} is not valid:"), error
+    assert "at least 1" in str(error)
+
+
+def test_a_length_distribution_that_often_draws_below_one_token_is_accepted_with_a_warning():
+    from llmsim.config import context_warnings, load_experiment_config
+
+    config = base_config()
+    profile = config["workload"]["client_profiles"][0]
+    profile["max_output_tokens_dist_config"] = {"type": "Poisson", "mean": 1.0}
+    assert user_error(config) is None
+    lines = context_warnings(load_experiment_config(config))
+    assert any("max_output_tokens_dist_config are below 1 token; they are sent as 1" in line for line in lines)
+    profile["max_output_tokens_dist_config"] = {"type": "Poisson", "mean": 1.0, "min": 1}
+    assert not [line for line in context_warnings(load_experiment_config(config)) if "below 1 token" in line]
+
+
 def llmsim_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llmsim", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
@@ -81,6 +125,13 @@ CASES = {
     "percentile-true": (["metrics.percentiles_to_calculate=[50,true]"], "metrics.percentiles_to_calculate[1]=True"),
     "prefix-caching-one": (["framework.enable_prefix_caching=1"], "framework.enable_prefix_caching=1"),
     "no-client-link": (["hardware.network_links=[]"], "hardware.network_links=[] is not valid: at least one link"),
+    "prompt-min-below-one": (
+        [
+            "workload.client_profiles=[{prompt_tokens_dist_config: {type: Normal, mean: 5, sigma: 100, is_int: true, "
+            "min: -1000}, inter_arrival_time_dist_config: {type: Exponential, rate: 1}}]"
+        ],
+        "workload.client_profiles[0].prompt_tokens_dist_config.min=-1000 is not valid: a number >= 1",
+    ),
 }
 
 
