@@ -49,6 +49,8 @@ MAX_GPU_MEMORY_GIB = 16384.0
 MAX_LAYERS = 10_000
 MAX_KV_BLOCKS = 2**23  # num_gpu_blocks_override (blocks, or tokens for SGLang and static)
 MAX_SESSIONS = 10_000_000  # sessions one run may send
+MAX_REQUESTS = 10_000_000  # requests (all turns of all sessions) one run may send
+MAX_PREFIX_GROUPS = 1_000_000  # shared system prompts of one client profile
 
 
 # ------------------------------------------------------------------------------------------------
@@ -749,6 +751,90 @@ def _check_workload_size(config: ExperimentConfig) -> None:
         )
 
 
+def mean_turns(profile: ClientProfile, turns: Distribution | None) -> float:
+    """Expected requests per session of a profile: its first turn and the follow-ups (capped as drawn)."""
+    cap = profile.max_conversation_turns
+    if turns is not None:
+        return min(max(turns.mean(), 1.0), float(cap))
+    p = profile.conversational_probability
+    if p >= 1.0:
+        return float(cap)
+    # E[min(geometric turns, cap)] = 1 + p + ... + p^(cap - 1)
+    return (1.0 - p**cap) / (1.0 - p) if p > 0 else 1.0
+
+
+def _profile_shares(config: ExperimentConfig) -> list[float]:
+    """The share of a workload's sessions each client profile sends."""
+    workload = config.workload
+    profiles = workload.client_profiles
+    if workload.kind == "open_loop" and workload.rate is None and workload.rate_schedule is None:
+        rates = []
+        for dists in config.distributions():
+            gap = dists["inter_arrival"].mean() if dists["inter_arrival"] is not None else math.inf
+            rates.append(1.0 / gap if 0 < gap < math.inf else 0.0)
+    else:
+        rates = [profile.weight for profile in profiles]
+    total = sum(rates)
+    return [rate / total if total > 0 else 1.0 / len(rates) for rate in rates]
+
+
+def _check_sizes(config: ExperimentConfig) -> None:
+    """Refuse, naming the key, a config whose sizes would exhaust memory once the run draws its workload.
+
+    Estimated before anything is drawn: requests of all turns (sessions x expected turns per session),
+    shared system prompts per profile, and the inter-arrival distributions whose mean rescales the rate.
+    The arrival times themselves are bounded as they are drawn (see :class:`~llmsim.workload.arrivals.ArrivalProcess`).
+    """
+    workload = config.workload
+    if workload.kind == "trace":
+        return  # a trace's requests are its rows (bounded on read)
+    key = "workload.client_profiles"
+    dists = config.distributions()
+    for index, (profile, parsed) in enumerate(zip(workload.client_profiles, dists, strict=True)):
+        if profile.shared_prefix_groups > MAX_PREFIX_GROUPS:
+            raise ConfigError(
+                f"{key}[{index}].shared_prefix_groups",
+                profile.shared_prefix_groups,
+                f"at most {MAX_PREFIX_GROUPS:,} shared system prompts per profile (each one's length is drawn and "
+                "kept for the whole run)",
+            )
+        inter_arrival = parsed["inter_arrival"]
+        rescaled = workload.kind == "open_loop" and (workload.rate is not None or workload.rate_schedule is not None)
+        if inter_arrival is not None and rescaled and workload.burstiness is None:
+            mean = inter_arrival.mean()
+            if not 0 < mean < math.inf:
+                raise ConfigError(
+                    f"{key}[{index}].inter_arrival_time_dist_config",
+                    profile.inter_arrival_time_dist_config,
+                    f"a distribution with a finite mean > 0 (its mean, {mean:g} s, is rescaled to workload.rate); "
+                    "a LogNormal's mean exp(mu + sigma_log^2/2) overflows for a wide sigma_log",
+                )
+    sessions = expected_sessions(workload, config.simulation.max_simulation_time)
+    shares = _profile_shares(config)
+    per_profile = [
+        sessions * share * mean_turns(profile, parsed["turns"])
+        for profile, parsed, share in zip(workload.client_profiles, dists, shares, strict=True)
+    ]
+    requests = sum(per_profile)
+    if requests > MAX_REQUESTS:
+        index = max(range(len(per_profile)), key=per_profile.__getitem__)
+        profile = workload.client_profiles[index]
+        turns = mean_turns(profile, dists[index]["turns"])
+        if dists[index]["turns"] is not None:
+            name = "turns_dist_config" if turns < profile.max_conversation_turns else "max_conversation_turns"
+        elif turns >= 0.5 * profile.max_conversation_turns:
+            name = "max_conversation_turns"
+        else:
+            name = "conversational_probability"
+        raise ConfigError(
+            f"{key}[{index}].{name}",
+            getattr(profile, name),
+            f"about {requests:.3g} requests would be sent before the run stops ({sessions:.3g} sessions, "
+            f"{turns:.3g} turns each in profile {profile.profile_name!r}); at most {MAX_REQUESTS:,} requests per run "
+            "(lower max_conversation_turns, conversational_probability or the number of sessions)",
+        )
+
+
 def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
     from llmsim.workload.arrivals import parse_rate_schedule
 
@@ -836,6 +922,7 @@ def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
         check_model_data(profile.model_dump(), f"model[{name}]" if config.layout == "seed" else "model")
     _check_workload(config.workload)
     _check_workload_size(config)
+    _check_sizes(config)
     _check_output_paths(config)
     config.distributions()
     names = [entry.name for entry in config.frameworks_to_test]

@@ -64,6 +64,17 @@ DISTRIBUTION_TYPES = (
 COMMON_KEYS = frozenset({"type", "is_int", "min", "max"})
 #: Largest Zipf support (its probabilities are tabulated).
 MAX_ZIPF_SUPPORT = 10_000_000
+#: Whole-number samples are held within this magnitude, so that converting them to int64 never
+#: wraps around (a LogNormal with a wide sigma_log can draw 1e300 or inf).
+MAX_INT_SAMPLE = 2.0**62
+
+
+def _exp(x: float) -> float:
+    """``math.exp`` that overflows to inf instead of raising."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,7 +95,7 @@ class Distribution(ABC):
         if self.low_clip is not None or self.high_clip is not None:
             values = np.clip(values, self.low_clip, self.high_clip)
         if self.is_int:
-            return np.rint(values).astype(np.int64)
+            return np.rint(np.clip(values, -MAX_INT_SAMPLE, MAX_INT_SAMPLE)).astype(np.int64)
         return values
 
     @abstractmethod
@@ -153,7 +164,8 @@ class Uniform(Distribution):
         return (self.low + self.high) / 2.0
 
     def variance(self) -> float:
-        return (self.high - self.low) ** 2 / 12.0
+        width = self.high - self.low
+        return width * width / 12.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +186,7 @@ class Normal(Distribution):
         return self.mu
 
     def variance(self) -> float:
-        return self.sigma**2
+        return self.sigma * self.sigma
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,10 +201,15 @@ class LogNormal(Distribution):
         return rng.lognormal(self.mu, self.sigma_log, size)
 
     def mean(self) -> float:
-        return math.exp(self.mu + self.sigma_log**2 / 2.0)
+        return _exp(self.mu + self.sigma_log * self.sigma_log / 2.0)
 
     def variance(self) -> float:
-        return math.expm1(self.sigma_log**2) * math.exp(2.0 * self.mu + self.sigma_log**2)
+        square = self.sigma_log * self.sigma_log
+        # log of expm1(s^2) * exp(2 mu + s^2), so that neither factor overflows on its own
+        if square == 0:
+            return 0.0
+        log_spread = math.log(math.expm1(square)) if square < 700 else square
+        return _exp(log_spread + 2.0 * self.mu + square)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,7 +226,7 @@ class Exponential(Distribution):
         return 1.0 / self.rate
 
     def variance(self) -> float:
-        return 1.0 / self.rate**2
+        return (1.0 / self.rate) * (1.0 / self.rate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,7 +244,7 @@ class Gamma(Distribution):
         return self.shape * self.scale
 
     def variance(self) -> float:
-        return self.shape * self.scale**2
+        return self.shape * self.scale * self.scale
 
 
 @dataclass(frozen=True, kw_only=True)
