@@ -57,6 +57,72 @@ except LLMSimError as exc:
 """
 
 
+def hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar (``{type:Constant,value:5}``, ``[1,2]``)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+LENGTHS = st.one_of(
+    st.builds(lambda v: {"type": "Constant", "value": v, "is_int": True}, st.integers(1, 300)),
+    st.builds(
+        lambda lo, w: {"type": "Uniform", "low": lo, "high": lo + w, "is_int": True},
+        st.integers(1, 50),
+        st.integers(0, 200),
+    ),
+    st.builds(
+        lambda m, s: {"type": "LogNormal", "mean": m, "sigma": s, "is_int": True, "max": 2000},
+        st.integers(5, 400),
+        st.integers(0, 300),
+    ),
+    st.builds(lambda m: {"type": "Poisson", "mean": m}, st.integers(1, 200)),
+    st.builds(lambda s, n: {"type": "Zipf", "s": s, "n": n}, st.sampled_from([0.5, 1.1, 2]), st.integers(1, 500)),
+    st.builds(
+        lambda m, s: {"type": "Normal", "mean": m, "sigma": s, "is_int": True, "min": 1},
+        st.integers(1, 300),
+        st.integers(0, 100),
+    ),
+    st.just({"type": "Empirical", "values": [3, 30, 300], "weights": [1, 2, 1]}),
+    st.just(
+        {
+            "type": "Mixture",
+            "components": [{"type": "Constant", "value": 10, "weight": 3}, {"type": "Exponential", "rate": 0.01}],
+        }
+    ),
+)
+GAPS = st.one_of(
+    st.none(),
+    st.builds(lambda r: {"type": "Exponential", "rate": r}, st.sampled_from([0.5, 5])),
+    st.builds(lambda k: {"type": "Gamma", "shape": k, "mean": 0.5}, st.sampled_from([0.05, 1, 8])),
+    st.builds(lambda s: {"type": "LogNormal", "mean": 0.5, "sigma": s}, st.sampled_from([0.1, 2])),
+)
+
+
+@st.composite
+def client_profile(draw: st.DrawFn, needs_gaps: bool) -> dict[str, Any]:
+    """One client profile with drawn lengths, conversations and shared prefixes (all accepted values)."""
+    profile: dict[str, Any] = {
+        "prompt_tokens_dist_config": draw(LENGTHS),
+        "max_output_tokens_dist_config": draw(LENGTHS),
+        "streaming_response_probability": draw(st.sampled_from([0.0, 0.5, 1.0])),
+        "conversational_probability": draw(st.sampled_from([0.0, 0.5, 1.0])),
+        "max_conversation_turns": draw(st.integers(1, 4)),
+        "shared_prefix_groups": draw(st.sampled_from([0, 1, 3])),
+        "shared_prefix_tokens_dist_config": draw(LENGTHS),
+    }
+    gaps = draw(GAPS)
+    if gaps is None and needs_gaps:
+        gaps = {"type": "Exponential", "rate": 2}
+    if gaps is not None:
+        profile["inter_arrival_time_dist_config"] = gaps
+    return profile
+
+
 @st.composite
 def accepted_overrides(draw: st.DrawFn) -> list[str]:
     """Hydra overrides of one option per group, a tiny workload and a few knobs."""
@@ -84,6 +150,9 @@ def accepted_overrides(draw: st.DrawFn) -> list[str]:
             overrides.append(f"workload.rate={draw(st.sampled_from([1, 4, 20]))}")
             overrides.append(f"workload.burstiness={draw(st.sampled_from(['null', 0.25, 1, 4]))}")
         overrides.append(f"workload.num_requests={draw(st.sampled_from(['null', 1, 8]))}")
+        if workload in ("chat", "diurnal") and draw(st.booleans()):
+            profiles = draw(st.lists(client_profile(needs_gaps=False), min_size=1, max_size=2))
+            overrides.append(f"workload.client_profiles={hydra_value(profiles)}")
     elif workload == "closed_loop":
         overrides += [
             f"workload.num_requests={draw(st.integers(1, 12))}",
