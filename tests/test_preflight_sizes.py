@@ -45,6 +45,15 @@ CASES = {
         "workload.client_profiles[0].inter_arrival_time_dist_config={'type': 'LogNormal', 'mu': 0, 'sigma_log': 50} "
         "is not valid: a distribution with a finite mean > 0",
     ),
+    "one-endless-conversation": (
+        [
+            "workload=offline",
+            "workload.num_requests=1",
+            "workload.client_profiles=[{conversational_probability: 1.0, max_conversation_turns: 1000000}]",
+        ],
+        "workload.client_profiles[0].max_conversation_turns=1000000 is not valid: the run would need about "
+        "1.49e+04 GiB of memory",
+    ),
     "prefix-groups": (
         [PROFILE % "shared_prefix_groups: 1000000000, shared_prefix_tokens_dist_config: {type: Constant, value: 64}"],
         "workload.client_profiles[0].shared_prefix_groups=1000000000 is not valid: at most 1,000,000",
@@ -188,3 +197,14 @@ def test_extreme_parameters_never_overflow_mean_variance_or_whole_number_draws(s
         assert draws.dtype == np.int64 and draws.min() >= dist.least()  # no wrap-around to negative counts
     tokens = _tokens(draws)
     assert tokens.min() >= 1 and tokens.max() <= MAX_DRAWN_TOKENS
+
+
+@pytest.mark.parametrize(("p", "cap"), [(0.0, 8), (0.3, 8), (0.715, 32), (0.9, 3), (1.0, 5)])
+def test_the_turn_estimates_match_the_capped_geometric_turns_the_sampler_draws(p, cap):
+    from llmsim.config import ClientProfile, mean_square_turns, mean_turns
+
+    profile = ClientProfile(conversational_probability=p, max_conversation_turns=cap)
+    rng = np.random.default_rng(7)
+    turns = np.minimum(rng.geometric(1.0 - p, 200_000) if p < 1 else np.full(200_000, cap), cap).astype(float)
+    assert mean_turns(profile, None) == pytest.approx(turns.mean(), rel=0.01)
+    assert mean_square_turns(profile, None) == pytest.approx((turns * turns).mean(), rel=0.02)
