@@ -738,6 +738,24 @@ def _check_output_paths(config: ExperimentConfig) -> None:
         seen[normal] = name
 
 
+#: Most step-series buckets a run may span: bucket numbers stay exact in float64 arithmetic.
+MAX_BUCKETS = 2**52
+
+
+def _check_bucket_size(config: ExperimentConfig) -> None:
+    """A step-series bucket so short that the run's time limit spans more buckets than floats count exactly."""
+    bucket_s = config.metrics_config.step_series_bucket_s
+    horizon = config.simulation.max_simulation_time
+    if bucket_s is not None and horizon / bucket_s > MAX_BUCKETS:
+        metrics_key = "metrics" if config.layout == "hydra" else "metrics_config"
+        raise ConfigError(
+            f"{metrics_key}.step_series_bucket_s",
+            bucket_s,
+            f"at least simulation.max_simulation_time / 2^52 = {horizon / MAX_BUCKETS:.3g} s (buckets are numbered "
+            "exactly only up to 2^52)",
+        )
+
+
 def _check_workload_size(config: ExperimentConfig) -> None:
     """Refuse a workload too large to hold in memory (a typo such as rate=1e9) before sampling it."""
     workload = config.workload
@@ -973,6 +991,7 @@ def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
     _check_workload(config.workload)
     _check_workload_size(config)
     _check_sizes(config)
+    _check_bucket_size(config)
     _check_output_paths(config)
     config.distributions()
     names = [entry.name for entry in config.frameworks_to_test]

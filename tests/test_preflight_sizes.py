@@ -154,6 +154,16 @@ def test_other_sizes_of_the_same_class_are_refused_at_set_up_naming_the_key(case
     assert time.monotonic() - started < 20
 
 
+def test_a_step_bucket_too_short_for_the_time_limit_is_refused_before_the_run():
+    config = base_config()
+    config["metrics"]["step_series_bucket_s"] = 1e-15
+    config["simulation"]["max_simulation_time"] = 1e6
+    error = user_error(config)
+    assert error is not None and str(error).startswith("metrics.step_series_bucket_s=1e-15 is not valid: at least")
+    config["metrics"]["step_series_bucket_s"] = 1e-6
+    assert user_error(config) is None
+
+
 def test_a_long_conversation_within_the_request_limit_still_runs():
     config = workload_with(conversational_probability=1.0, max_conversation_turns=50)
     config["workload"].update({"total_duration": 2.0})
