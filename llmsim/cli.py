@@ -121,6 +121,9 @@ def experiment_container(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
                 value = value.get(part) if isinstance(value, dict) else None
             raise ConfigError(key, value, one_line(str(exc).split("\n")[0])) from None
         container = dict(resolved) if isinstance(resolved, dict) else {}
+    from llmsim.config import check_run_control
+
+    check_run_control(container)  # resume=0.5 is refused before any job reads it
     return {k: v for k, v in container.items() if k not in ("hydra", *RUN_CONTROL_KEYS)}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 from typing import Any, Literal, TypeVar
@@ -38,7 +39,7 @@ from llmsim.distributions import Distribution, parse_distribution
 from llmsim.errors import ConfigError
 from llmsim.hardware.spec import HardwareConfig
 from llmsim.models import DTYPE_BYTES, Dtype, ModelProfile
-from llmsim.schema import Schema
+from llmsim.schema import MixedTypeError, Schema
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
@@ -49,6 +50,8 @@ MAX_GPU_MEMORY_GIB = 16384.0
 MAX_LAYERS = 10_000
 MAX_KV_BLOCKS = 2**23  # num_gpu_blocks_override (blocks, or tokens for SGLang and static)
 MAX_SESSIONS = 10_000_000  # sessions one run may send
+MAX_REQUESTS = 10_000_000  # requests (all turns of all sessions) one run may send
+MAX_PREFIX_GROUPS = 1_000_000  # shared system prompts of one client profile
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,6 +116,9 @@ def validate_schema(schema: type[SchemaT], data: Any, key: str) -> SchemaT:
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         value = error.get("input")
+        inner = (error.get("ctx") or {}).get("error")
+        if isinstance(inner, MixedTypeError):  # a boolean inside a list or mapping: name its entry
+            loc, value, message = (*loc, *inner.path), inner.value, inner.allowed
         if isinstance(value, Mapping) and error["type"] == "missing":
             value = None
         raise ConfigError(_join_key(key, loc), value, message) from None
@@ -231,6 +237,45 @@ def check_distribution_types(spec: Any, key: str) -> None:
     if isinstance(components, (list, tuple)):
         for index, component in enumerate(components):
             check_distribution_types(component, f"{key}.components[{index}]")
+
+
+#: Keys of a client profile whose distributions draw token counts (every one is at least 1 token).
+TOKEN_LENGTH_KEYS = (
+    "prompt_tokens_dist_config",
+    "max_output_tokens_dist_config",
+    "followup_prompt_tokens_dist_config",
+    "shared_prefix_tokens_dist_config",
+)
+LENGTH_RULE = "a token count is at least 1 (a prompt, an output or a shared prefix has 1 token or more)"
+
+
+def check_token_lengths(spec: Any, key: str) -> None:
+    """A token-length distribution may not state a bound below 1 token (``min: -1000``, ``low: 0``, ...).
+
+    Families whose support reaches below 1 on their own (Exponential, Gamma, Poisson, Normal) are
+    accepted: their rare draws below 1 are raised to 1 token, and :func:`context_warnings` says so
+    when that happens often. A bound the user wrote below 1 is refused, since the lengths it asks
+    for cannot be sent.
+    """
+    if not isinstance(spec, Mapping):
+        return
+    low = spec.get("min")
+    if low is not None and _is_number(low) and low < 1:
+        raise ConfigError(f"{key}.min", low, f"a number >= 1: {LENGTH_RULE}")
+    kind = spec.get("type")
+    stated = {"Constant": "value", "Uniform": "low"}.get(str(kind))
+    if stated is not None and low is None and _is_number(spec.get(stated)) and spec[stated] < 1:
+        raise ConfigError(f"{key}.{stated}", spec[stated], f"a number >= 1: {LENGTH_RULE}")
+    if kind == "Empirical" and low is None:
+        dist = parse_dist(spec, key)
+        if dist.least() < 1:
+            where = "path" if "path" in spec else "values"
+            raise ConfigError(f"{key}.{where}", spec.get(where), f"values >= 1 (found {dist.least():g}): {LENGTH_RULE}")
+    components = spec.get("components")
+    if kind == "Mixture" and isinstance(components, (list, tuple)):
+        for index, component in enumerate(components):
+            if isinstance(component, Mapping):
+                check_token_lengths({k: v for k, v in component.items() if k != "weight"}, f"{key}.components[{index}]")
 
 
 def parse_dist(spec: Any, key: str) -> Distribution:
@@ -525,6 +570,11 @@ class ExperimentConfig(Schema):
         for i, profile in enumerate(self.workload.client_profiles):
             key = f"workload.client_profiles[{i}]"
             iat = profile.inter_arrival_time_dist_config
+            for name in TOKEN_LENGTH_KEYS:
+                spec = getattr(profile, name)
+                if spec is not None:
+                    parse_dist(spec, f"{key}.{name}")  # the spec's own mistakes first
+                    check_token_lengths(spec, f"{key}.{name}")
             parsed.append(
                 {
                     "inter_arrival": parse_dist(iat, f"{key}.inter_arrival_time_dist_config") if iat else None,
@@ -575,6 +625,18 @@ HYDRA_KEYS = {
     "experiment",
     "resume",
 }
+
+
+#: Top-level switches of a Hydra run that are not part of the experiment, and their type.
+RUN_CONTROL_TYPES: dict[str, type] = {"resume": bool}
+
+
+def check_run_control(data: Mapping[str, Any]) -> None:
+    """Top-level run switches (``resume``) have their own type: ``resume=0.5`` or ``resume=1`` is an error."""
+    for name, kind in RUN_CONTROL_TYPES.items():
+        value = data.get(name)
+        if name in data and not isinstance(value, kind):
+            raise ConfigError(name, value, "true or false" if kind is bool else f"a {kind.__name__}")
 
 
 def is_seed_layout(data: Mapping[str, Any]) -> bool:
@@ -676,6 +738,24 @@ def _check_output_paths(config: ExperimentConfig) -> None:
         seen[normal] = name
 
 
+#: Most step-series buckets a run may span: bucket numbers stay exact in float64 arithmetic.
+MAX_BUCKETS = 2**52
+
+
+def _check_bucket_size(config: ExperimentConfig) -> None:
+    """A step-series bucket so short that the run's time limit spans more buckets than floats count exactly."""
+    bucket_s = config.metrics_config.step_series_bucket_s
+    horizon = config.simulation.max_simulation_time
+    if bucket_s is not None and horizon / bucket_s > MAX_BUCKETS:
+        metrics_key = "metrics" if config.layout == "hydra" else "metrics_config"
+        raise ConfigError(
+            f"{metrics_key}.step_series_bucket_s",
+            bucket_s,
+            f"at least simulation.max_simulation_time / 2^52 = {horizon / MAX_BUCKETS:.3g} s (buckets are numbered "
+            "exactly only up to 2^52)",
+        )
+
+
 def _check_workload_size(config: ExperimentConfig) -> None:
     """Refuse a workload too large to hold in memory (a typo such as rate=1e9) before sampling it."""
     workload = config.workload
@@ -687,6 +767,139 @@ def _check_workload_size(config: ExperimentConfig) -> None:
             getattr(workload, name),
             f"about {count:.3g} sessions would be sent before the run stops; at most {MAX_SESSIONS:,} per run "
             "(lower the rate, total_duration or simulation.max_simulation_time)",
+        )
+
+
+def mean_turns(profile: ClientProfile, turns: Distribution | None) -> float:
+    """Expected requests per session of a profile: its first turn and the follow-ups (capped as drawn)."""
+    cap = profile.max_conversation_turns
+    if turns is not None:
+        return min(max(turns.mean(), 1.0), float(cap))
+    p = profile.conversational_probability
+    if p >= 1.0:
+        return float(cap)
+    # E[min(geometric turns, cap)] = 1 + p + ... + p^(cap - 1)
+    return (1.0 - p**cap) / (1.0 - p) if p > 0 else 1.0
+
+
+def mean_square_turns(profile: ClientProfile, turns: Distribution | None) -> float:
+    """E[turns^2] per session: a conversation of T turns holds about T^2 / 2 prompt segments."""
+    cap = float(profile.max_conversation_turns)
+    if turns is not None:
+        mean = min(max(turns.mean(), 1.0), cap)
+        return min(mean * mean + turns.variance(), cap * cap)
+    p = profile.conversational_probability
+    if p >= 1.0:
+        return cap * cap
+    if p <= 0.0:
+        return 1.0
+    # E[min(G, M)^2] = sum_{k<M} (2k + 1) p^k for a geometric G with P(G > k) = p^k
+    tail = p**cap
+    ones = (1.0 - tail) / (1.0 - p)
+    ks = p * (1.0 - cap * p ** (cap - 1.0) + (cap - 1.0) * tail) / (1.0 - p) ** 2
+    return 2.0 * ks + ones
+
+
+#: Rough memory of one request over a run: its drawn lengths, its description while in flight and
+#: its row of per-request metrics (measured: about 1.8 KB per request on a 20,000-request run).
+BYTES_PER_REQUEST = 2048
+#: Memory per prompt segment a conversation's requests refer to (turn t of a session lists 2t of them).
+BYTES_PER_SEGMENT = 16
+
+
+def memory_budget() -> float:
+    """Bytes of physical memory of this machine (inf when the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - every POSIX system answers
+        return math.inf
+
+
+def _profile_shares(config: ExperimentConfig) -> list[float]:
+    """The share of a workload's sessions each client profile sends."""
+    workload = config.workload
+    profiles = workload.client_profiles
+    if workload.kind == "open_loop" and workload.rate is None and workload.rate_schedule is None:
+        rates = []
+        for dists in config.distributions():
+            gap = dists["inter_arrival"].mean() if dists["inter_arrival"] is not None else math.inf
+            rates.append(1.0 / gap if 0 < gap < math.inf else 0.0)
+    else:
+        rates = [profile.weight for profile in profiles]
+    total = sum(rates)
+    return [rate / total if total > 0 else 1.0 / len(rates) for rate in rates]
+
+
+def _check_sizes(config: ExperimentConfig) -> None:
+    """Refuse, naming the key, a config whose sizes would exhaust memory once the run draws its workload.
+
+    Estimated before anything is drawn: requests of all turns (sessions x expected turns per session),
+    shared system prompts per profile, and the inter-arrival distributions whose mean rescales the rate.
+    The arrival times themselves are bounded as they are drawn (see :class:`~llmsim.workload.arrivals.ArrivalProcess`).
+    """
+    workload = config.workload
+    if workload.kind == "trace":
+        return  # a trace's requests are its rows (bounded on read)
+    key = "workload.client_profiles"
+    dists = config.distributions()
+    for index, (profile, parsed) in enumerate(zip(workload.client_profiles, dists, strict=True)):
+        if profile.shared_prefix_groups > MAX_PREFIX_GROUPS:
+            raise ConfigError(
+                f"{key}[{index}].shared_prefix_groups",
+                profile.shared_prefix_groups,
+                f"at most {MAX_PREFIX_GROUPS:,} shared system prompts per profile (each one's length is drawn and "
+                "kept for the whole run)",
+            )
+        inter_arrival = parsed["inter_arrival"]
+        rescaled = workload.kind == "open_loop" and (workload.rate is not None or workload.rate_schedule is not None)
+        if inter_arrival is not None and rescaled and workload.burstiness is None:
+            mean = inter_arrival.mean()
+            if not 0 < mean < math.inf:
+                raise ConfigError(
+                    f"{key}[{index}].inter_arrival_time_dist_config",
+                    profile.inter_arrival_time_dist_config,
+                    f"a distribution with a finite mean > 0 (its mean, {mean:g} s, is rescaled to workload.rate); "
+                    "a LogNormal's mean exp(mu + sigma_log^2/2) overflows for a wide sigma_log",
+                )
+    sessions = expected_sessions(workload, config.simulation.max_simulation_time)
+    shares = _profile_shares(config)
+    per_profile = [
+        sessions * share * mean_turns(profile, parsed["turns"])
+        for profile, parsed, share in zip(workload.client_profiles, dists, shares, strict=True)
+    ]
+    requests = sum(per_profile)
+    needed = [
+        sessions * share * BYTES_PER_SEGMENT * mean_square_turns(profile, parsed["turns"]) + count * BYTES_PER_REQUEST
+        for profile, parsed, share, count in zip(workload.client_profiles, dists, shares, per_profile, strict=True)
+    ]
+    budget = memory_budget()
+    if requests <= MAX_REQUESTS and sum(needed) > budget:
+        index = max(range(len(needed)), key=needed.__getitem__)
+        profile = workload.client_profiles[index]
+        name = "turns_dist_config" if dists[index]["turns"] is not None else "max_conversation_turns"
+        raise ConfigError(
+            f"{key}[{index}].{name}",
+            getattr(profile, name),
+            f"the run would need about {sum(needed) / 2**30:.3g} GiB of memory for its requests and their "
+            f"conversations (turn t of a session refers to 2t prompt segments); this machine has "
+            f"{budget / 2**30:.3g} GiB (fewer or shorter conversations, or fewer sessions)",
+        )
+    if requests > MAX_REQUESTS:
+        index = max(range(len(per_profile)), key=per_profile.__getitem__)
+        profile = workload.client_profiles[index]
+        turns = mean_turns(profile, dists[index]["turns"])
+        if dists[index]["turns"] is not None:
+            name = "turns_dist_config" if turns < profile.max_conversation_turns else "max_conversation_turns"
+        elif turns >= 0.5 * profile.max_conversation_turns:
+            name = "max_conversation_turns"
+        else:
+            name = "conversational_probability"
+        raise ConfigError(
+            f"{key}[{index}].{name}",
+            getattr(profile, name),
+            f"about {requests:.3g} requests would be sent before the run stops ({sessions:.3g} sessions, "
+            f"{turns:.3g} turns each in profile {profile.profile_name!r}); at most {MAX_REQUESTS:,} requests per run "
+            "(lower max_conversation_turns, conversational_probability or the number of sessions)",
         )
 
 
@@ -713,15 +926,41 @@ def _check_open_loop(workload: WorkloadConfig, key: str) -> None:
             )
 
 
+def length_warnings(config: ExperimentConfig, draws: int = 2000) -> list[str]:
+    """One line per token-length distribution that often draws below 1 token (such draws are sent as 1)."""
+    from llmsim.rng import stream_rng
+
+    lines = []
+    for index, dists in enumerate(config.distributions()):
+        for name, label in (
+            ("prompt", "prompt_tokens"),
+            ("output", "max_output_tokens"),
+            ("shared_prefix", "shared_prefix_tokens"),
+            ("followup_prompt", "followup_prompt_tokens"),
+        ):
+            dist = dists.get(name)
+            if dist is None or dist.least() >= 1:
+                continue
+            share = float(np.mean(dist.sample(stream_rng(0, "length_check"), draws) < 1))
+            if share >= 0.01:
+                lines.append(
+                    f"about {share:.0%} of the draws of workload.client_profiles[{index}].{label}_dist_config are "
+                    "below 1 token; they are sent as 1 token (set min: 1 or choose a distribution that stays above 1)"
+                )
+    return lines
+
+
 def context_warnings(config: ExperimentConfig, draws: int = 2000) -> list[str]:
     """One line per client profile whose first-turn prompts often do not fit a framework's context.
+
+    Also the lines of :func:`length_warnings` (token lengths often drawn below 1).
 
     Such requests are refused (as vLLM refuses a prompt longer than ``max_model_len``), which a run
     reports as rejections; workloads such as ``rag`` and ``agentic`` need a long-context model.
     """
     from llmsim.rng import stream_rng
 
-    lines = []
+    lines = length_warnings(config, draws)
     models = config.models
     for index, entry in enumerate(config.frameworks_to_test):
         knobs = config.framework_config(index)
@@ -751,6 +990,8 @@ def finish_validation(config: ExperimentConfig) -> ExperimentConfig:
         check_model_data(profile.model_dump(), f"model[{name}]" if config.layout == "seed" else "model")
     _check_workload(config.workload)
     _check_workload_size(config)
+    _check_sizes(config)
+    _check_bucket_size(config)
     _check_output_paths(config)
     config.distributions()
     names = [entry.name for entry in config.frameworks_to_test]
@@ -824,6 +1065,7 @@ def _hydra_framework_entry(framework: dict[str, Any], key: str, model_id: str, l
 def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a composed Hydra config (already converted to plain containers)."""
     data = dict(data)
+    check_run_control(data)
     unknown = sorted(set(data) - HYDRA_KEYS)
     if unknown:
         raise unknown_key_error(unknown[0], data[unknown[0]], sorted(HYDRA_KEYS), "known top-level keys")

@@ -30,7 +30,8 @@ deviation of the underlying normal (the value's logarithm) instead.
 
 ``Normal`` and ``LogNormal`` are clipped at 0 (at 1 when ``is_int``) unless ``min`` says otherwise,
 since lengths and intervals are never negative. :meth:`Distribution.mean` is the mean before
-``min``/``max`` clipping and rounding. Each distribution draws with a caller-supplied
+``min``/``max`` clipping and rounding; :meth:`Distribution.least` is the smallest value a sample
+can take (token-length keys refuse a stated bound below 1, see :func:`llmsim.config.check_token_lengths`). Each distribution draws with a caller-supplied
 ``numpy.random.Generator`` so that every stream is seeded on its own (see :mod:`llmsim.rng`).
 A bad spec raises a one-line :class:`~llmsim.errors.ConfigError` naming the key path.
 """
@@ -63,6 +64,17 @@ DISTRIBUTION_TYPES = (
 COMMON_KEYS = frozenset({"type", "is_int", "min", "max"})
 #: Largest Zipf support (its probabilities are tabulated).
 MAX_ZIPF_SUPPORT = 10_000_000
+#: Whole-number samples are held within this magnitude, so that converting them to int64 never
+#: wraps around (a LogNormal with a wide sigma_log can draw 1e300 or inf).
+MAX_INT_SAMPLE = 2.0**62
+
+
+def _exp(x: float) -> float:
+    """``math.exp`` that overflows to inf instead of raising."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 # ------------------------------------------------------------------------------------------------
@@ -83,12 +95,25 @@ class Distribution(ABC):
         if self.low_clip is not None or self.high_clip is not None:
             values = np.clip(values, self.low_clip, self.high_clip)
         if self.is_int:
-            return np.rint(values).astype(np.int64)
+            return np.rint(np.clip(values, -MAX_INT_SAMPLE, MAX_INT_SAMPLE)).astype(np.int64)
         return values
 
     @abstractmethod
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Unclipped, unrounded samples."""
+
+    def least(self) -> float:
+        """The smallest value :meth:`sample` can return (after ``min`` clipping and rounding; may be -inf)."""
+        low = self._support_low()
+        if self.low_clip is not None:
+            low = max(low, self.low_clip)
+        if self.high_clip is not None:
+            low = min(low, self.high_clip)
+        return float(np.rint(low)) if self.is_int and math.isfinite(low) else low
+
+    def _support_low(self) -> float:
+        """The infimum of the unclipped distribution's support."""
+        return 0.0
 
     @abstractmethod
     def mean(self) -> float:
@@ -108,6 +133,9 @@ class Constant(Distribution):
 
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return np.full(size, self.value, dtype=np.float64)
+
+    def _support_low(self) -> float:
+        return self.value
 
     def mean(self) -> float:
         return self.value
@@ -129,11 +157,15 @@ class Uniform(Distribution):
             return rng.integers(math.ceil(self.low), math.floor(self.high) + 1, size).astype(np.float64)
         return rng.uniform(self.low, self.high, size)
 
+    def _support_low(self) -> float:
+        return float(math.ceil(self.low)) if self.is_int else self.low
+
     def mean(self) -> float:
         return (self.low + self.high) / 2.0
 
     def variance(self) -> float:
-        return (self.high - self.low) ** 2 / 12.0
+        width = self.high - self.low
+        return width * width / 12.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,11 +179,14 @@ class Normal(Distribution):
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         return rng.normal(self.mu, self.sigma, size)
 
+    def _support_low(self) -> float:
+        return -math.inf if self.sigma > 0 else self.mu
+
     def mean(self) -> float:
         return self.mu
 
     def variance(self) -> float:
-        return self.sigma**2
+        return self.sigma * self.sigma
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,10 +201,15 @@ class LogNormal(Distribution):
         return rng.lognormal(self.mu, self.sigma_log, size)
 
     def mean(self) -> float:
-        return math.exp(self.mu + self.sigma_log**2 / 2.0)
+        return _exp(self.mu + self.sigma_log * self.sigma_log / 2.0)
 
     def variance(self) -> float:
-        return math.expm1(self.sigma_log**2) * math.exp(2.0 * self.mu + self.sigma_log**2)
+        square = self.sigma_log * self.sigma_log
+        # log of expm1(s^2) * exp(2 mu + s^2), so that neither factor overflows on its own
+        if square == 0:
+            return 0.0
+        log_spread = math.log(math.expm1(square)) if square < 700 else square
+        return _exp(log_spread + 2.0 * self.mu + square)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,7 +226,7 @@ class Exponential(Distribution):
         return 1.0 / self.rate
 
     def variance(self) -> float:
-        return 1.0 / self.rate**2
+        return (1.0 / self.rate) * (1.0 / self.rate)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,7 +244,7 @@ class Gamma(Distribution):
         return self.shape * self.scale
 
     def variance(self) -> float:
-        return self.shape * self.scale**2
+        return self.shape * self.scale * self.scale
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,6 +285,9 @@ class Zipf(Distribution):
         index = np.searchsorted(self._cdf, rng.random(size) * self._cdf[-1], side="right")
         return np.minimum(index, self.n - 1).astype(np.float64) + 1.0
 
+    def _support_low(self) -> float:
+        return 1.0
+
     def mean(self) -> float:
         return float(np.dot(self._pmf, np.arange(1, self.n + 1, dtype=np.float64)))
 
@@ -272,6 +315,10 @@ class Empirical(Distribution):
         cdf = np.cumsum(probs)
         index = np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right")
         return values[np.minimum(index, len(values) - 1)]
+
+    def _support_low(self) -> float:
+        values, probs = self._arrays
+        return float(values[probs > 0].min())
 
     def mean(self) -> float:
         values, probs = self._arrays
@@ -302,6 +349,9 @@ class Mixture(Distribution):
             mask = chosen == index
             values[mask] = component.sample(rng, int(mask.sum()))
         return values
+
+    def _support_low(self) -> float:
+        return min(c.least() for c, p in zip(self.components, self._probs, strict=True) if p > 0)
 
     def mean(self) -> float:
         return float(sum(p * c.mean() for p, c in zip(self._probs, self.components, strict=True)))

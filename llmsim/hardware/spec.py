@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from llmsim.schema import Schema
 
@@ -90,7 +90,20 @@ class HardwareConfig(Schema):
     compute_devices: tuple[ComputeDevice, ...] = Field(min_length=1)
     interconnect: Interconnect = Interconnect()
     efficiency: Efficiency = Efficiency()
-    network_links: tuple[NetworkLink, ...] = (NetworkLink(),)
+    network_links: tuple[NetworkLink, ...] = Field(
+        default=(NetworkLink(),),
+        description="Client links; requests and responses travel over the first (at least one is needed).",
+    )
+
+    @field_validator("network_links")
+    @classmethod
+    def _one_link_at_least(cls, links: tuple[NetworkLink, ...]) -> tuple[NetworkLink, ...]:
+        if not links:
+            raise ValueError(
+                "at least one link (the first is the client link requests and responses travel over), "
+                "e.g. [{bandwidth_bps: 10e9, latency_s: 1e-4}]"
+            )
+        return links
 
     @model_validator(mode="before")
     @classmethod

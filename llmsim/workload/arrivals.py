@@ -25,6 +25,20 @@ import numpy as np
 from llmsim.distributions import Distribution, Exponential, Gamma, _check_number
 from llmsim.errors import ConfigError
 
+#: Most arrivals one process may draw before its horizon: past it the gaps are degenerate (a Gamma of
+#: shape 1e-9 draws 0 s almost always) and drawing on would exhaust memory. Equal to the config's
+#: limit on sessions per run (:data:`llmsim.config.MAX_SESSIONS`).
+MAX_ARRIVALS = 10_000_000
+
+
+class TooManyArrivals(Exception):
+    """Raised by :func:`renewal_times` when more than ``limit`` arrivals fall before the horizon."""
+
+    def __init__(self, limit: int, reached_s: float) -> None:
+        self.limit = limit
+        self.reached_s = reached_s
+        super().__init__(f"more than {limit:,} arrivals before {reached_s:g}")
+
 
 class RateSchedule(ABC):
     """An arrival intensity rate(t) in requests/s, with its cumulative Λ(t) and inverse."""
@@ -207,9 +221,18 @@ def _parse_diurnal(spec: Mapping[str, Any], key: str) -> DiurnalRate:
 # drawing arrival times
 # ------------------------------------------------------------------------------------------------
 def renewal_times(
-    dist: Distribution, scale: float, horizon: float | None, max_count: int | None, rng: np.random.Generator
+    dist: Distribution,
+    scale: float,
+    horizon: float | None,
+    max_count: int | None,
+    rng: np.random.Generator,
+    limit: int = MAX_ARRIVALS,
 ) -> np.ndarray:
-    """Cumulative sums of gaps ``dist`` x ``scale`` that fall before ``horizon``, at most ``max_count``."""
+    """Cumulative sums of gaps ``dist`` x ``scale`` that fall before ``horizon``, at most ``max_count``.
+
+    :class:`TooManyArrivals` when more than ``limit`` gaps are needed to reach the horizon (memory
+    stays within ``limit`` samples and one chunk).
+    """
     if max_count is not None and max_count <= 0:
         return np.empty(0)
     mean_gap = dist.mean() * scale
@@ -218,7 +241,10 @@ def renewal_times(
         expected = horizon / mean_gap if mean_gap > 0 else expected
         if max_count is not None:
             expected = min(expected, max_count)
-    chunk = int(min(expected, 1e8) * 1.1 + 10 * math.sqrt(min(expected, 1e8)) + 16)
+    if not expected < 1e300:  # a zero mean gap (0 * inf) or an infinite one
+        expected = 1.0
+    expected = min(expected, float(limit))
+    chunk = int(expected * 1.1 + 10 * math.sqrt(expected) + 16)
     pieces: list[np.ndarray] = []
     count, last = 0, 0.0
     while True:
@@ -230,6 +256,10 @@ def renewal_times(
             break
         if max_count is not None and count >= max_count:
             break
+        if count > limit:
+            raise TooManyArrivals(limit, last)
+        if len(pieces) >= 16:  # far more than expected: larger chunks, so the limit is reached quickly
+            chunk = min(2 * chunk, limit)
     times = np.concatenate(pieces)
     if horizon is not None:
         times = times[times < horizon]
@@ -249,14 +279,29 @@ class ArrivalProcess:
     dist: Distribution
     scale: float = 1.0
     schedule: RateSchedule | None = None
+    key: str = "workload.rate"
+    value: Any = None
 
     def times(self, duration: float | None, max_count: int | None, rng: np.random.Generator) -> np.ndarray:
-        """Arrival times in [0, duration) (at most ``max_count``)."""
-        if self.schedule is None:
-            return renewal_times(self.dist, self.scale, duration, max_count, rng)
-        horizon = float(self.schedule.cumulative(np.asarray(duration))) if duration is not None else math.inf
-        horizon = min(horizon, self.schedule.total())
-        units = renewal_times(self.dist, self.scale, horizon if math.isfinite(horizon) else None, max_count, rng)
+        """Arrival times in [0, duration) (at most ``max_count``).
+
+        A process that would send more than :data:`MAX_ARRIVALS` sessions before ``duration`` (gaps
+        that are almost all 0 s) is a :class:`~llmsim.errors.ConfigError` naming ``key``.
+        """
+        try:
+            if self.schedule is None:
+                return renewal_times(self.dist, self.scale, duration, max_count, rng)
+            horizon = float(self.schedule.cumulative(np.asarray(duration))) if duration is not None else math.inf
+            horizon = min(horizon, self.schedule.total())
+            units = renewal_times(self.dist, self.scale, horizon if math.isfinite(horizon) else None, max_count, rng)
+        except TooManyArrivals as exc:
+            raise ConfigError(
+                self.key,
+                self.value,
+                f"its gaps between sessions are so often near 0 s that more than {exc.limit:,} sessions would "
+                "arrive before the run stops; at most that many per run (a burstiness or gap distribution "
+                "closer to Poisson, a lower rate or a shorter total_duration)",
+            ) from None
         times = self.schedule.inverse(units)
         return times[times < duration] if duration is not None else times
 

@@ -7,7 +7,7 @@ or knob variant at the same workload sees exactly the same requests (common rand
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,6 +16,10 @@ from llmsim.distributions import Distribution
 from llmsim.rng import stream_rng
 from llmsim.workload.arrivals import ArrivalProcess, parse_rate_schedule, profile_arrival_process
 from llmsim.workload.request import RequestSpec, shared_prompt_segment
+
+#: Drawn token counts are held at most at this many tokens: longer than any model's context (such a
+#: request is refused either way), and small enough that sums over a conversation never overflow int64.
+MAX_DRAWN_TOKENS = 2**31
 
 # Segment ids: prompt text of request r is 2r+1, its generated text 2r+2 (0 is never used); shared
 # system prompt g of profile p is shared_prompt_segment(g, p) (negative).
@@ -71,12 +75,23 @@ class SessionSampler:
             parse_rate_schedule(workload.rate_schedule, "workload.rate_schedule") if workload.rate_schedule else None
         )
         total_weight = sum(p.weight for p in workload.client_profiles)
-        return [
-            profile_arrival_process(
+        processes = []
+        for index, (profile, dists) in enumerate(zip(workload.client_profiles, self.dists, strict=True)):
+            process = profile_arrival_process(
                 dists["inter_arrival"], profile.weight, total_weight, workload.rate, workload.burstiness, schedule
             )
-            for profile, dists in zip(workload.client_profiles, self.dists, strict=True)
-        ]
+            # the key a degenerate process is reported under: what shaped its gaps
+            if workload.burstiness is not None:
+                key, value = "workload.burstiness", workload.burstiness
+            elif dists["inter_arrival"] is not None:
+                name = "inter_arrival_time_dist_config"
+                key, value = f"workload.client_profiles[{index}].{name}", profile.inter_arrival_time_dist_config
+            elif schedule is not None:
+                key, value = "workload.rate_schedule", workload.rate_schedule
+            else:
+                key, value = "workload.rate", workload.rate
+            processes.append(replace(process, key=key, value=value))
+        return processes
 
     def open_loop_sessions(self) -> list[Session]:
         """Sessions whose first turns arrive by each profile's open-loop process."""
@@ -174,8 +189,8 @@ class SessionSampler:
         profile: ClientProfile = self.workload.client_profiles[index]
         dists = self.dists[index]
         rng = lambda name: stream_rng(self.seed, name, index)  # noqa: E731
-        prompt = np.maximum(dists["prompt"].sample(rng("prompt"), count), 1)
-        output = np.maximum(dists["output"].sample(rng("output"), count), 1)
+        prompt = _tokens(dists["prompt"].sample(rng("prompt"), count))
+        output = _tokens(dists["output"].sample(rng("output"), count))
         streaming = rng("streaming").random(count) < profile.streaming_response_probability
         p = profile.conversational_probability
         if dists.get("turns") is not None:
@@ -191,7 +206,7 @@ class SessionSampler:
         followups = int(extra.sum())
         groups = profile.shared_prefix_groups
         if groups and dists.get("shared_prefix") is not None:
-            lengths = np.maximum(dists["shared_prefix"].sample(rng("prefix_lengths"), groups), 1).astype(np.int64)
+            lengths = _tokens(dists["shared_prefix"].sample(rng("prefix_lengths"), groups))
             uses = rng("prefix_use").random(count) < profile.shared_prefix_fraction
             chosen = rng("prefix_group").integers(0, groups, count)
             prefix_group = np.where(uses, chosen, -1)
@@ -201,15 +216,18 @@ class SessionSampler:
         return {
             "prefix_group": prefix_group,
             "prefix_lengths": lengths,
-            "prompt": prompt.astype(np.int64),
-            "output": output.astype(np.int64),
+            "prompt": prompt,
+            "output": output,
             "streaming": streaming,
             "extra_turns": extra.astype(np.int64),
-            "followup_prompt": np.maximum(
-                (dists.get("followup_prompt") or dists["prompt"]).sample(rng("followup_prompt"), followups), 1
-            ).astype(np.int64),
-            "followup_output": np.maximum(dists["output"].sample(rng("followup_output"), followups), 1).astype(
-                np.int64
+            "followup_prompt": _tokens(
+                (dists.get("followup_prompt") or dists["prompt"]).sample(rng("followup_prompt"), followups)
             ),
+            "followup_output": _tokens(dists["output"].sample(rng("followup_output"), followups)),
             "think": dists["think"].sample(rng("think"), followups).astype(np.float64),
         }
+
+
+def _tokens(draws: np.ndarray) -> np.ndarray:
+    """Drawn lengths as whole token counts from 1 to :data:`MAX_DRAWN_TOKENS` (a fraction is cut, as before)."""
+    return np.clip(draws, 1, MAX_DRAWN_TOKENS).astype(np.int64)
