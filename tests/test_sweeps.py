@@ -114,14 +114,14 @@ def test_multirun_writes_one_row_per_job_with_typed_override_columns(rate_sweep)
 
 
 @pytest.mark.slow
-def test_job_dirs_are_named_from_overrides_and_hold_what_reproduces_them(rate_sweep):
+def test_job_dirs_are_named_from_overrides_and_hold_what_reproduces_them(rate_sweep, tmp_path):
     job = rate_sweep / "framework.max_num_seqs=64,workload.rate=10,workload.total_duration=15"
     assert job.is_dir()
     info = json.loads((job / "run.json").read_text())
     assert info["status"] == "ok" and info["seed"] == 42 and len(info["config_hash"]) == 64
     assert {"llmsim_version", "python", "packages", "wall_time_s", "overrides"} <= info.keys()
     assert (job / ".hydra" / "config.yaml").exists() and (job / ".hydra" / "overrides.yaml").exists()
-    assert rerun(job, job.parent / "rerun-check") == []
+    assert rerun(job, tmp_path / "rerun-check") == []
 
 
 @pytest.mark.slow

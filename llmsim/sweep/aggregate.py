@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from llmsim.outputs import atomic_write
-from llmsim.runinfo import read_run_info
+from llmsim.runinfo import output_path, read_run_info
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,19 @@ def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], s
         "config_hash": info.get("config_hash"),
         "wall_time_s": info.get("wall_time_s"),
     }
-    summary_path = path / "summary.json"
     if base["status"] != "ok":
         return [{**base, "framework": info.get("framework", "")}], None
+    summary_path = output_path(path, info, "summary", "summary.json")
+    if summary_path is None:
+        error = "no summary written (metrics.output_summary_json_path is null)"
+        return [{**base, "status": "failed", "error": error, "framework": ""}], None
     try:
         summary = json.loads(summary_path.read_text())
         frameworks = summary["frameworks"]
         rows = [{**base, "framework": str(name), **dict(metrics)} for name, metrics in frameworks.items()]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return [{**base, "status": "failed", "error": "summary.json missing or corrupt", "framework": ""}], None
+        error = f"{summary_path.name} missing or corrupt"
+        return [{**base, "status": "failed", "error": error, "framework": ""}], None
     for row in rows:  # a framework that stopped during the run (the others' results stand)
         if row.get("error"):
             row["status"] = "failed"
@@ -251,8 +255,8 @@ def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
         writer: pq.ParquetWriter | None = None
         try:
             for path in tables.jobs:
-                request_file = path / "requests.parquet"
-                if not request_file.exists():
+                request_file = output_path(path, read_run_info(path), "requests", "requests.parquet")
+                if request_file is None or not request_file.exists():
                     continue
                 keys = runs.loc[runs["run"] == path.name, key_columns].head(1)
                 if keys.empty:
