@@ -196,15 +196,24 @@ def execute_job(
     stop the others, even when its directory cannot be written (the reason is then logged, and
     aggregation reports the job); a single run re-raises so the command exits non-zero.
     """
+    from llmsim.runinfo import clear_job_failure, record_job_failure
+
     output_dir = Path(output_dir)
     try:
+        if multirun:
+            clear_job_failure(output_dir)
         return _execute_job(cfg, output_dir, overrides, multirun=multirun)
     except OSError as exc:  # the job directory cannot be written (read-only, full disk)
+        reason = f"cannot write into {output_dir}: {exc.strerror or one_line(str(exc))}"
         if not multirun:
             from llmsim.errors import OutputError
 
-            raise OutputError(f"cannot write into the run directory {output_dir}: {exc.strerror or exc}") from None
-        log.error("run %s failed: cannot write into %s: %s", output_dir.name, output_dir, exc.strerror or exc)
+            raise OutputError(reason) from None
+        log.error("run %s failed: %s", output_dir.name, reason)
+        try:
+            record_job_failure(output_dir, overrides, reason)
+        except OSError as again:
+            log.error("cannot record that failure beside it either: %s", again.strerror or again)
         return None
 
 

@@ -117,3 +117,31 @@ def read_run_info(run_dir: Path) -> dict[str, Any] | None:
         return json.loads((run_dir / RUN_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+#: where a sweep job that cannot write into its own directory records its failure (in the sweep directory)
+FAILED_DIR = Path(".llmsim") / "failed"
+
+
+def job_failure_file(job_dir: Path) -> Path:
+    """``<sweep dir>/.llmsim/failed/<job name>.json``: the failure of a job whose own directory is not writable."""
+    return job_dir.parent / FAILED_DIR / f"{job_dir.name}.json"
+
+
+def record_job_failure(job_dir: Path, overrides: list[str], error: str) -> None:
+    """Record beside the job (in its sweep directory) that it failed and why; aggregation reads it."""
+    write_json(job_failure_file(job_dir), {"status": "failed", "error": error, "overrides": list(overrides)})
+
+
+def clear_job_failure(job_dir: Path) -> None:
+    """Forget an earlier attempt's failure record (a new attempt of the job is starting)."""
+    job_failure_file(job_dir).unlink(missing_ok=True)
+
+
+def read_job_failure(job_dir: Path) -> dict[str, Any] | None:
+    """The failure recorded for a job whose own directory could not be written, or None."""
+    try:
+        record = json.loads(job_failure_file(job_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
