@@ -54,6 +54,12 @@ class ExperimentOrchestrator:
             candidate = Path(path)
             if candidate.is_file():
                 resolved = candidate
+            elif candidate.is_dir():
+                raise ConfigError(
+                    "model_characteristics_db_path",
+                    str(path),
+                    f"a JSON or YAML file of model profiles: {candidate} is a directory",
+                )
             else:
                 log.warning("model_characteristics_db_path %s not found; using the built-in model database", path)
         try:

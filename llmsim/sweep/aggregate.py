@@ -171,8 +171,31 @@ def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], s
     return rows, None
 
 
-def _one_type_per_column(runs: pd.DataFrame) -> pd.DataFrame:
-    """Columns that mix value types (``workload.rate=abc,5`` in one sweep) become text, so Parquet can hold them."""
+#: runs-table columns that hold text whatever they contain
+TEXT_COLUMNS = ("run", "framework", "status", "error", "config_hash")
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a number or a string that reads as one (``"NaN"``, ``"1.5"``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _one_type_per_column(runs: pd.DataFrame, override_keys: list[str]) -> pd.DataFrame:
+    """One value type per column, decided column by column, so Parquet can hold them.
+
+    A result column mixing numbers and text (a summary edited by hand to say ``"NaN"``) stays numeric:
+    text that reads as a number becomes that number, other text becomes NaN (logged with its run);
+    only that column is touched. A swept key mixing types (``workload.rate=abc,5``) becomes text.
+    """
 
     def missing(value: Any) -> bool:
         return value is None or (isinstance(value, float) and value != value)
@@ -180,8 +203,18 @@ def _one_type_per_column(runs: pd.DataFrame) -> pd.DataFrame:
     for column in runs.columns:
         if runs[column].dtype != object:
             continue
-        kinds = {type(value) for value in runs[column] if not missing(value)}
-        if len(kinds) > 1:
+        values = [value for value in runs[column] if not missing(value)]
+        kinds = {type(value) for value in values}
+        if len(kinds) <= 1:
+            continue
+        numeric = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if column not in override_keys and column not in TEXT_COLUMNS and numeric:
+            converted = [None if missing(value) else _number(value) for value in runs[column]]
+            for run, value, number in zip(runs["run"], runs[column], converted, strict=True):
+                if number is None and not missing(value):
+                    log.warning("%s: %s=%r is not a number; read as NaN", run, column, value)
+            runs[column] = pd.to_numeric(pd.Series(converted, index=runs.index, dtype=object), errors="coerce")
+        else:
             runs[column] = [None if missing(value) else str(value) for value in runs[column]]
     return runs
 
@@ -226,7 +259,7 @@ def aggregate(sweep_dir: str | Path, *, write: bool = True) -> SweepTables:
         front = [k for k in override_keys if k in runs] + [c for c in RUN_COLUMNS if c in runs]
         runs = runs[front + [c for c in runs.columns if c not in front]]
         runs = _sorted_runs(runs, [k for k in override_keys if k in runs])
-        runs = _one_type_per_column(runs)
+        runs = _one_type_per_column(runs, override_keys)
     for path, why in skipped:
         log.warning("skipped %s: %s", path, why)
     tables = SweepTables(runs, used, skipped, [k for k in override_keys if k in runs])

@@ -4,8 +4,8 @@ Two different sweeps into one ``hydra.sweep.dir`` would overwrite each other's `
 aggregate each other's jobs. Each sweep therefore holds a lock (``filelock``, an OS lock the system
 releases when the process ends, however it ends) on a file of its own,
 ``<sweep dir>/.llmsim/sweeps/<sweep id>-<pid>.lock``, for as long as it runs. The sweep id is a hash
-of what decides its jobs: the config name and the command-line overrides (sweep lists included, the
-``hydra.*`` settings such as ``n_jobs`` left out). A sweep that starts while a sweep with another id
+of what decides its jobs: the config name and the command-line overrides (sweep lists included;
+``resume``, ``overwrite`` and the ``hydra.*`` settings such as ``n_jobs`` left out). A sweep that starts while a sweep with another id
 holds its lock is refused with one line; a sweep with the same id goes ahead (its jobs are the same
 and resume or overwrite each other's files atomically with identical results). A short guard lock,
 ``<sweep dir>/.llmsim/sweeps.lock``, makes the check and the taking of the lock one step.
@@ -28,9 +28,15 @@ GUARD = Path(".llmsim") / "sweeps.lock"
 GUARD_TIMEOUT_S = 60.0
 
 
+#: overrides that change how a sweep runs, not which jobs it has
+RUN_CONTROL = ("resume", "overwrite")
+
+
 def sweep_id(config_name: str, overrides: list[str]) -> str:
-    """What identifies a sweep: its config name and task overrides (order does not matter)."""
-    payload = json.dumps([config_name, sorted(overrides)])
+    """What identifies a sweep: its config name and task overrides (order does not matter; ``resume``
+    and ``overwrite`` left out)."""
+    jobs = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RUN_CONTROL]
+    payload = json.dumps([config_name, sorted(jobs)])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
