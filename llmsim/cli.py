@@ -199,6 +199,8 @@ def execute_job(
     from llmsim.runinfo import clear_job_failure, record_job_failure
 
     output_dir = Path(output_dir)
+    if multirun:
+        exit_when_orphaned()
     try:
         if multirun:
             clear_job_failure(output_dir)
@@ -215,6 +217,36 @@ def execute_job(
         except OSError as again:
             log.error("cannot record that failure beside it either: %s", again.strerror or again)
         return None
+
+
+_ORPHAN_WATCH: list[int] = []
+
+
+def exit_when_orphaned(interval_s: float = 1.0) -> None:
+    """In a joblib (loky) worker process: exit as soon as the sweep that started it is gone.
+
+    A sweep killed with ``kill -9`` cannot stop its workers, and loky's idle ones would otherwise wait
+    for work forever. A thread polls the parent process id; when the worker has been re-parented, it
+    exits at once (a job it was running stays ``running`` in its ``run.json``, and is run again when
+    the sweep is). Anywhere else (a sequential sweep in the main process, Ray, SLURM) this does nothing.
+    """
+    import multiprocessing
+    import os
+    import threading
+    import time
+
+    if _ORPHAN_WATCH or not multiprocessing.current_process().name.startswith("LokyProcess"):
+        return
+    parent = os.getppid()
+    _ORPHAN_WATCH.append(parent)
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="llmsim-orphan-watch", daemon=True).start()
 
 
 def _fail_job(output_dir: Path, info: dict[str, Any], exc: BaseException) -> None:

@@ -233,17 +233,56 @@ def test_hand_edited_nan_strings_keep_a_result_column_numeric_and_touch_no_other
     assert runs.loc[JOB6, "status"] == "ok"
 
 
-@pytest.mark.slow
-def test_a_sweep_with_a_failed_job_exits_3_after_writing_its_tables(tmp_path):
-    sweep_dir = tmp_path / "fails"
-    result = sweep(sweep_dir, overrides=["model=llama3_8b,llama3_70b", "workload.total_duration=5", *SWEEP[1:]])
-    assert result.returncode == 3, result.stderr[-3000:]
-    runs = pd.read_parquet(sweep_dir / "runs.parquet")
-    assert sorted(runs["status"]) == ["failed", "ok"] and "FAILED" in result.stdout
-
-
 def test_a_directory_as_model_characteristics_db_path_is_reported_as_a_directory(tmp_path):
     result = llmsim("llmsim", "experiment=seed_example", f"experiment.model_characteristics_db_path={tmp_path}")
     assert result.returncode == 2
     assert f"model_characteristics_db_path='{tmp_path}' is not valid" in error_line(result)
     assert "is a directory" in error_line(result) and "not found" not in result.stderr
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process ids from /proc")
+def test_the_workers_of_a_killed_sweep_exit_instead_of_idling_forever(tmp_path):
+    import os
+    import signal
+    import time
+
+    durations = ",".join(str(d) for d in range(100, 106))
+    command = [sys.executable, "-m", "llmsim", "--multirun", f"workload.total_duration={durations}"]
+    command += ["hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'killed'}"]
+    sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((tmp_path / "killed").glob("*/run.json")):
+        time.sleep(0.2)
+    workers = children_of(sweep_process.pid)
+    os.kill(sweep_process.pid, signal.SIGKILL)
+    sweep_process.wait()
+    assert workers, "the sweep started no worker processes"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.2)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:  # do not leave them behind even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"worker processes still running after the sweep was killed: {left}"

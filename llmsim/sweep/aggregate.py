@@ -386,7 +386,7 @@ def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
                     continue
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, _marked(table.schema))
-                writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
+                writer.write_table(table)
             if writer is None:
                 empty = pa.table({c: pa.array([], pa.string()) for c in key_columns})
                 pq.write_table(empty.replace_schema_metadata(_marked(empty.schema).metadata), tmp)

@@ -122,6 +122,7 @@ def check_job_dirs_writable(sweep_dir: Path) -> None:
     cannot, the whole sweep stops with a traceback. A job directory that is read-only while its
     ``.hydra`` folder and log are writable is handled per job instead (recorded as failed).
     """
+    import os
     import tempfile
 
     from llmsim.errors import ConfigError
@@ -133,9 +134,8 @@ def check_job_dirs_writable(sweep_dir: Path) -> None:
         try:
             with tempfile.TemporaryFile(dir=job / ".hydra"):
                 pass
-            for log_file in log_files:
-                with open(log_file, "a"):
-                    pass
+            for log_file in log_files:  # Hydra appends to the job's log: open it so, writing nothing
+                os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND))
             if not log_files:
                 with tempfile.TemporaryFile(dir=job):
                     pass
