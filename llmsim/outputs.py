@@ -99,19 +99,27 @@ def _inside(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
 
 
-def written_by_llmsim(base: Path) -> set[str]:
-    """Real paths of the files llmsim wrote for the run in ``base`` (its ``run.json`` lists them)."""
+def written_by_llmsim(base: Path) -> set[str] | None:
+    """Real paths of the files llmsim wrote for the run in ``base`` (its ``run.json`` lists them).
+
+    None for a ``run.json`` that llmsim wrote before it listed outputs (it has a ``config_hash`` and no
+    ``outputs``): that run's files inside ``base`` are taken as llmsim's, so old sweeps still resume.
+    """
     from llmsim.runinfo import read_run_info
 
     info = read_run_info(base)
-    outputs = info.get("outputs") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        return set()
+    outputs = info.get("outputs")
+    if outputs is None and "config_hash" in info:
+        return None
     if not isinstance(outputs, dict):
         return set()
     return {os.path.realpath(base / str(p)) for p in outputs.values() if isinstance(p, str)}
 
 
 def check_output_path(
-    key: str, configured: str, base: Path, *, allow_outside: bool, policy: OutputPolicy, ours: set[str]
+    key: str, configured: str, base: Path, *, allow_outside: bool, policy: OutputPolicy, ours: set[str] | None
 ) -> Path:
     """Where ``configured`` (the value of output key ``key``) writes for a run in ``base``, or a ConfigError.
 
@@ -143,7 +151,8 @@ def check_output_path(
         raise ConfigError(key, configured, f"{path} is a symbolic link: llmsim neither follows nor replaces links")
     if path.is_dir():
         raise ConfigError(key, configured, f"a file path: {path} is a directory")
-    if path.exists() and not policy.overwrite and real not in ours:
+    ours_too = real in ours if ours is not None else _inside(real, real_base)
+    if path.exists() and not policy.overwrite and not ours_too:
         raise ConfigError(
             key,
             configured,

@@ -187,3 +187,14 @@ def test_a_sweep_refuses_an_output_path_its_jobs_would_share(tmp_path):
     runs = pd.read_parquet(sweep_dir / "runs.parquet")
     assert len(runs) == 2 and set(runs["status"]) == {"failed"}
     assert runs["error"].str.contains("in a --multirun sweep a path inside the job's directory").all()
+
+
+def test_a_run_directory_from_before_outputs_were_listed_is_still_llmsims_to_replace(tmp_path):
+    config = make_config(workload={"num_requests": 1}, metrics={"output_summary_json_path": "summary.json"})
+    (tmp_path / "summary.json").write_text("{}\n")
+    (tmp_path / "run.json").write_text(json.dumps({"config_hash": "0" * 64, "status": "ok"}))  # an older llmsim's
+    ExperimentOrchestrator(config, output_dir=tmp_path).run(show_progress=False, print_table=False)
+    assert json.loads((tmp_path / "run.json").read_text())["outputs"] == {"summary": "summary.json"}
+    (tmp_path / "run.json").write_text(json.dumps({"status": "ok"}))  # not a run.json llmsim wrote
+    with pytest.raises(ConfigError, match="llmsim did not write it"):
+        ExperimentOrchestrator(config, output_dir=tmp_path).run(show_progress=False, print_table=False)
