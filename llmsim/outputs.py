@@ -139,7 +139,7 @@ def check_output_path(
             raise ConfigError(
                 key,
                 configured,
-                f"in a --multirun sweep a path inside the job's directory (every job would write {real})",
+                f"in a --multirun sweep a path inside the job's directory ({real} is outside it)",
             )
         if not Path(configured).is_absolute():
             raise ConfigError(key, configured, f"a path inside the run directory {base} (it leaves it through a link)")

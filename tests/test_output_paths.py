@@ -170,23 +170,32 @@ def test_a_sweep_reads_each_jobs_results_where_its_config_put_them_and_resumes_t
 
 
 @pytest.mark.slow
-def test_a_sweep_refuses_an_output_path_its_jobs_would_share(tmp_path):
+def test_a_sweep_refuses_an_output_path_its_jobs_would_share_before_any_job_starts(tmp_path):
     shared = tmp_path / "shared.json"
-    sweep_dir = tmp_path / "sweep"
+    common = ["simulation.max_simulation_time=30", "hydra.launcher.n_jobs=1", "metrics.allow_outside_run_dir=true"]
     result = llmsim(
         "--multirun",
         "workload.total_duration=5,6",
-        "simulation.max_simulation_time=30",
-        "hydra.launcher.n_jobs=1",
+        *common,
         f"metrics.output_summary_json_path={shared}",
-        "metrics.allow_outside_run_dir=true",
-        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.dir={tmp_path / 'one'}",
     )
-    assert "Traceback" not in result.stderr
-    assert not shared.exists()
-    runs = pd.read_parquet(sweep_dir / "runs.parquet")
+    line = one_error_line(result)
+    assert "in a --multirun sweep a path inside the job's directory (every job would write" in line
+    assert not shared.exists() and not (tmp_path / "one").exists()
+    # swept, each job has a file of its own outside its directory: each job is refused, the others' tables stand
+    swept = llmsim(
+        "--multirun",
+        "workload.total_duration=5",
+        *common,
+        f"metrics.output_summary_json_path={tmp_path / 'a.json'},{tmp_path / 'b.json'}",
+        f"hydra.sweep.dir={tmp_path / 'two'}",
+    )
+    assert swept.returncode == 3 and "Traceback" not in swept.stderr, swept.stderr[-2000:]
+    runs = pd.read_parquet(tmp_path / "two" / "runs.parquet")
     assert len(runs) == 2 and set(runs["status"]) == {"failed"}
     assert runs["error"].str.contains("in a --multirun sweep a path inside the job's directory").all()
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
 
 
 def test_a_run_directory_from_before_outputs_were_listed_is_still_llmsims_to_replace(tmp_path):

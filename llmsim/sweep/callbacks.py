@@ -148,6 +148,34 @@ def check_job_dirs_writable(sweep_dir: Path) -> None:
             ) from None
 
 
+OUTPUT_KEYS = (
+    "output_summary_json_path",
+    "output_requests_parquet_path",
+    "output_requests_csv_path",
+    "output_steps_parquet_path",
+)
+
+
+def check_shared_outputs(config: DictConfig) -> None:
+    """Refuse, before any job starts, an absolute output path set for the whole sweep: every job would
+    write that one file (each job refuses any path outside its own directory; this says it once)."""
+    from llmsim.errors import ConfigError
+
+    for prefix in ("metrics", "experiment.metrics_config"):
+        for name in OUTPUT_KEYS:
+            key = f"{prefix}.{name}"
+            node = OmegaConf.select(config, prefix, default=None)
+            if not isinstance(node, DictConfig) or name not in node:
+                continue
+            value = OmegaConf.to_container(node, resolve=False).get(name)  # type: ignore[union-attr]
+            if isinstance(value, str) and "${" not in value and Path(value).is_absolute():
+                raise ConfigError(
+                    key,
+                    value,
+                    f"in a --multirun sweep a path inside the job's directory (every job would write {value})",
+                )
+
+
 class SweepTablesCallback(Callback):
     """Locks the sweep directory, shows progress during a sweep and runs
     :func:`llmsim.sweep.aggregate.aggregate` at its end; exits with :data:`FAILED_JOBS_EXIT` when a job failed."""
@@ -171,6 +199,7 @@ class SweepTablesCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             check_sweep_dir(config)
+            check_shared_outputs(config)
             check_job_dirs_writable(sweep_dir)
             overrides = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
             name = str(OmegaConf.select(config, "hydra.job.config_name", default="") or "")
