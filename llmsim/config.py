@@ -578,6 +578,7 @@ HYDRA_KEYS = {
     "name",
     "experiment",
     "resume",
+    "overwrite",
 }
 
 

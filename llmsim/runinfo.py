@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 of the resolved experiment config (Hydra's own settings excluded)."""
-    payload = {k: v for k, v in config.items() if k not in ("hydra", "resume")}
+    payload = {k: v for k, v in config.items() if k not in ("hydra", "resume", "overwrite")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
