@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from llmsim.errors import LLMSimError, one_line
+from llmsim.errors import LLMSimError, OutputError, one_line
 from llmsim.models import CONF_DIR
 from llmsim.overrides import (
     CONFIG_GROUPS,
@@ -201,19 +201,19 @@ def execute_job(
     output_dir = Path(output_dir)
     if multirun:
         exit_when_orphaned()
-    try:
-        if multirun:
-            clear_job_failure(output_dir)
-        return _execute_job(cfg, output_dir, overrides, multirun=multirun)
-    except OSError as exc:  # the job directory cannot be written (read-only, full disk)
-        reason = f"cannot write into {output_dir}: {exc.strerror or one_line(str(exc))}"
-        if not multirun:
-            from llmsim.errors import OutputError
-
-            raise OutputError(reason) from None
-        log.error("run %s failed: %s", output_dir.name, reason)
+    if multirun:
         try:
-            record_job_failure(output_dir, overrides, reason)
+            clear_job_failure(output_dir)
+        except OSError as exc:
+            log.warning("cannot remove the earlier failure record of %s: %s", output_dir.name, exc.strerror or exc)
+    try:
+        return _execute_job(cfg, output_dir, overrides, multirun=multirun)
+    except RunDirUnwritable as exc:  # the job directory cannot be written (read-only, full disk)
+        if not multirun:
+            raise
+        log.error("run %s failed: %s", output_dir.name, exc)
+        try:
+            record_job_failure(output_dir, overrides, str(exc))
         except OSError as again:
             log.error("cannot record that failure beside it either: %s", again.strerror or again)
         return None
@@ -255,11 +255,18 @@ def _fail_job(output_dir: Path, info: dict[str, Any], exc: BaseException) -> Non
     log.error("run %s failed: %s", output_dir.name, info["error"])
 
 
+class RunDirUnwritable(OutputError):
+    """A run's ``run.json`` cannot be written: its directory is read-only, full or gone."""
+
+
 def write_run_info_of(output_dir: Path, info: dict[str, Any]) -> None:
-    """``run.json`` of a job (see :func:`llmsim.runinfo.write_run_info`)."""
+    """``run.json`` of a job (see :func:`llmsim.runinfo.write_run_info`); failing that, a :class:`RunDirUnwritable`."""
     from llmsim.runinfo import write_run_info
 
-    write_run_info(output_dir, info)
+    try:
+        write_run_info(output_dir, info)
+    except OSError as exc:
+        raise RunDirUnwritable(f"cannot write into {output_dir}: {exc.strerror or one_line(str(exc))}") from None
 
 
 def _execute_job(cfg: DictConfig, output_dir: Path, overrides: list[str], *, multirun: bool) -> dict[str, Any] | None:
