@@ -286,3 +286,15 @@ def test_the_workers_of_a_killed_sweep_exit_instead_of_idling_forever(tmp_path):
     for pid in left:  # do not leave them behind even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left, f"worker processes still running after the sweep was killed: {left}"
+
+
+@pytest.mark.slow
+def test_plot_redraws_its_own_charts_but_never_replaces_another_file(sweep_copy):
+    first = llmsim("llmsim.plot", str(sweep_copy))
+    assert first.returncode == 0, first.stderr
+    chart = sweep_copy / "plots" / "latency_vs_throughput.png"
+    assert llmsim("llmsim.plot", str(sweep_copy)).returncode == 0  # its own chart: drawn again
+    chart.write_bytes(b"my own picture")
+    result = llmsim("llmsim.plot", str(sweep_copy))
+    assert result.returncode == 2 and "was not drawn by llmsim.plot" in error_line(result)
+    assert chart.read_bytes() == b"my own picture"
