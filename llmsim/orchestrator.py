@@ -55,10 +55,10 @@ class ExperimentOrchestrator:
             if candidate.is_file():
                 resolved = candidate
             elif candidate.is_dir():
-                raise ConfigError(
-                    "model_characteristics_db_path",
-                    str(path),
-                    f"a JSON or YAML file of model profiles: {candidate} is a directory",
+                log.warning(
+                    "model_characteristics_db_path %s is a directory, not a JSON or YAML file of model profiles; "
+                    "using the built-in model database",
+                    path,
                 )
             else:
                 log.warning("model_characteristics_db_path %s not found; using the built-in model database", path)

@@ -233,11 +233,15 @@ def test_hand_edited_nan_strings_keep_a_result_column_numeric_and_touch_no_other
     assert runs.loc[JOB6, "status"] == "ok"
 
 
-def test_a_directory_as_model_characteristics_db_path_is_reported_as_a_directory(tmp_path):
-    result = llmsim("llmsim", "experiment=seed_example", f"experiment.model_characteristics_db_path={tmp_path}")
-    assert result.returncode == 2
-    assert f"model_characteristics_db_path='{tmp_path}' is not valid" in error_line(result)
-    assert "is a directory" in error_line(result) and "not found" not in result.stderr
+def test_a_directory_as_model_characteristics_db_path_is_reported_as_a_directory(tmp_path, caplog):
+    from llmsim import ExperimentOrchestrator
+
+    config = yaml.safe_load((REPO / "conf" / "experiment" / "seed_example.yaml").read_text())
+    config["model_characteristics_db_path"] = str(tmp_path)
+    with caplog.at_level("WARNING", logger="llmsim"):
+        ExperimentOrchestrator(config, output_dir=tmp_path)
+    assert f"model_characteristics_db_path {tmp_path} is a directory" in caplog.text
+    assert "not found" not in caplog.text
 
 
 def children_of(pid: int) -> set[int]:
