@@ -227,11 +227,15 @@ def exit_when_orphaned(interval_s: float = 1.0) -> None:
 
     A sweep killed with ``kill -9`` cannot stop its workers, and loky's idle ones would otherwise wait
     for work forever. A thread polls the parent process id; when the worker has been re-parented, it
-    exits at once (a job it was running stays ``running`` in its ``run.json``, and is run again when
-    the sweep is). Anywhere else (a sequential sweep in the main process, Ray, SLURM) this does nothing.
+    stops the sibling workers it saw beside it (on Linux, from ``/proc``: those that never ran a job
+    have no such thread) and exits. A job it was running stays ``running`` in its ``run.json``, and
+    is run again when the sweep is. Anywhere else (a sequential sweep in the main process, Ray,
+    SLURM) this does nothing.
     """
+    import contextlib
     import multiprocessing
     import os
+    import signal
     import threading
     import time
 
@@ -241,12 +245,41 @@ def exit_when_orphaned(interval_s: float = 1.0) -> None:
     _ORPHAN_WATCH.append(parent)
 
     def watch() -> None:
+        siblings: set[int] = set()
+        polls = 0
         while True:
             time.sleep(interval_s)
-            if os.getppid() != parent:
-                os._exit(1)
+            if os.getppid() == parent:
+                if polls % 10 == 0:  # the pool is started at once; look again now and then
+                    siblings = _loky_children(parent) - {os.getpid()}
+                polls += 1
+                continue
+            for pid in siblings:
+                if _loky_children(None, only=pid):  # still a loky worker, and orphaned as well
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGTERM)
+            os._exit(1)
 
     threading.Thread(target=watch, name="llmsim-orphan-watch", daemon=True).start()
+
+
+def _loky_children(parent: int | None, only: int | None = None) -> set[int]:
+    """Process ids of loky workers whose parent is ``parent`` (None: any parent but that of this process's
+    sweep, i.e. orphaned), read from ``/proc`` (empty where there is none). ``only``: look at that pid alone."""
+    found: set[int] = set()
+    proc = Path("/proc")
+    candidates = [proc / str(only)] if only is not None else list(proc.glob("[0-9]*"))
+    for entry in candidates:
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"popen_loky_posix" not in command:
+            continue
+        if (parent is None and ppid not in _ORPHAN_WATCH) or ppid == parent:
+            found.add(int(entry.name))
+    return found
 
 
 def _fail_job(output_dir: Path, info: dict[str, Any], exc: BaseException) -> None:

@@ -271,14 +271,15 @@ def test_the_workers_of_a_killed_sweep_exit_instead_of_idling_forever(tmp_path):
     import signal
     import time
 
-    durations = ",".join(str(d) for d in range(100, 106))
-    command = [sys.executable, "-m", "llmsim", "--multirun", f"workload.total_duration={durations}"]
-    command += ["hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'killed'}"]
+    # more workers than jobs: one of them never gets a job (and so has no watch of its own)
+    command = [sys.executable, "-m", "llmsim", "--multirun", "workload.total_duration=1500,1501"]
+    command += ["hydra.launcher.n_jobs=3", f"hydra.sweep.dir={tmp_path / 'killed'}"]
     sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: set[int] = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list((tmp_path / "killed").glob("*/run.json")):
         time.sleep(0.2)
+    time.sleep(1.5)  # the watch takes its first look at the pool a second after a job starts
     workers = children_of(sweep_process.pid)
     os.kill(sweep_process.pid, signal.SIGKILL)
     sweep_process.wait()
