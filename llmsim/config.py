@@ -18,7 +18,6 @@ import difflib
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import PurePath
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -454,6 +453,10 @@ class MetricsConfig(Schema):
     output_requests_csv_path: str | None = None
     output_requests_parquet_path: str | None = "requests.parquet"
     output_steps_parquet_path: str | None = "steps.parquet"
+    allow_outside_run_dir: bool = Field(
+        default=False,
+        description="Let an absolute output path point outside the run directory (never in a --multirun sweep).",
+    )
     record_step_series: bool | None = Field(
         default=None,
         description="Keep the per-step series (null: only when output_steps_parquet_path is set).",
@@ -624,6 +627,7 @@ HYDRA_KEYS = {
     "name",
     "experiment",
     "resume",
+    "overwrite",
 }
 
 
@@ -730,7 +734,19 @@ def _check_output_paths(config: ExperimentConfig) -> None:
         value = getattr(config.metrics_config, name)
         if not value:
             continue
-        normal = str(PurePath(value))
+        normal = os.path.normpath(value)
+        if not os.path.isabs(normal) and (normal == ".." or normal.startswith(f"..{os.sep}")):
+            raise ConfigError(
+                f"{metrics_key}.{name}",
+                value,
+                "a path inside the run directory (it may not climb out with ..); an absolute path "
+                f"outside it needs {metrics_key}.allow_outside_run_dir=true",
+            )
+        first = normal.split(os.sep, 1)[0]
+        if not os.path.isabs(normal) and (normal in (".", "run.json") or first == ".hydra"):
+            raise ConfigError(
+                f"{metrics_key}.{name}", value, "a file of its own (run.json and .hydra/ are the run's own records)"
+            )
         if normal in seen:
             raise ConfigError(
                 f"{metrics_key}.{name}", value, f"a file of its own; {metrics_key}.{seen[normal]} writes there too"

@@ -54,6 +54,12 @@ class ExperimentOrchestrator:
             candidate = Path(path)
             if candidate.is_file():
                 resolved = candidate
+            elif candidate.is_dir():
+                log.warning(
+                    "model_characteristics_db_path %s is a directory, not a JSON or YAML file of model profiles; "
+                    "using the built-in model database",
+                    path,
+                )
             else:
                 log.warning("model_characteristics_db_path %s not found; using the built-in model database", path)
         try:

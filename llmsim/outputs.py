@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +19,10 @@ from llmsim.metrics.summary import percentile_label
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from llmsim.config import ExperimentConfig
     from llmsim.orchestrator import ExperimentOrchestrator
+
+log = logging.getLogger(__name__)
 
 
 def _new_file_mode() -> int:
@@ -53,55 +60,171 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"))
 
 
-def _resolve(base: Path, configured: str | None) -> Path | None:
-    if not configured:
+@dataclass(frozen=True)
+class OutputPolicy:
+    """How a run may place its files.
+
+    ``overwrite``: an existing file that llmsim did not write may be replaced (the ``overwrite=true`` key);
+    ``in_sweep``: the run is a job of a ``--multirun`` sweep, so every output must lie inside its own
+    directory (a path outside it would be shared by every job of the sweep).
+    """
+
+    overwrite: bool = False
+    in_sweep: bool = False
+
+
+_POLICY: ContextVar[OutputPolicy | None] = ContextVar("llmsim_output_policy", default=None)
+
+
+@contextmanager
+def output_policy(policy: OutputPolicy) -> Iterator[None]:
+    """Runs inside the block place their outputs by ``policy`` (see :func:`planned_outputs`)."""
+    token = _POLICY.set(policy)
+    try:
+        yield
+    finally:
+        _POLICY.reset(token)
+
+
+#: result name -> metrics key of its path
+OUTPUT_PATH_KEYS = {
+    "summary": "output_summary_json_path",
+    "requests": "output_requests_parquet_path",
+    "requests_csv": "output_requests_csv_path",
+    "steps": "output_steps_parquet_path",
+}
+
+
+def _inside(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def written_by_llmsim(base: Path) -> set[str] | None:
+    """Real paths of the files llmsim wrote for the run in ``base`` (its ``run.json`` lists them).
+
+    None for a ``run.json`` that llmsim wrote before it listed outputs (it has a ``config_hash`` and no
+    ``outputs``): that run's files inside ``base`` are taken as llmsim's, so old sweeps still resume.
+    """
+    from llmsim.runinfo import read_run_info
+
+    info = read_run_info(base)
+    if not isinstance(info, dict):
+        return set()
+    outputs = info.get("outputs")
+    if outputs is None and "config_hash" in info:
         return None
-    path = Path(configured)
-    return path if path.is_absolute() else base / path
+    if not isinstance(outputs, dict):
+        return set()
+    return {os.path.realpath(base / str(p)) for p in outputs.values() if isinstance(p, str)}
+
+
+def check_output_path(
+    key: str, configured: str, base: Path, *, allow_outside: bool, policy: OutputPolicy, ours: set[str] | None
+) -> Path:
+    """Where ``configured`` (the value of output key ``key``) writes for a run in ``base``, or a ConfigError.
+
+    A relative path lies inside the run directory and may not climb out of it (nor leave it through a
+    linked folder); an absolute path outside it needs ``allow_outside_run_dir`` and is never allowed in a
+    sweep. A link at the path is refused, never followed or replaced; an existing file is replaced
+    only when llmsim wrote it for this run directory (``run.json`` lists it) or ``overwrite`` is set.
+    """
+    from llmsim.errors import ConfigError
+
+    path = Path(configured) if Path(configured).is_absolute() else base / configured
+    allow_key = key.rsplit(".", 1)[0] + ".allow_outside_run_dir"
+    real_base = os.path.realpath(base)
+    real = os.path.realpath(path.parent) + os.sep + path.name
+    if not _inside(real, real_base):
+        if policy.in_sweep:
+            raise ConfigError(
+                key,
+                configured,
+                f"in a --multirun sweep a path inside the job's directory ({real} is outside it)",
+            )
+        if not Path(configured).is_absolute():
+            raise ConfigError(key, configured, f"a path inside the run directory {base} (it leaves it through a link)")
+        if not allow_outside:
+            raise ConfigError(
+                key, configured, f"a path inside the run directory {base}, or set {allow_key}=true to write outside it"
+            )
+    if path.is_symlink():
+        raise ConfigError(key, configured, f"{path} is a symbolic link: llmsim neither follows nor replaces links")
+    if path.is_dir():
+        raise ConfigError(key, configured, f"a file path: {path} is a directory")
+    ours_too = real in ours if ours is not None else _inside(real, real_base)
+    if path.exists() and not policy.overwrite and not ours_too:
+        raise ConfigError(
+            key,
+            configured,
+            f"a new file: {path} exists and llmsim did not write it for this run (set overwrite=true to replace it)",
+        )
+    return path
+
+
+def planned_outputs(config: ExperimentConfig, base: Path, policy: OutputPolicy | None = None) -> dict[str, Path]:
+    """The files a run of ``config`` in ``base`` writes, by result name; a path it may not use is a ConfigError.
+
+    Checked before anything is simulated (see :func:`check_output_path` for the rules).
+    """
+    policy = policy or _POLICY.get() or OutputPolicy()
+    metrics = config.metrics_config
+    prefix = "metrics" if config.layout == "hydra" else "metrics_config"
+    ours = written_by_llmsim(base)
+    planned: dict[str, Path] = {}
+    for name, attribute in OUTPUT_PATH_KEYS.items():
+        configured = getattr(metrics, attribute)
+        if configured:
+            planned[name] = check_output_path(
+                f"{prefix}.{attribute}",
+                configured,
+                base,
+                allow_outside=metrics.allow_outside_run_dir,
+                policy=policy,
+                ours=ours,
+            )
+    return planned
 
 
 def write_outputs(orchestrator: ExperimentOrchestrator, summary: dict[str, Any]) -> dict[str, Path]:
     """Write summary JSON, per-request Parquet/CSV and the step series where the metrics config asks.
 
-    Each file is written atomically; one that cannot be written is an :class:`OutputError` naming its key.
+    Every path is checked first (:func:`planned_outputs`), so a refused one writes nothing; each file
+    is written atomically, and the run directory's ``run.json`` then lists them (``outputs``), which
+    is how a later run knows it may replace them. A file that cannot be written is an
+    :class:`OutputError` naming its key.
     """
+    from llmsim.runinfo import record_outputs
+
     cfg = orchestrator.config.metrics_config
     collector = orchestrator.metrics_collector
     assert collector is not None
     base = orchestrator.output_dir
+    planned = planned_outputs(orchestrator.config, base)
+    prefix = "metrics" if orchestrator.config.layout == "hydra" else "metrics_config"
     written: dict[str, Path] = {}
     requests = collector.get_all_request_metrics_df()
-    writers: list[tuple[str, str, str | None, Callable[[Path], None]]] = [
-        ("summary", "output_summary_json_path", cfg.output_summary_json_path, lambda path: write_json(path, summary)),
-        (
-            "requests",
-            "output_requests_parquet_path",
-            cfg.output_requests_parquet_path,
-            lambda path: atomic_write(path, lambda tmp: _write_parts(tmp, _row_chunks(requests))),
-        ),
-        (
-            "requests_csv",
-            "output_requests_csv_path",
-            cfg.output_requests_csv_path,
-            lambda path: atomic_write(path, lambda tmp: requests.to_csv(tmp, index=False)),
-        ),
-        (
-            "steps",
-            "output_steps_parquet_path",
-            cfg.output_steps_parquet_path,
-            lambda path: atomic_write(path, lambda tmp: _write_parts(tmp, collector.step_parts())),
-        ),
-    ]
-    for name, key, configured, write in writers:
-        if (path := _resolve(base, configured)) is None:
-            continue
-        try:
-            write(path)
-        except OSError as exc:
-            raise OutputError(
-                f"metrics.{key}={configured!r}: cannot write {path}: {exc.strerror or one_line(str(exc))}"
-            ) from None
-        written[name] = path
+    writers: dict[str, Callable[[Path], None]] = {
+        "summary": lambda path: write_json(path, summary),
+        "requests": lambda path: atomic_write(path, lambda tmp: _write_parts(tmp, _row_chunks(requests))),
+        "requests_csv": lambda path: atomic_write(path, lambda tmp: requests.to_csv(tmp, index=False)),
+        "steps": lambda path: atomic_write(path, lambda tmp: _write_parts(tmp, collector.step_parts())),
+    }
+    try:
+        for name, path in planned.items():
+            key = OUTPUT_PATH_KEYS[name]
+            try:
+                writers[name](path)
+            except OSError as exc:
+                raise OutputError(
+                    f"{prefix}.{key}={getattr(cfg, key)!r}: cannot write {path}: {exc.strerror or one_line(str(exc))}"
+                ) from None
+            written[name] = path
+    finally:
+        if written:
+            try:
+                record_outputs(base, written)
+            except OSError as exc:
+                log.warning("cannot list the outputs in %s: %s", base / "run.json", exc.strerror or exc)
     return written
 
 

@@ -1,9 +1,10 @@
 """``python -m llmsim.rerun RUN_DIR [--out DIR]``: run a finished run's exact config again and check its metrics.
 
-Reads ``RUN_DIR/.hydra/config.yaml`` (the composed config Hydra saved), simulates it into ``--out``
-(default ``RUN_DIR/rerun``) and compares the new ``summary.json`` with the original: exit code 0
-when every metric is identical, 1 when something differs (listed), 2 when RUN_DIR is not a finished
-run (one line on stderr).
+Reads ``RUN_DIR/.hydra/config.yaml`` (the composed config Hydra saved), simulates it into a fresh
+directory of its own, ``--out`` (default ``outputs/reruns/<date>/<time>-<run name>`` under the current
+directory; never RUN_DIR itself, nor wherever the saved config's output paths point) and compares the
+new summary with the original: exit code 0 when every metric is identical, 1 when something differs
+(listed), 2 when RUN_DIR is not a finished run or ``--out`` is not new (one line on stderr).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llmsim.cli import experiment_container
 from llmsim.entrypoint import ArgumentParser, run_entry_point
 from llmsim.errors import ConfigError, one_line
 from llmsim.orchestrator import ExperimentOrchestrator
+from llmsim.runinfo import output_path, read_run_info
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -80,21 +82,66 @@ def rerun(run_dir: Path, out: Path) -> list[str]:
     is a one-line :class:`~llmsim.errors.ConfigError`, raised before anything is simulated.
     """
     config = saved_config(run_dir)
-    original_file = run_dir / "summary.json"
-    if not original_file.is_file():
+    original_file = output_path(run_dir, read_run_info(run_dir), "summary", "summary.json")
+    if original_file is None or not original_file.is_file():
         raise ConfigError("run_dir", str(run_dir), "a finished run: it has no summary.json to compare with")
     original = _load_json(original_file)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("--out", str(out), "a new or empty directory (a rerun never writes over other files)")
     with contextlib.redirect_stdout(io.StringIO()):
-        summary = ExperimentOrchestrator(config, output_dir=out).run(show_progress=False)
+        summary = ExperimentOrchestrator(inside(config, out), output_dir=out).run(show_progress=False)
     return differences(original.get("frameworks", {}), summary["frameworks"])
+
+
+def inside(config: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The config with every output it asks for written under its own name in ``out`` (not where it says)."""
+    names = {
+        "output_summary_json_path": "summary.json",
+        "output_requests_parquet_path": "requests.parquet",
+        "output_requests_csv_path": "requests.csv",
+        "output_steps_parquet_path": "steps.parquet",
+    }
+    config = dict(config)
+    for key in ("metrics", "metrics_config"):
+        if not isinstance(config.get(key), dict):
+            continue
+        metrics = dict(config[key])
+        for name, file_name in names.items():
+            if metrics.get(name):
+                metrics[name] = file_name
+        metrics["output_summary_json_path"] = "summary.json"
+        metrics.pop("allow_outside_run_dir", None)
+        config[key] = metrics
+    if isinstance(config.get("experiment"), dict):  # a seed-layout preset (experiment=seed_example)
+        config["experiment"] = inside(config["experiment"], out)
+    return config
+
+
+def default_out(run_dir: Path) -> Path:
+    """``outputs/reruns/<date>/<time>-<run name>`` in the current directory (a new name each time)."""
+    from datetime import datetime
+
+    now = datetime.now()
+    base = (
+        Path("outputs") / "reruns" / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}-{run_dir.resolve().name}"
+    )
+    out, number = base, 1
+    while out.exists():
+        number += 1
+        out = base.with_name(f"{base.name}-{number}")
+    return out
 
 
 def _main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="python -m llmsim.rerun", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--out", type=Path, help="output directory of the rerun (default RUN_DIR/rerun)")
+    parser.add_argument(
+        "--out", type=Path, help="a new directory for the rerun's outputs (default outputs/reruns/<date>/<time>-<run>)"
+    )
     args = parser.parse_args(argv)
-    diffs = rerun(args.run_dir, args.out or args.run_dir / "rerun")
+    out = args.out or default_out(args.run_dir)
+    diffs = rerun(args.run_dir, out)
+    print(f"rerun written to {out}")
     if diffs:
         print(f"NOT reproduced: {len(diffs)} metric(s) differ")
         for line in diffs[:50]:

@@ -130,7 +130,7 @@ def test_a_sweep_over_groups_with_a_key_only_one_of_them_knows_fails_that_job_al
     result = llmsim_cli(
         "--multirun", "framework=vllm,sglang", "framework.max_num_seqs=64", *TINY, f"hydra.sweep.dir={tmp_path}/s"
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 3, result.stderr[-2000:]  # a sweep with a failed job exits 3
     assert "Traceback" not in result.stderr
     failed = [line for line in (result.stdout + result.stderr).splitlines() if "failed:" in line]
     assert len(failed) == 1 and "framework=sglang" in failed[0]

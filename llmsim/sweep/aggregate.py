@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from llmsim.outputs import atomic_write
-from llmsim.runinfo import read_run_info
+from llmsim.runinfo import output_path, read_job_failure, read_run_info
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class SweepTables:
     jobs: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     override_keys: list[str] = field(default_factory=list)
+    #: jobs multirun.yaml lists that have no directory yet (an interrupted sweep), as their overrides
+    never_started: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -131,6 +133,12 @@ def job_dirs(sweep_dir: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     info = read_run_info(path)
+    failure = read_job_failure(path)
+    if failure is not None:  # its last attempt could not write into its own directory
+        stale = info if isinstance(info, dict) else {}
+        row = {**keys, "run": path.name, "framework": stale.get("framework", ""), "status": "failed"}
+        row.update(error=str(failure.get("error")), seed=stale.get("seed"), config_hash=stale.get("config_hash"))
+        return [{**row, "wall_time_s": None}], None
     if not isinstance(info, dict):
         return [], "missing or corrupt run.json"
     if info.get("status") == "running":
@@ -144,23 +152,50 @@ def _job_rows(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], s
         "config_hash": info.get("config_hash"),
         "wall_time_s": info.get("wall_time_s"),
     }
-    summary_path = path / "summary.json"
     if base["status"] != "ok":
         return [{**base, "framework": info.get("framework", "")}], None
+    summary_path = output_path(path, info, "summary", "summary.json")
+    if summary_path is None:
+        error = "no summary written (metrics.output_summary_json_path is null)"
+        return [{**base, "status": "failed", "error": error, "framework": ""}], None
     try:
         summary = json.loads(summary_path.read_text())
         frameworks = summary["frameworks"]
         rows = [{**base, "framework": str(name), **dict(metrics)} for name, metrics in frameworks.items()]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return [{**base, "status": "failed", "error": "summary.json missing or corrupt", "framework": ""}], None
+        error = f"{summary_path.name} missing or corrupt"
+        return [{**base, "status": "failed", "error": error, "framework": ""}], None
     for row in rows:  # a framework that stopped during the run (the others' results stand)
         if row.get("error"):
             row["status"] = "failed"
     return rows, None
 
 
-def _one_type_per_column(runs: pd.DataFrame) -> pd.DataFrame:
-    """Columns that mix value types (``workload.rate=abc,5`` in one sweep) become text, so Parquet can hold them."""
+#: runs-table columns that hold text whatever they contain
+TEXT_COLUMNS = ("run", "framework", "status", "error", "config_hash")
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a number or a string that reads as one (``"NaN"``, ``"1.5"``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _one_type_per_column(runs: pd.DataFrame, override_keys: list[str]) -> pd.DataFrame:
+    """One value type per column, decided column by column, so Parquet can hold them.
+
+    A result column mixing numbers and text (a summary edited by hand to say ``"NaN"``) stays numeric:
+    text that reads as a number becomes that number, other text becomes NaN (logged with its run);
+    only that column is touched. A swept key mixing types (``workload.rate=abc,5``) becomes text.
+    """
 
     def missing(value: Any) -> bool:
         return value is None or (isinstance(value, float) and value != value)
@@ -168,8 +203,18 @@ def _one_type_per_column(runs: pd.DataFrame) -> pd.DataFrame:
     for column in runs.columns:
         if runs[column].dtype != object:
             continue
-        kinds = {type(value) for value in runs[column] if not missing(value)}
-        if len(kinds) > 1:
+        values = [value for value in runs[column] if not missing(value)]
+        kinds = {type(value) for value in values}
+        if len(kinds) <= 1:
+            continue
+        numeric = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if column not in override_keys and column not in TEXT_COLUMNS and numeric:
+            converted = [None if missing(value) else _number(value) for value in runs[column]]
+            for run, value, number in zip(runs["run"], runs[column], converted, strict=True):
+                if number is None and not missing(value):
+                    log.warning("%s: %s=%r is not a number; read as NaN", run, column, value)
+            runs[column] = pd.to_numeric(pd.Series(converted, index=runs.index, dtype=object), errors="coerce")
+        else:
             runs[column] = [None if missing(value) else str(value) for value in runs[column]]
     return runs
 
@@ -214,14 +259,76 @@ def aggregate(sweep_dir: str | Path, *, write: bool = True) -> SweepTables:
         front = [k for k in override_keys if k in runs] + [c for c in RUN_COLUMNS if c in runs]
         runs = runs[front + [c for c in runs.columns if c not in front]]
         runs = _sorted_runs(runs, [k for k in override_keys if k in runs])
-        runs = _one_type_per_column(runs)
+        runs = _one_type_per_column(runs, override_keys)
     for path, why in skipped:
         log.warning("skipped %s: %s", path, why)
     tables = SweepTables(runs, used, skipped, [k for k in override_keys if k in runs])
+    tables.never_started = never_started(sweep_dir)
     if write:
+        check_tables_are_ours(sweep_dir)
         atomic_write(sweep_dir / RUNS_TABLE, lambda tmp: write_runs_table(tmp, tables))
         _write_requests(sweep_dir, tables)
     return tables
+
+
+#: schema metadata key that marks a Parquet file as a sweep table written by :func:`aggregate`
+TABLE_META = b"llmsim.sweep_table"
+
+
+def _table_kind(path: Path) -> str | None:
+    """``runs``/``requests`` for a sweep table llmsim wrote, None for any other file."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    if TABLE_META in metadata:
+        return metadata[TABLE_META].decode()
+    return "runs" if OVERRIDE_KEYS_META in metadata else None  # a runs.parquet from before TABLE_META
+
+
+def check_tables_are_ours(sweep_dir: Path) -> None:
+    """Refuse to replace a ``runs.parquet``/``requests.parquet`` that aggregation did not write (one line).
+
+    A single run's ``requests.parquet`` (or any file of that name) stays as it is; a link is never
+    followed. A ``requests.parquet`` that begins with a ``run`` column beside a ``runs.parquet`` of
+    ours is taken as ours too (tables written before they were marked).
+    """
+    from llmsim.errors import LLMSimError
+
+    runs_ours = False
+    for name, kind in ((RUNS_TABLE, "runs"), (REQUESTS_TABLE, "requests")):
+        path = sweep_dir / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise LLMSimError(f"{path} is a link or a directory: aggregation writes its tables as plain files only")
+        if not path.exists():
+            continue
+        found = _table_kind(path)
+        if found == kind or (kind == "requests" and runs_ours and found is None and _starts_with_run(path)):
+            runs_ours = runs_ours or kind == "runs"
+            continue
+        raise LLMSimError(
+            f"{path} was not written by llmsim.aggregate: it is left as it is (move it away to aggregate {sweep_dir})"
+        )
+
+
+def _starts_with_run(path: Path) -> bool:
+    """A Parquet file whose first column is ``run`` (how a sweep's requests table begins)."""
+    try:
+        return pq.read_schema(path).names[:1] == ["run"]
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def never_started(sweep_dir: Path) -> list[str]:
+    """Jobs ``multirun.yaml`` lists that have no directory with their overrides (the sweep stopped first)."""
+    combos = expected_combinations(sweep_dir)
+    if combos is None:
+        return []
+    present = set()
+    for path in sweep_dir.iterdir():
+        if path.is_dir() and (listed := read_overrides(path)) is not None:
+            present.add(frozenset(listed))
+    return [",".join(sorted(combo)) for combo in combos if combo not in present]
 
 
 OVERRIDE_KEYS_META = b"llmsim.override_keys"
@@ -232,6 +339,7 @@ def write_runs_table(path: Path, tables: SweepTables) -> None:
     table = pa.Table.from_pandas(tables.runs, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
     metadata[OVERRIDE_KEYS_META] = json.dumps(tables.override_keys).encode()
+    metadata[TABLE_META] = b"runs"
     pq.write_table(table.replace_schema_metadata(metadata), path)
 
 
@@ -240,6 +348,11 @@ def read_override_keys(path: Path) -> list[str] | None:
     metadata = pq.read_schema(path).metadata or {}
     raw = metadata.get(OVERRIDE_KEYS_META)
     return json.loads(raw) if raw else None
+
+
+def _marked(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the mark of a sweep's requests table (see :func:`check_tables_are_ours`)."""
+    return schema.with_metadata({**(schema.metadata or {}), TABLE_META: b"requests"})
 
 
 def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
@@ -251,8 +364,10 @@ def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
         writer: pq.ParquetWriter | None = None
         try:
             for path in tables.jobs:
-                request_file = path / "requests.parquet"
-                if not request_file.exists():
+                if read_job_failure(path) is not None:
+                    continue  # its last attempt failed: what its directory holds is from an earlier one
+                request_file = output_path(path, read_run_info(path), "requests", "requests.parquet")
+                if request_file is None or not request_file.exists():
                     continue
                 keys = runs.loc[runs["run"] == path.name, key_columns].head(1)
                 if keys.empty:
@@ -270,10 +385,11 @@ def _write_requests(sweep_dir: Path, tables: SweepTables) -> None:
                     log.warning("skipped %s: %s", path, problem)
                     continue
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
+                    writer = pq.ParquetWriter(tmp, _marked(table.schema))
                 writer.write_table(table)
             if writer is None:
-                pq.write_table(pa.table({c: pa.array([], pa.string()) for c in key_columns}), tmp)
+                empty = pa.table({c: pa.array([], pa.string()) for c in key_columns})
+                pq.write_table(empty.replace_schema_metadata(_marked(empty.schema).metadata), tmp)
         finally:
             if writer is not None:
                 writer.close()
@@ -303,16 +419,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_sweep_dir(path: Path) -> None:
-    """Refuse what is not a sweep directory: a file, a single run's directory, a folder without jobs."""
+    """Refuse what is not a sweep directory: a file, a single run's directory, a folder of single runs
+    or of anything else (a sweep directory has the ``multirun.yaml`` Hydra writes when a sweep starts)."""
     from llmsim.errors import LLMSimError
 
     if not path.is_dir():
         raise LLMSimError(f"{path} is not a directory: give the sweep directory (hydra.sweep.dir of a --multirun)")
-    if (path / "summary.json").exists():
+    if (path / "multirun.yaml").is_file():
+        return
+    if any((path / name).exists() for name in ("summary.json", "run.json", ".hydra")):
         raise LLMSimError(f"{path} is a single run's directory, not a sweep: aggregate its parent sweep directory")
-    has_jobs = any((child / ".hydra" / "overrides.yaml").exists() for child in path.iterdir() if child.is_dir())
-    if not (path / "multirun.yaml").exists() and not has_jobs:
-        raise LLMSimError(f"{path} is not a sweep directory: no multirun.yaml and no job directories in it")
+    has_runs = any((child / ".hydra" / "overrides.yaml").exists() for child in path.iterdir() if child.is_dir())
+    what = "a directory of single runs" if has_runs else "no job directories in it"
+    raise LLMSimError(f"{path} is not a sweep directory: no multirun.yaml ({what}); nothing was written")
 
 
 def describe(tables: SweepTables, sweep_dir: Path) -> str:
@@ -326,4 +445,9 @@ def describe(tables: SweepTables, sweep_dir: Path) -> str:
         lines.append(f"  FAILED {row['run']}: {row['error']}")
     for path, why in tables.skipped:
         lines.append(f"  skipped {path.name}: {why}")
+    if tables.never_started:
+        lines.append(f"  {len(tables.never_started)} job(s) never started (re-run the sweep into this directory):")
+        lines.extend(f"    {overrides}" for overrides in tables.never_started[:20])
+        if len(tables.never_started) > 20:
+            lines.append(f"    ... and {len(tables.never_started) - 20} more")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from llmsim.sweep.slos import load_yaml, run_dir_of
 from llmsim.sweep.tables import ResultTable
 
 #: config keys that never describe the system under test (output paths, the derived experiment name)
-IGNORED_PREFIXES = ("hydra.", "metrics.output_", "name", "resume")
+IGNORED_PREFIXES = ("hydra.", "metrics.output_", "metrics.allow_outside_run_dir", "name", "resume", "overwrite")
 #: runs read per side (a big sweep's first ones are enough to see what stays fixed)
 MAX_CONFIGS = 200
 #: differences named in a title before ``+N more``

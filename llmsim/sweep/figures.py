@@ -10,12 +10,36 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+#: the PNG ``Software`` text llmsim's charts carry: how a later plot knows it may replace one
+SOFTWARE = "llmsim"
+#: chart names drawn before the charts were marked (with matplotlib's own ``Software`` text)
+CHART_NAMES = ("latency_vs_throughput.png", "goodput_vs_load.png", "run_timeline.png")
+
+
+def drawn_by_llmsim(path: Path) -> bool:
+    """Whether the PNG at ``path`` is one of llmsim's charts (its ``Software`` text says so)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 16)
+    except OSError:
+        return False
+    if b"Software\x00" + SOFTWARE.encode() in head:
+        return True
+    return path.name in CHART_NAMES and b"Software\x00Matplotlib" in head
+
 
 def save_figure(fig: Any, path: Path) -> None:
-    """A PNG written atomically (an interrupted plot never leaves a truncated image)."""
+    """A PNG written atomically (an interrupted plot never leaves a truncated image).
+
+    A file already there is replaced only when it is one of llmsim's charts; any other file, or a
+    link, is left as it is (one-line error).
+    """
+    from llmsim.errors import LLMSimError
     from llmsim.outputs import atomic_write
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    if path.is_symlink() or (path.exists() and not (path.is_file() and drawn_by_llmsim(path))):
+        raise LLMSimError(f"{path} was not drawn by llmsim.plot: it is left as it is (move it away, or give --out)")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", metadata={"Software": SOFTWARE}))
 
 
 def plain_number(value: float, _position: Any = None) -> str:
