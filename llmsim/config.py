@@ -632,14 +632,15 @@ HYDRA_KEYS = {
 
 
 #: Top-level switches of a Hydra run that are not part of the experiment, and their type.
-RUN_CONTROL_TYPES: dict[str, type] = {"resume": bool}
+RUN_CONTROL_TYPES: dict[str, type] = {"resume": bool, "overwrite": bool}
 
 
 def check_run_control(data: Mapping[str, Any]) -> None:
-    """Top-level run switches (``resume``) have their own type: ``resume=0.5`` or ``resume=1`` is an error."""
+    """Top-level run switches (``resume``, ``overwrite``) have their own type: ``resume=0.5`` or
+    ``overwrite=1`` is an error (null keeps the default)."""
     for name, kind in RUN_CONTROL_TYPES.items():
         value = data.get(name)
-        if name in data and not isinstance(value, kind):
+        if value is not None and not isinstance(value, kind):
             raise ConfigError(name, value, "true or false" if kind is bool else f"a {kind.__name__}")
 
 
