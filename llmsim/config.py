@@ -374,6 +374,12 @@ class WorkloadConfig(Schema):
         default=1, description="Streamed responses reach the client in chunks of this many tokens."
     )
     bytes_per_token_estimate_for_network: PositiveFloat = 2.0
+    client_link: bool = Field(
+        default=True,
+        description="true: clients reach the server over hardware.network_links[0] (vllm bench serve; one "
+        "link per framework that serialises uploads in send order); false: clients in the engine's own process "
+        "(vLLM's LLM class, vllm bench throughput, trtllm-bench) - no upload, no download, no latency.",
+    )
     random_seed: int | None = Field(default=None, description="Workload seed; null uses simulation.random_seed.")
     path: str | None = Field(
         default=None,

@@ -176,8 +176,8 @@ def compose_case(
         "output_requests_csv_path",
     ):
         config["metrics"][key] = None
-    # benchmarks run beside the server: an ideal client link
-    config["hardware"]["network_links"] = [{"link_id": "local", "bandwidth_bps": 1e15, "latency_s": 0.0}]
+    # published numbers time the engine, not a network: the clients run beside it (no client link)
+    config["workload"]["client_link"] = False
     if profile is not None:
         profile = {**profile}
         if config["workload"]["client_profiles"][0].get("inter_arrival_time_dist_config"):
