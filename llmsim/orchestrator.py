@@ -80,7 +80,7 @@ class ExperimentOrchestrator:
         self.metrics_collector = MetricsCollector(env, cfg.metrics_config)
         self.virtual_hardware = VirtualHardwarePlatform()
         self.virtual_hardware.initialize(
-            cfg.hardware_profile, env, self.model_characteristics_db, client_link=cfg.workload.client_link
+            cfg.hardware_profile, env, self.model_characteristics_db, client_link=cfg.workload.has_client_link
         )
         self.llm_framework_instances = []
         for index, entry in enumerate(cfg.frameworks_to_test):

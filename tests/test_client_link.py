@@ -14,6 +14,8 @@ import yaml
 from conftest import REPO, make_config
 from scenario import framework_for, run_quietly, step_time
 
+from llmsim.config import load_experiment_config
+
 SLOW_LINK = {"link_id": "slow", "bandwidth_bps": 1e6, "latency_s": 1e-3}  # 16 us a token at 2 bytes a token
 
 
@@ -129,6 +131,7 @@ def test_each_framework_has_its_own_client_link():
     config["workload"] = {
         "kind": "offline",
         "num_requests": 2,
+        "client_link": True,  # a served batch (an offline one is in-process by default)
         "total_duration": None,
         "client_profiles": [
             {
@@ -171,9 +174,9 @@ def test_the_offline_workload_runs_its_clients_in_process_and_random_goes_over_t
 
 
 @pytest.mark.slow
-def test_a_client_link_that_is_not_true_or_false_is_refused_in_one_line():
+def test_a_client_link_that_is_not_true_or_false_is_refused_in_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "llmsim", "workload.client_link=sometimes"],
+        [sys.executable, "-m", "llmsim", "workload.client_link=sometimes", f"hydra.run.dir={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -183,3 +186,16 @@ def test_a_client_link_that_is_not_true_or_false_is_refused_in_one_line():
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("llmsim: error: workload.client_link='sometimes' is not valid: true or false")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("workload", "expected"),
+    [
+        ({"kind": "offline", "num_requests": 3}, False),
+        ({"kind": "offline", "num_requests": 3, "client_link": True}, True),
+        ({"rate": 2, "total_duration": 5}, True),
+        ({"rate": 2, "total_duration": 5, "client_link": False}, False),
+    ],
+)
+def test_an_offline_batch_runs_in_process_unless_told_and_everything_else_crosses_the_link(workload, expected):
+    assert load_experiment_config(make_config(workload=workload)).workload.has_client_link is expected
