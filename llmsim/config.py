@@ -374,6 +374,13 @@ class WorkloadConfig(Schema):
         default=1, description="Streamed responses reach the client in chunks of this many tokens."
     )
     bytes_per_token_estimate_for_network: PositiveFloat = 2.0
+    client_link: bool | None = Field(
+        default=None,
+        description="true: clients reach the server over hardware.network_links[0] (vllm bench serve; one "
+        "link per framework that serialises uploads in send order); false: clients in the engine's own process "
+        "(vLLM's LLM class, vllm bench throughput, trtllm-bench) - no upload, no download, no latency. "
+        "null: false for kind offline, true otherwise.",
+    )
     random_seed: int | None = Field(default=None, description="Workload seed; null uses simulation.random_seed.")
     path: str | None = Field(
         default=None,
@@ -407,6 +414,11 @@ class WorkloadConfig(Schema):
         "(--random-prefix-len); null: 0.",
     )
     client_profiles: tuple[ClientProfile, ...] = Field(default=(ClientProfile(),), min_length=1)
+
+    @property
+    def has_client_link(self) -> bool:
+        """Whether requests and answers cross the client link (``client_link``; null: all but offline batches)."""
+        return self.client_link if self.client_link is not None else self.kind != "offline"
 
     @field_validator("rate", mode="before")
     @classmethod

@@ -79,7 +79,9 @@ class ExperimentOrchestrator:
         env = self.sim_env_wrapper.get_simpy_env()
         self.metrics_collector = MetricsCollector(env, cfg.metrics_config)
         self.virtual_hardware = VirtualHardwarePlatform()
-        self.virtual_hardware.initialize(cfg.hardware_profile, env, self.model_characteristics_db)
+        self.virtual_hardware.initialize(
+            cfg.hardware_profile, env, self.model_characteristics_db, client_link=cfg.workload.has_client_link
+        )
         self.llm_framework_instances = []
         for index, entry in enumerate(cfg.frameworks_to_test):
             type_key = "framework.type" if cfg.layout == "hydra" else f"frameworks_to_test[{index}].type"

@@ -10,7 +10,7 @@ t=0, run as one static batch: TensorRT-LLM's STATIC_BATCH policy; vLLM batches t
 ``offline`` (``num_requests`` queued at t=0), ``concurrency`` (closed loop) and ``poisson``. When
 ``num_gpus`` exceeds ``tp``, ``num_gpus / tp`` identical data-parallel replicas share the load
 equally: one replica is simulated with its share and system throughput is multiplied back.
-Benchmarks run next to the server, so the client link is made ideal (no latency).
+Benchmarks run next to the server, so every case runs without a client link (workload.client_link=false).
 
 The last line printed is exactly ``median_abs_err_pct=X p90_abs_err_pct=Y cases_run=N/M``.
 """
@@ -176,8 +176,8 @@ def compose_case(
         "output_requests_csv_path",
     ):
         config["metrics"][key] = None
-    # benchmarks run beside the server: an ideal client link
-    config["hardware"]["network_links"] = [{"link_id": "local", "bandwidth_bps": 1e15, "latency_s": 0.0}]
+    # published numbers time the engine, not a network: the clients run beside it (no client link)
+    config["workload"]["client_link"] = False
     if profile is not None:
         profile = {**profile}
         if config["workload"]["client_profiles"][0].get("inter_arrival_time_dist_config"):

@@ -537,16 +537,22 @@ def test_sglang_retracts_a_stuck_chunked_prefill_instead_of_deadlocking():
     assert plan.scheduled or plan.evicted
 
 
-def test_the_sglang_run_that_deadlocked_on_a_chunked_prefill_now_completes(time_limit):
-    """The workload hypothesis found the deadlock with (a decoder and a chunked prefill filling the cache)."""
-    profile = constant_profile(1, 1, streaming=0.0)
-    profile["prompt_tokens_dist_config"] = {"type": "Uniform", "low": 1, "high": 487, "is_int": True}
-    profile["max_output_tokens_dist_config"] = {"type": "Uniform", "low": 1, "high": 145, "is_int": True}
+def test_the_sglang_run_that_deadlocked_on_a_chunked_prefill_now_completes(time_limit, tmp_path):
+    """The workload hypothesis found the deadlock with (a decoder and a chunked prefill filling the cache).
+
+    Its five requests, in the order they reached the server then (shortest prompt first), as a trace.
+    """
+    trace = tmp_path / "deadlock.csv"
+    trace.write_text("arrival_time,input_tokens,output_tokens\n0,149,89\n0,296,66\n0,366,70\n0,437,86\n0,481,11\n")
+    workload = {
+        "kind": "trace",
+        "path": str(trace),
+        "total_duration": None,
+        "num_requests": None,
+        "client_profiles": [{"profile_name": "trace", "streaming_response_probability": 0.0}],
+    }
     config = with_framework(
-        make_config(workload={"kind": "offline", "num_requests": 5, "client_profiles": [profile]}),
-        "sglang",
-        chunked_prefill_size=64,
-        num_gpu_blocks_override=574,
+        make_config(workload=workload), "sglang", chunked_prefill_size=64, num_gpu_blocks_override=574
     )
     summary = check_run(config)
     assert summary["frameworks"]["sglang"]["completed"] == 5 and summary["frameworks"]["sglang"]["num_retracted"] > 0

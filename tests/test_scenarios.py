@@ -15,7 +15,14 @@ def link_delay(tokens: int) -> float:
 
 
 def test_single_streamed_request_timeline_is_prefill_then_one_decode_step_per_token():
-    config = make_config(workload={"kind": "offline", "num_requests": 1, "client_profiles": [constant_profile(100, 3)]})
+    config = make_config(
+        workload={
+            "kind": "offline",
+            "num_requests": 1,
+            "client_link": True,
+            "client_profiles": [constant_profile(100, 3)],
+        }
+    )
     fw = framework_for(config)
     prefill = step_time(fw, prefill=[(100, 0, True)])
     decode_1 = step_time(fw, decode=[101])
@@ -35,7 +42,12 @@ def test_single_streamed_request_timeline_is_prefill_then_one_decode_step_per_to
 def test_long_prompt_is_chunked_by_the_token_budget_and_samples_only_after_the_last_chunk():
     config = make_config(
         framework={"max_num_batched_tokens": 64, "max_num_seqs": 8},
-        workload={"kind": "offline", "num_requests": 1, "client_profiles": [constant_profile(100, 2)]},
+        workload={
+            "kind": "offline",
+            "num_requests": 1,
+            "client_link": True,
+            "client_profiles": [constant_profile(100, 2)],
+        },
     )
     fw = framework_for(config)
     chunk_1 = step_time(fw, prefill=[(64, 0, False)])
@@ -60,14 +72,14 @@ def test_running_requests_are_served_first_and_a_new_prompt_is_chunked_into_the_
     _, requests, steps = run_quietly(config)
     first = step_time(fw, prefill=[(40, 0, True), (8, 0, False)])
     second = step_time(fw, prefill=[(32, 8, True)], decode=[41])
-    arrival = link_delay(40)
+    # an offline batch runs in-process (no client link): both are queued at t=0, answers reach the client at once
     assert list(steps["num_prefill_tokens"][:2]) == [48, 32]
     assert list(steps["num_decode_seqs"][:2]) == [0, 1]
     r0, r1 = requests.iloc[0], requests.iloc[1]
-    assert r1["first_scheduled_time_s"] == pytest.approx(arrival, abs=1e-12)
-    assert r0["first_token_time_s"] == pytest.approx(arrival + first + link_delay(1), abs=1e-12)
-    assert r1["first_token_time_s"] == pytest.approx(arrival + first + second + link_delay(1), abs=1e-12)
-    assert r0["completion_time_s"] == pytest.approx(arrival + first + second + link_delay(1), abs=1e-12)
+    assert r1["first_scheduled_time_s"] == 0.0
+    assert r0["first_token_time_s"] == pytest.approx(first, abs=1e-12)
+    assert r1["first_token_time_s"] == pytest.approx(first + second, abs=1e-12)
+    assert r0["completion_time_s"] == pytest.approx(first + second, abs=1e-12)
 
 
 def test_non_streamed_response_arrives_whole_so_ttft_equals_e2el():

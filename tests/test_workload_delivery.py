@@ -31,7 +31,9 @@ def run_with_itl(config: dict) -> tuple[dict, object, np.ndarray]:
 
 def one_request(prompt: int, output: int, *, streaming: float = 1.0, **workload) -> dict:
     profile = constant_profile(prompt, output, streaming=streaming)
-    return make_config(workload={"kind": "offline", "num_requests": 1, "client_profiles": [profile], **workload})
+    return make_config(
+        workload={"kind": "offline", "num_requests": 1, "client_link": True, "client_profiles": [profile], **workload}
+    )
 
 
 def token_times(config: dict, prompt: int, output: int) -> list[float]:
@@ -110,7 +112,12 @@ def test_total_duration_ends_arrivals_but_requests_in_flight_still_complete():
 
 def test_requests_in_flight_when_the_time_limit_hits_are_reported_incomplete():
     config = make_config(
-        workload={"kind": "offline", "num_requests": 40, "client_profiles": [constant_profile(500, 400)]},
+        workload={
+            "kind": "offline",
+            "num_requests": 40,
+            "client_link": True,
+            "client_profiles": [constant_profile(500, 400)],
+        },
         simulation={"max_simulation_time": 2.0},
     )
     summary, requests, _ = run_quietly(config)
@@ -123,7 +130,12 @@ def test_requests_in_flight_when_the_time_limit_hits_are_reported_incomplete():
 
 def test_requests_still_on_the_network_when_the_run_stops_are_reported_incomplete():
     config = make_config(
-        workload={"kind": "offline", "num_requests": 3, "client_profiles": [constant_profile(100, 10)]},
+        workload={
+            "kind": "offline",
+            "num_requests": 3,
+            "client_link": True,
+            "client_profiles": [constant_profile(100, 10)],
+        },
         simulation={"max_simulation_time": 2.0},
     )
     config["hardware"]["network_links"][0]["latency_s"] = 5.0  # the upload takes 5 s

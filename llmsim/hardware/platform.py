@@ -116,6 +116,16 @@ def plan_memory(
     )
 
 
+#: the "link" of clients in the framework's own process: nothing to cross
+IN_PROCESS = NetworkLink.model_construct(
+    link_id="in_process",
+    source_id="client_in_process",
+    dest_id="framework_entry_0",
+    bandwidth_bps=math.inf,
+    latency_s=0.0,
+)
+
+
 class VirtualHardwarePlatform:
     """The node a simulation runs on: devices with a memory ledger and the client network link."""
 
@@ -128,10 +138,23 @@ class VirtualHardwarePlatform:
         self.model_characteristics_db: dict[str, ModelProfile] = {}
         self._claimed: dict[str, str] = {}
         self._delays: dict[tuple[int, float], float] = {}
+        self.has_client_link = True
 
-    def initialize(self, hardware_profile: HardwareConfig, simpy_env: Any, model_characteristics_db: dict) -> None:
-        """Build devices and links from the hardware profile (the seed's two-step set-up)."""
+    def initialize(
+        self,
+        hardware_profile: HardwareConfig,
+        simpy_env: Any,
+        model_characteristics_db: dict,
+        *,
+        client_link: bool = True,
+    ) -> None:
+        """Build devices and links from the hardware profile (the seed's two-step set-up).
+
+        ``client_link=False`` runs the clients in the framework's process (vLLM's ``LLM`` class,
+        ``vllm bench throughput``, trtllm-bench): requests and answers cross no network at all.
+        """
         self.config = hardware_profile
+        self.has_client_link = client_link
         self.simpy_env = simpy_env
         self.model_characteristics_db = model_characteristics_db
         self.devices = {d.device_id: d for d in hardware_profile.compute_devices}
@@ -141,17 +164,31 @@ class VirtualHardwarePlatform:
 
     @property
     def client_link(self) -> NetworkLink:
-        """The link between clients and the serving frameworks."""
+        """The link between clients and the serving frameworks (in-process: no latency, no serialisation)."""
         assert self.config is not None, "initialize() first"
+        if not self.has_client_link:
+            return IN_PROCESS
         return self.config.client_link
 
+    def serialisation_time(self, num_tokens: int, bytes_per_token: float) -> float:
+        """Seconds the client link is busy putting ``num_tokens`` tokens on the wire (no latency)."""
+        if not self.has_client_link:
+            return 0.0
+        return num_tokens * bytes_per_token * 8.0 / self.client_link.bandwidth_bps
+
     def transfer_delay(self, num_tokens: int, bytes_per_token: float) -> float:
-        """Seconds for ``num_tokens`` tokens to cross the client link (either way); memoised per size."""
+        """Seconds for ``num_tokens`` tokens to cross an idle client link (either way); memoised per size.
+
+        Latency plus serialisation; in-process clients (no client link) take no time.
+        """
         key = (num_tokens, bytes_per_token)
         delay = self._delays.get(key)
         if delay is None:
-            link = self.client_link
-            delay = self._delays[key] = link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
+            if not self.has_client_link:
+                delay = self._delays[key] = 0.0
+            else:
+                link = self.client_link
+                delay = self._delays[key] = link.latency_s + num_tokens * bytes_per_token * 8.0 / link.bandwidth_bps
         return delay
 
     #: seconds for a request's prompt to reach the server, and for response tokens to reach the client

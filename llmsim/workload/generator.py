@@ -9,9 +9,12 @@ Trace workloads send every row at its (rescaled) trace time, turns of a session 
 Random workloads (``vllm bench serve --dataset-name random``) are an open loop at ``rate`` req/s,
 or an offline batch when the rate is infinite.
 
-A request spends the upload time on the client link before it reaches the framework's queue;
+A request spends the upload time on the client link before it reaches the framework's queue. Each
+framework has one client link, which serialises uploads first in, first out: requests sent
+together (an offline burst) reach the server in send order, not shortest prompt first.
 :meth:`WorkloadGenerator.in_transit` lists those still on the way, so a run that stops meanwhile
-reports them as incomplete.
+reports them as incomplete. ``workload.client_link=false`` models in-process clients (vLLM's
+``LLM`` class, trtllm-bench): a request is in the framework's queue the moment it is sent.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class WorkloadGenerator:
         self._pending: dict[str, list[tuple[float, int]]] = {target: [] for target in self.targets}
         self._next_session = 0  # the first session whose first turn the sending process has not sent yet
         self._deliveries: dict[float, list[tuple[simpy.Store, Request]]] = {}  # by arrival time: one event each
+        self._link_free: dict[str, float] = {}  # per framework: when its client link finishes the last upload
         self.outstanding = 0
         self.arrivals_done = False
         self.requests_sent = 0
@@ -150,29 +154,48 @@ class WorkloadGenerator:
         self._send(target, self.sessions[index], 0, send_time)
 
     def _send(self, target: str, session: Session, turn: int, send_time: float) -> None:
-        """Send one turn: it reaches the server after the upload delay."""
+        """Send one turn: it goes on its framework's client link at ``send_time`` (now or later)."""
         spec = session.turns[turn]
         if send_time < self.env.now - 1e-9:  # a reply reported late (static batches) cannot be answered earlier
             send_time = self.env.now  # (a clock that differs by rounding only keeps the exact planned time)
-        arrival = send_time + self.hardware.upload_delay(
-            spec.prompt_tokens, self.config.bytes_per_token_estimate_for_network
-        )
+        bytes_per_token = self.config.bytes_per_token_estimate_for_network
+        # the earliest it can land (an idle link); the upload itself fixes the time. In-process
+        # clients (no client link): the engine has it at once
+        arrival = send_time + self.hardware.upload_delay(spec.prompt_tokens, bytes_per_token)
         request = Request(spec, target, send_time, arrival, on_done=self._on_request_done)
         request.extra = {"session": session}
         self.outstanding += 1
         self.requests_sent += 1
-        store = self.targets[target]
-        delay = arrival - self.env.now
-        if delay <= 0:
-            store.put(request)
+        self._on_network[id(request)] = request
+        if send_time > self.env.now:  # a later turn, sent after a think time: the link sees it then
+            heapq.heappush(self._pending[target], (arrival, self.requests_sent))  # a lower bound until then
+            self.env.timeout(send_time - self.env.now).callbacks.append(lambda _event: self._upload(request))
         else:
-            self._on_network[id(request)] = request
-            heapq.heappush(self._pending[target], (arrival, self.requests_sent))
-            landing = self._deliveries.get(arrival)
-            if landing is None:  # requests landing at the same instant share one event (an offline batch)
-                landing = self._deliveries[arrival] = []
-                self.env.timeout(delay).callbacks.append(lambda _event, at=arrival: self._deliver_all(at))
-            landing.append((store, request))
+            self._upload(request)
+
+    def _upload(self, request: Request) -> None:
+        """Put a request on its framework's client link, behind the uploads sent before it.
+
+        One link per framework serialises uploads first in, first out, as the client's network
+        interface does with the requests ``vllm bench serve`` writes one after another: an upload
+        starts when the request is sent and the link has finished the previous one, takes its bytes
+        over the bandwidth, and lands the link's latency later. A burst thus reaches the server in
+        send order, each request a serialisation time after the one before.
+        """
+        target = request.framework_id
+        tokens, bytes_per_token = request.spec.prompt_tokens, self.config.bytes_per_token_estimate_for_network
+        start = max(request.send_time, self._link_free.get(target, -math.inf))
+        self._link_free[target] = start + self.hardware.serialisation_time(tokens, bytes_per_token)
+        arrival = request.arrival_time = start + self.hardware.upload_delay(tokens, bytes_per_token)
+        if arrival <= self.env.now:  # in-process clients (or a link so ideal that the bytes take no time)
+            self._deliver(self.targets[target], request)
+            return
+        heapq.heappush(self._pending[target], (arrival, self.requests_sent))
+        landing = self._deliveries.get(arrival)
+        if landing is None:  # requests landing at the same instant share one event
+            landing = self._deliveries[arrival] = []
+            self.env.timeout(arrival - self.env.now).callbacks.append(lambda _event, at=arrival: self._deliver_all(at))
+        landing.append((self.targets[target], request))
 
     def _deliver_all(self, arrival: float) -> None:
         for store, request in self._deliveries.pop(arrival):
