@@ -104,6 +104,7 @@ class ExperimentOrchestrator:
                 metrics_collector=self.metrics_collector,
                 model_profile=model_profile,
                 config_key=cfg.framework_key(index),
+                workload_kind=cfg.workload.kind,
             )
             if hasattr(instance, "fast_forward"):
                 instance.fast_forward = cfg.simulation.fast_forward

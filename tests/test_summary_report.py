@@ -71,12 +71,14 @@ def test_an_offline_batch_has_no_arrival_window_so_no_offered_rate(config_factor
     assert metrics["request_throughput"] > 0
 
 
-@pytest.mark.parametrize(("hardware", "budget"), [("a100", 2048), ("h100", 8192)])
+@pytest.mark.parametrize(("hardware", "budget"), [("a100", 8192), ("h100", 16384)])
 def test_summary_run_block_records_the_knobs_in_force_with_defaults_resolved(config_factory, hardware, budget):
     summary, _ = run(config_factory(hardware=hardware, workload={"num_requests": 2}))
     info = summary["run"]
     knobs = info["frameworks"]["vllm"]["knobs"]
-    assert knobs["max_num_batched_tokens"] == budget  # null in the config: vLLM v1's per-GPU default
+    # null in the config: vLLM v1's per-GPU default for the LLM class, which an offline batch runs in
+    assert knobs["max_num_batched_tokens"] == budget
+    assert knobs["usage_context"] == "llm_class"
     assert knobs["enable_chunked_prefill"] is True
     assert knobs["dtype"] == "bf16"
     assert info["frameworks"]["vllm"]["modelled_release"].startswith("vLLM")

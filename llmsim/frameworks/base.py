@@ -46,8 +46,12 @@ class AbstractLLMFramework(ABC):
         model_profile: ModelProfile,
         *,
         config_key: str = "framework",
+        workload_kind: str | None = None,
     ) -> None:
         self.framework_id = framework_id
+        # the workload's kind (``offline``, ``open_loop``...; None: unknown, a served workload): engines whose
+        # defaults differ between an in-process batch and a server (vLLM's usage context) read it
+        self.workload_kind = workload_kind
         self.env = simpy_env
         if not isinstance(framework_specific_config, self.config_schema):
             framework_specific_config = validate_schema(self.config_schema, dict(framework_specific_config), config_key)

@@ -33,17 +33,37 @@ from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
 from llmsim.workload.request import Request
 
+UsageContext = Literal["llm_class", "openai_api_server"]
+
+# v1 defaults by vLLM usage context, as (>= 70 GiB GPU whose name lacks "a100", any other GPU):
+# vllm-project/vllm vllm/engine/arg_utils.py, EngineArgs._set_default_args, read at commit 99d7eb5d
+# (the 0.11 line); later releases return the same table from EngineArgs.get_batch_defaults. The LLM
+# class (and `vllm bench throughput`, which builds one) passes UsageContext.LLM_CLASS, `vllm serve`
+# OPENAI_API_SERVER. The v0 engine's defaults do not depend on it.
+V1_DEFAULT_MAX_NUM_BATCHED_TOKENS: dict[str, tuple[int, int]] = {
+    "llm_class": (16384, 8192),
+    "openai_api_server": (8192, 2048),
+}
+V1_DEFAULT_MAX_NUM_SEQS: dict[str, tuple[int, int]] = {"llm_class": (1024, 256), "openai_api_server": (1024, 256)}
+
 
 class VLLMConfig(FrameworkConfig):
     """vLLM engine arguments (real names and defaults; ``shared/reference/conventions.md``)."""
 
     engine_version: Literal["v1", "v0"] = "v1"
+    usage_context: Literal["llm_class", "openai_api_server"] | None = Field(
+        default=None,
+        description="vLLM's UsageContext, which picks v1's default budgets: llm_class (the offline LLM class, "
+        "`vllm bench throughput`) or openai_api_server (`vllm serve`). null: llm_class for workload=offline, "
+        "else openai_api_server.",
+    )
     max_num_seqs: PositiveInt | None = Field(
-        default=None, description="null: v1's hardware default (1024 on >=70 GiB non-A100 GPUs, else 256); v0: 256."
+        default=None, description="null: v1's default (1024 on >=70 GiB non-A100 GPUs, else 256); v0: 256."
     )
     max_num_batched_tokens: PositiveInt | None = Field(
         default=None,
-        description="null: v1's server default (8192 on >=70 GiB non-A100 GPUs, else 2048); "
+        description="null: v1's default for the usage context (llm_class: 16384 on >=70 GiB non-A100 GPUs, "
+        "else 8192; openai_api_server: 8192, else 2048; max_model_len without chunked prefill); "
         "v0 without chunked prefill: max(max_model_len, 2048).",
     )
     block_size: Literal[1, 8, 16, 32, 64, 128] = 16
@@ -91,6 +111,7 @@ class VLLMFramework(ContinuousBatchingFramework):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._resolved_limits: tuple[int, int] | None = None
         super().__init__(*args, **kwargs)
+        self.usage_context = self._usage_context()
         step, per_seq = self.OVERHEADS[self.config.engine_version]
         if self.config.step_overhead_s is None:
             self.step_overhead_s = step
@@ -113,6 +134,12 @@ class VLLMFramework(ContinuousBatchingFramework):
         self.swapped_blocks = 0
 
     # ---- set-up --------------------------------------------------------------------------------
+    def _usage_context(self) -> UsageContext:
+        """``usage_context`` as set, else from the workload: an offline batch runs in the ``LLM`` class."""
+        if self.config.usage_context is not None:
+            return self.config.usage_context
+        return "llm_class" if self.workload_kind == "offline" else "openai_api_server"
+
     def _limits(self) -> tuple[int, int]:
         """``max_num_seqs`` and ``max_num_batched_tokens`` with the engine version's defaults."""
         if self._resolved_limits is None:
@@ -121,8 +148,15 @@ class VLLMFramework(ContinuousBatchingFramework):
             if cfg.engine_version == "v1":
                 device = self.hardware.devices[self.gpu_ids[0]]
                 big = device.memory_capacity_bytes >= 70 * GIB and "A100" not in device.name.upper()
-                seqs = cfg.max_num_seqs or (1024 if big else 256)
-                tokens = cfg.max_num_batched_tokens or (8192 if big else 2048)
+                context = self._usage_context()
+                if cfg.max_num_batched_tokens is not None:
+                    tokens = cfg.max_num_batched_tokens
+                elif not cfg.chunked_prefill:  # vLLM: the whole context fits one step
+                    tokens = max_model_len
+                else:
+                    tokens = V1_DEFAULT_MAX_NUM_BATCHED_TOKENS[context][0 if big else 1]
+                # vLLM caps the default max_num_seqs at max_num_batched_tokens
+                seqs = cfg.max_num_seqs or min(V1_DEFAULT_MAX_NUM_SEQS[context][0 if big else 1], tokens)
             else:
                 seqs = cfg.max_num_seqs or 256
                 default_tokens = 2048 if cfg.chunked_prefill else max(max_model_len, 2048)
@@ -242,8 +276,10 @@ class VLLMFramework(ContinuousBatchingFramework):
         """Deployment facts plus the resolved vLLM limits."""
         return {
             **super().describe(),
-            "modelled_release": f"{self.modelled_release}, {self.config.engine_version} engine",
+            "modelled_release": f"{self.modelled_release}, {self.config.engine_version} engine, "
+            + ("LLM class (offline)" if self.usage_context == "llm_class" else "OpenAI API server"),
             "engine_version": self.config.engine_version,
+            "usage_context": self.usage_context,
             "max_num_seqs": self.max_num_seqs,
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "enable_chunked_prefill": self.chunked_prefill,
