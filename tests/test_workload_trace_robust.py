@@ -278,10 +278,18 @@ def test_a_row_past_the_models_context_is_rejected_and_the_others_are_served(tmp
 # item 9: loop copies are streamed, so memory and time follow the requests actually sent
 # ------------------------------------------------------------------------------------------------
 SAMPLE = "conf/workload/traces/sample_trace.csv"
-MEASURED = (  # runs python -m llmsim and writes its peak resident memory (bytes) to $LLMSIM_TEST_RSS
-    "import atexit, os, resource, runpy, sys\n"
-    "atexit.register(lambda: open(os.environ['LLMSIM_TEST_RSS'], 'w').write("
-    "str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))\n"
+# Runs python -m llmsim and writes its peak resident memory (bytes) to $LLMSIM_TEST_RSS. The peak is the
+# address space's high-water mark (VmHWM, reset by exec); ru_maxrss is kept across fork and exec, so it
+# would report the pytest parent's size whenever that is larger.
+MEASURED = (
+    "import atexit, os, re, resource, runpy, sys\n"
+    "def peak():\n"
+    "    try:\n"
+    "        status = open('/proc/self/status').read()\n"
+    "        return int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) * 1024\n"
+    "    except (OSError, AttributeError):\n"
+    "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+    "atexit.register(lambda: open(os.environ['LLMSIM_TEST_RSS'], 'w').write(str(peak())))\n"
     "sys.argv = ['llmsim', *sys.argv[1:]]\n"
     "runpy.run_module('llmsim', run_name='__main__', alter_sys=True)\n"
 )
