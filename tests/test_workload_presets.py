@@ -129,5 +129,10 @@ def test_a_preset_too_long_for_the_models_context_is_warned_about_before_the_run
     warnings = [line for line in result.stderr.splitlines() if line.startswith("llmsim: warning:")]
     assert len(warnings) == 1
     assert "'agent'" in warnings[0] and "8,192 tokens" in warnings[0] and "model=qwen2_5_7b" in warnings[0]
-    quiet = llmsim_cli("workload=sharegpt", "workload.total_duration=2", "simulation.max_simulation_time=10")
+    quiet = llmsim_cli(
+        "workload=sharegpt",
+        "workload.total_duration=2",
+        "simulation.max_simulation_time=10",
+        f"hydra.run.dir={tmp_path / 'sharegpt'}",
+    )
     assert "llmsim: warning:" not in quiet.stderr
