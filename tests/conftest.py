@@ -81,3 +81,15 @@ def make_config(
 def config_factory():
     """The :func:`make_config` factory (deep-copied inputs)."""
     return lambda **kw: make_config(**copy.deepcopy(kw))
+
+
+def trace_workload(path: Path | str, **extra: Any) -> dict[str, Any]:
+    """A trace-replay workload of ``path`` (every request streamed), with ``extra`` keys on top."""
+    return {
+        "kind": "trace",
+        "path": str(path),
+        "total_duration": None,
+        "num_requests": None,
+        "client_profiles": [{"profile_name": "trace", "streaming_response_probability": 1.0}],
+        **extra,
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, make_config
+from conftest import REPO, make_config, trace_workload
 from scenario import run_quietly
 
 from llmsim.config import load_experiment_config
@@ -22,17 +22,6 @@ from llmsim.workload.trace import load_trace, trace_sessions
 TIMES = [0.0, 0.137, 0.5, 0.5, 1.25, 3.0, 3.001, 7.75]
 INPUTS = [120, 40, 900, 33, 2048, 5, 777, 64]
 OUTPUTS = [10, 1, 64, 200, 3, 17, 1, 40]
-
-
-def trace_workload(path: Path | str, **extra) -> dict:
-    return {
-        "kind": "trace",
-        "path": str(path),
-        "total_duration": None,
-        "num_requests": None,
-        "client_profiles": [{"profile_name": "trace", "streaming_response_probability": 1.0}],
-        **extra,
-    }
 
 
 def write_csv(path: Path, rows: dict) -> Path:

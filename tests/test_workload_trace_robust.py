@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, make_config
+from conftest import REPO, make_config, trace_workload
 
 from llmsim.config import load_experiment_config
 from llmsim.errors import ConfigError
@@ -25,17 +25,6 @@ STAMPS = ["2024-01-01 00:00:00.000", "2024-01-01 00:00:00.250", "2024-01-01 00:0
 SECONDS = [0.0, 0.25, 2.0]
 INPUTS = [50, 60, 70]
 OUTPUTS = [4, 5, 6]
-
-
-def trace_workload(path: Path | str, **extra) -> dict:
-    return {
-        "kind": "trace",
-        "path": str(path),
-        "total_duration": None,
-        "num_requests": None,
-        "client_profiles": [{"profile_name": "trace", "streaming_response_probability": 1.0}],
-        **extra,
-    }
 
 
 def send_times(path: Path | str, **extra) -> list[float]:
