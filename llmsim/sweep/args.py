@@ -3,29 +3,33 @@ with one line, ``llmsim: error: ...``, and exit status 2, as ``python -m llmsim`
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from llmsim.errors import LLMSimError, one_line
-
-USAGE_ERROR = 2
+from llmsim.entrypoint import USER_ERROR_EXIT, UsageError
+from llmsim.entrypoint import ArgumentParser as OneLineParser
+from llmsim.errors import LLMSimError
 
 
 def fail(message: str) -> NoReturn:
-    """Print ``llmsim: error: MESSAGE`` on one line and exit 2."""
-    print(f"llmsim: error: {one_line(message)}", file=sys.stderr, flush=True)
-    raise SystemExit(USAGE_ERROR)
+    """Print ``llmsim: error: MESSAGE`` on one line (as every entry point does) and exit 2."""
+    from llmsim.cli import report_error
+
+    report_error(message)
+    raise SystemExit(USER_ERROR_EXIT)
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with its errors (unknown option, bad choice, missing argument) as one ``llmsim: error:`` line."""
+class ArgumentParser(OneLineParser):
+    """:class:`llmsim.entrypoint.ArgumentParser`, whose one-line usage error is reported at once: the sweep
+    tools parse their command line before :func:`run_entry_point` takes over."""
 
     def error(self, message: str) -> NoReturn:
-        """Report a command-line mistake the llmsim way (the usage stays in ``--help``)."""
-        fail(f"{message} (see {self.prog} --help)")
+        """Report a command-line mistake as one ``llmsim: error:`` line and exit 2."""
+        try:
+            super().error(message)
+        except UsageError as exc:
+            fail(str(exc))
 
 
 def run_entry_point(body: Callable[[], int], *paths: Path) -> int:
