@@ -18,7 +18,7 @@ import difflib
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import (
@@ -503,7 +503,15 @@ class MetricsConfig(Schema):
 class FrameworkConfig(Schema):
     """Knobs every framework has; each framework's schema adds its own with the real names."""
 
+    #: the framework's :class:`~llmsim.frameworks.versions.ReleaseTable` (set by each framework's schema)
+    release_table: ClassVar[Any] = None
+
     model_profile_id: str
+    version: str | None = Field(
+        default=None,
+        description="The framework release to model (its defaults and behaviour), e.g. '0.11.0'; "
+        "null: the newest release modelled.",
+    )
     gpu_id: str | None = Field(default=None, description="Seed layout: the device the framework runs on.")
     gpu_ids: tuple[str, ...] | None = Field(default=None, description="Devices to use; default the first tp ones.")
     tensor_parallel_size: PositiveInt = 1
@@ -525,6 +533,30 @@ class FrameworkConfig(Schema):
     per_seq_overhead_s: NonNegativeFloat | None = Field(
         default=None, description="Extra CPU time per scheduled sequence per step; null: framework default."
     )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _modelled_release(cls, value: Any) -> Any:
+        """A release the framework's table covers (None: the newest)."""
+        return value if cls.release_table is None else cls.release_table.check(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _release_defaults(cls, data: Any) -> Any:
+        """Knobs left null whose default depends on the release take the modelled release's default."""
+        table = cls.release_table
+        if table is None or not isinstance(data, Mapping):
+            return data
+        try:
+            version = table.check(data.get("version"))
+        except ValueError:
+            return data  # the version field's own check names the problem
+        row = table.row(version)
+        filled = dict(data)
+        for knob, default in row.defaults.items():
+            if filled.get(knob) is None:
+                filled[knob] = default
+        return filled
 
 
 class FrameworkEntry(Schema):

@@ -62,6 +62,7 @@ def framework_info(orchestrator: ExperimentOrchestrator) -> dict[str, dict[str, 
         facts = instance.describe()
         out[instance.framework_id] = {
             "type": facts["type"],
+            "version": facts.get("version", ""),
             "modelled_release": facts.get("modelled_release", ""),
             "tensor_parallel_size": facts["tensor_parallel_size"],
             "knobs": instance.effective_knobs(),

@@ -19,6 +19,7 @@ import simpy
 
 from llmsim.config import FrameworkConfig, validate_schema
 from llmsim.errors import ConfigError
+from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.perf_model import BatchShape, PerformanceModel
 from llmsim.hardware.platform import MemoryPlan, VirtualHardwarePlatform, plan_memory
 from llmsim.models import ModelProfile
@@ -30,8 +31,11 @@ class AbstractLLMFramework(ABC):
 
     config_schema: ClassVar[type[FrameworkConfig]] = FrameworkConfig
     type_name: ClassVar[str] = "ABSTRACT"
-    #: the release whose knob names, defaults and scheduling this model follows (shown in summaries)
+    #: the framework's name in release strings ("vLLM"); with :attr:`releases`, the release modelled
+    #: is ``f"{modelled_release} {version}"`` (shown on the console and in summary.json)
     modelled_release: ClassVar[str] = ""
+    #: the framework's release table (version-dependent defaults); None: no releases (static batching)
+    releases: ClassVar[ReleaseTable | None] = None
     #: CPU time per step that is not hidden behind GPU work, and per scheduled sequence (seconds).
     default_step_overhead_s: ClassVar[float] = 0.0
     default_per_seq_overhead_s: ClassVar[float] = 0.0
@@ -57,6 +61,9 @@ class AbstractLLMFramework(ABC):
             framework_specific_config = validate_schema(self.config_schema, dict(framework_specific_config), config_key)
         self.config = framework_specific_config
         self.config_key = config_key
+        #: the release modelled (``framework.version``, else the newest in the table) and its defaults row
+        self.version = self.config.version or (self.releases.newest if self.releases is not None else "")
+        self.release: Release | None = self.releases.row(self.config.version) if self.releases is not None else None
         self.hardware = virtual_hardware
         self.metrics = metrics_collector
         self.model = model_profile
@@ -99,6 +106,18 @@ class AbstractLLMFramework(ABC):
         self.arrival_bound: Callable[[], float] | None = None
 
     # ---- set-up --------------------------------------------------------------------------------
+    def release_default(self, knob: str) -> Any:
+        """The knob's value as set, else its default in the modelled release's row."""
+        value = getattr(self.config, knob)
+        if value is not None or self.release is None:
+            return value
+        return self.release.defaults[knob]
+
+    @property
+    def release_name(self) -> str:
+        """The release modelled, e.g. ``vLLM 0.33.0`` (the class's description without a table)."""
+        return f"{self.modelled_release} {self.version}" if self.version else self.modelled_release
+
     def _kv_dtype(self) -> str:
         if self.config.kv_cache_dtype != "auto":
             return self.config.kv_cache_dtype
@@ -309,7 +328,8 @@ class AbstractLLMFramework(ABC):
         plan = self.memory_plan
         return {
             "type": self.type_name,
-            "modelled_release": self.modelled_release,
+            "version": self.version,
+            "modelled_release": self.release_name,
             "model": self.model.name,
             "gpus": list(self.gpu_ids),
             "tensor_parallel_size": self.config.tensor_parallel_size,

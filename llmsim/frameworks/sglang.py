@@ -31,6 +31,7 @@ from pydantic import Field, PositiveInt
 from llmsim.config import FrameworkConfig
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.radix_cache import RadixKVManager
+from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
 from llmsim.rng import stream_rng
@@ -44,8 +45,18 @@ CLIP_MAX_NEW_TOKENS = 4096  # SGLang clips a request's expected output at this w
 LONG_QUEUE = 128  # cache-aware policies fall back to fcfs above this many waiting requests
 
 
+#: SGLang's version-dependent defaults, by the first release of each row (``framework.version``).
+RELEASES = ReleaseTable(
+    "SGLang",
+    (Release("0.4.0", {}, "sgl-project/sglang python/sglang/srt/server_args.py"),),
+    newest="0.5.3",
+)
+
+
 class SGLangConfig(FrameworkConfig):
     """SGLang server arguments (real names; defaults per conventions.md)."""
+
+    release_table: ClassVar[ReleaseTable] = RELEASES
 
     schedule_policy: Literal["fcfs", "lpm", "dfs-weight", "lof", "random"] = "fcfs"
     chunked_prefill_size: int | None = Field(
@@ -64,7 +75,8 @@ class SGLangFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = SGLangConfig
     type_name: ClassVar[str] = "SGLANG"
-    modelled_release: ClassVar[str] = "SGLang ~0.4"
+    modelled_release: ClassVar[str] = "SGLang"
+    releases: ClassVar[ReleaseTable | None] = RELEASES
     steady_while_waiting: ClassVar[bool] = False  # the decaying new_token_ratio can admit mid-decode
     # Serial CPU time per step: the overlap scheduler (SGLang v0.4 blog: no GPU idle between batches)
     # leaves little; without it SGLang's Python scheduler costs about as much as vLLM's (efficiency.md s.4).

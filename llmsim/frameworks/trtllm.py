@@ -31,12 +31,22 @@ from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
+from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.workload.request import Request
+
+#: TensorRT-LLM's version-dependent defaults, by the first release of each row (``framework.version``).
+RELEASES = ReleaseTable(
+    "TensorRT-LLM",
+    (Release("0.9.0", {}, "NVIDIA/TensorRT-LLM"),),
+    newest="1.2.0",
+)
 
 
 class TRTLLMConfig(FrameworkConfig):
     """TensorRT-LLM LLM-API / trtllm-bench knobs (real names and defaults; conventions.md)."""
+
+    release_table: ClassVar[ReleaseTable] = RELEASES
 
     max_batch_size: PositiveInt = Field(default=2048, description="Requests in flight at most.")
     max_num_tokens: PositiveInt = Field(default=8192, description="Tokens computed per iteration at most.")
@@ -53,7 +63,8 @@ class TRTLLMFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = TRTLLMConfig
     type_name: ClassVar[str] = "TRTLLM"
-    modelled_release: ClassVar[str] = "TensorRT-LLM ~0.13-1.0"
+    modelled_release: ClassVar[str] = "TensorRT-LLM"
+    releases: ClassVar[ReleaseTable | None] = RELEASES
     # Serial CPU time per iteration (keyed by disable_overlap_scheduler): 1.1 ms calibrated on the
     # TensorRT-LLM cases of calibration_cases.csv (python -m llmsim.calibrate); without the overlap
     # scheduler (docs/source/features/overlap-scheduler.md: CPU work of step n hides behind step n+1)

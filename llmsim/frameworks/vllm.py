@@ -29,6 +29,7 @@ from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
+from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
 from llmsim.workload.request import Request
@@ -47,10 +48,27 @@ V1_DEFAULT_MAX_NUM_BATCHED_TOKENS: dict[str, tuple[int, int]] = {
 V1_DEFAULT_MAX_NUM_SEQS: dict[str, tuple[int, int]] = {"llm_class": (1024, 256), "openai_api_server": (1024, 256)}
 
 
+#: vLLM's version-dependent defaults, by the first release of each row (``framework.version``).
+RELEASES = ReleaseTable(
+    "vLLM",
+    (
+        # the v0 engine (vllm/core/scheduler.py) is the default before 0.8
+        Release("0.6.0", {"engine_version": "v0"}, "vLLM 0.6-0.7: LLMEngine (v0) unless VLLM_USE_V1=1"),
+        # 0.8.0 release notes: "V1 engine is now enabled by default" (VLLM_USE_V1 defaults to 1)
+        Release("0.8.0", {"engine_version": "v1"}, "vllm-project/vllm v0.8.0 release notes; vllm/envs.py VLLM_USE_V1"),
+    ),
+    newest="0.33.0",
+)
+
+
 class VLLMConfig(FrameworkConfig):
     """vLLM engine arguments (real names and defaults; ``shared/reference/conventions.md``)."""
 
-    engine_version: Literal["v1", "v0"] = "v1"
+    release_table: ClassVar[ReleaseTable] = RELEASES
+
+    engine_version: Literal["v1", "v0"] | None = Field(
+        default=None, description="null: the release's engine (v0 before 0.8.0, v1 from 0.8.0)."
+    )
     usage_context: Literal["llm_class", "openai_api_server"] | None = Field(
         default=None,
         description="vLLM's UsageContext, which picks v1's default budgets: llm_class (the offline LLM class, "
@@ -99,7 +117,8 @@ class VLLMFramework(ContinuousBatchingFramework):
 
     config_schema: ClassVar[type[FrameworkConfig]] = VLLMConfig
     type_name: ClassVar[str] = "VLLM"
-    modelled_release: ClassVar[str] = "vLLM ~0.10"
+    modelled_release: ClassVar[str] = "vLLM"
+    releases: ClassVar[ReleaseTable | None] = RELEASES
     # Serial CPU time per step (scheduling, input preparation, sampling, output processing) that the
     # engine does not overlap with the GPU. v1: 2.5 ms, calibrated on the vLLM CI latency cases
     # (python -m llmsim.calibrate shared/reference/calibration_cases.csv). v0: Vidur's vLLM-style engine
@@ -276,7 +295,7 @@ class VLLMFramework(ContinuousBatchingFramework):
         """Deployment facts plus the resolved vLLM limits."""
         return {
             **super().describe(),
-            "modelled_release": f"{self.modelled_release}, {self.config.engine_version} engine, "
+            "modelled_release": f"{self.release_name}, {self.config.engine_version} engine, "
             + ("LLM class (offline)" if self.usage_context == "llm_class" else "OpenAI API server"),
             "engine_version": self.config.engine_version,
             "usage_context": self.usage_context,
