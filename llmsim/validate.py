@@ -11,6 +11,9 @@ t=0, run as one static batch: TensorRT-LLM's STATIC_BATCH policy; vLLM batches t
 ``num_gpus`` exceeds ``tp``, ``num_gpus / tp`` identical data-parallel replicas share the load
 equally: one replica is simulated with its share and system throughput is multiplied back.
 Benchmarks run next to the server, so every case runs without a client link (workload.client_link=false).
+The case's ``framework_version`` becomes ``framework.version``, ``kv_dtype`` the KV-cache dtype and
+``length_dist`` the request lengths; a case using what llmsim does not model yet (expert parallelism,
+attention data parallelism) runs as the nearest thing it models and says so beside its error.
 
 The last line printed is exactly ``median_abs_err_pct=X p90_abs_err_pct=Y cases_run=N/M``.
 """
@@ -42,7 +45,13 @@ METRICS = {
     "itl_ms_mean": "mean_itl_ms",
     "tpot_ms_mean": "mean_tpot_ms",
     "e2e_ms_mean": "mean_e2el_ms",
+    "total_tokens_per_s": "total_token_throughput",
+    "tpot_ms_median": "median_tpot_ms",
+    "itl_ms_median": "median_itl_ms",
+    "output_tokens_per_s_per_seq": "median_tpot_ms",
 }
+#: metrics of the whole system: one simulated replica's value times the replica count
+SYSTEM_RATES = ("output_tokens_per_s", "output_tokens_per_s_per_gpu", "total_tokens_per_s")
 REQUIRED_COLUMNS = (
     "case_id",
     "hardware",
@@ -58,6 +67,8 @@ REQUIRED_COLUMNS = (
     "value",
 )
 KINDS = ("batch", "offline", "concurrency", "poisson")
+LENGTH_DISTS = ("fixed", "uniform_1_to_len", "uniform_pm15pct")
+KV_DTYPES = ("auto", "fp8")
 
 
 @dataclass
@@ -71,13 +82,64 @@ class CaseResult:
     error_pct: float | None = None
     reason: str = ""
     wall_s: float = 0.0
+    note: str = ""
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
 def _int(row: pd.Series, column: str) -> int | None:
     value = row.get(column)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+    if _blank(value):
         return None
     return int(float(value))
+
+
+def _text(row: pd.Series, column: str, default: str | None = None) -> str | None:
+    """A text cell, stripped; ``default`` when the column is absent or the cell blank."""
+    value = row.get(column)
+    return default if _blank(value) else str(value).strip()
+
+
+def _choice(row: pd.Series, column: str, allowed: tuple[str, ...], default: str) -> str:
+    value = _text(row, column, default)
+    if value not in allowed:
+        raise LLMSimError(f"{column}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _flag(row: pd.Series, column: str) -> bool:
+    value = _text(row, column)
+    if value is None:
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise LLMSimError(f"{column}={value!r} is not true, false or blank")
+
+
+def version_override(row: pd.Series) -> list[str]:
+    """``framework.version=...`` for the release the case measured (none when the source does not say)."""
+    version = _text(row, "framework_version")
+    # quoted: Hydra reads a bare 0.17 as a number
+    return [] if version is None else [f"framework.version='{version}'"]
+
+
+def approximations(row: pd.Series) -> list[str]:
+    """What the case ran that llmsim does not model yet, so its prediction is an approximation.
+
+    Expert parallelism and attention data parallelism are not modelled: such a case runs its MoE
+    tensor-parallel over ``tp`` GPUs. The note is printed beside the case's error, never hidden.
+    """
+    notes = []
+    if _flag(row, "attention_dp"):
+        notes.append("attention_dp not modelled (ran tensor-parallel)")
+    ep = _int(row, "ep")
+    if ep is not None and ep > 1:
+        notes.append(f"ep={ep} not modelled (experts tensor-parallel)")
+    return notes
 
 
 def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[list[str], int]:
@@ -93,13 +155,15 @@ def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[lis
     if kind not in KINDS:
         raise LLMSimError(f"kind={kind!r} is not one of {', '.join(KINDS)}")
     prompt = _int(row, "input_len")
+    kv_dtype = _choice(row, "kv_dtype", KV_DTYPES, "fp8" if dtype == "fp8" else "auto")
     overrides = [
         f"hardware={row['hardware']}",
         f"model={row['model']}",
         f"framework={framework}",
         f"framework.tensor_parallel_size={tp}",
         f"framework.dtype={dtype}",
-        f"framework.kv_cache_dtype={'fp8' if dtype == 'fp8' else 'auto'}",
+        f"framework.kv_cache_dtype={kv_dtype}",
+        *version_override(row),
         "simulation.max_simulation_time=100000",
     ]
 
@@ -143,14 +207,29 @@ def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[lis
     return overrides, replicas
 
 
+def length_distribution(length: int | None, shape: str) -> dict[str, Any]:
+    """The token-count distribution of a case's ``length_dist`` around its stated length.
+
+    ``uniform_1_to_len`` is SGLang bench_serving's random dataset at range ratio 0 (every length from 1
+    to the stated one equally likely); ``uniform_pm15pct`` is uniform within ±15% of it.
+    """
+    if length is None or length < 1:
+        raise LLMSimError(f"a length of {length} tokens is not a positive whole number")
+    if shape == "fixed":
+        return {"type": "Constant", "value": length, "is_int": True}
+    if shape == "uniform_1_to_len":
+        return {"type": "Uniform", "low": 1, "high": length, "is_int": True}
+    return {"type": "Uniform", "low": max(1, round(0.85 * length)), "high": round(1.15 * length), "is_int": True}
+
+
 def case_profile(row: pd.Series) -> dict[str, Any]:
-    """Every request of a case: fixed input and output lengths, streamed, no follow-up turns."""
-    constant = lambda n: {"type": "Constant", "value": n, "is_int": True}  # noqa: E731
+    """Every request of a case: input and output lengths per ``length_dist``, streamed, no follow-up turns."""
+    shape = _choice(row, "length_dist", LENGTH_DISTS, "fixed")
     return {
         "profile_name": str(row["case_id"]),
         "weight": 1.0,
-        "prompt_tokens_dist_config": constant(_int(row, "input_len")),
-        "max_output_tokens_dist_config": constant(_int(row, "output_len")),
+        "prompt_tokens_dist_config": length_distribution(_int(row, "input_len"), shape),
+        "max_output_tokens_dist_config": length_distribution(_int(row, "output_len"), shape),
         "conversational_probability": 0.0,
         "streaming_response_probability": 1.0,
     }
@@ -203,7 +282,11 @@ def predict(row: pd.Series, extra: list[str] | None = None, max_requests: int | 
     if metrics["completed"] == 0:
         raise LLMSimError(f"no request completed ({metrics['failed']} failed)")
     value = float(metrics[METRICS[metric]])
-    if metric.startswith("output_tokens_per_s"):
+    if metric == "output_tokens_per_s_per_seq":  # one sequence's decode rate: 1000 / TPOT in ms
+        if value <= 0:
+            raise LLMSimError("no request decoded more than one token, so there is no TPOT to invert")
+        return 1000.0 / value
+    if metric in SYSTEM_RATES:
         value *= replicas
         if metric.endswith("per_gpu"):
             value /= _int(row, "num_gpus") or 1
@@ -214,7 +297,7 @@ def load_cases(path: Path) -> pd.DataFrame:
     """Read and check a cases CSV: a file that cannot be read or lacks a column is a one-line error."""
     readable_file(Path(path), "cases")
     try:
-        cases = pd.read_csv(path)
+        cases = pd.read_csv(path, dtype={"framework_version": str, "case_id": str})
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ConfigError("cases", str(path), f"a CSV file of cases ({one_line(str(exc))})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in cases.columns]
@@ -281,6 +364,7 @@ def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests:
             measured = float("nan")
         result = CaseResult(str(row["case_id"]), str(row["metric"]), measured)
         try:
+            result.note = "; ".join(approximations(row))
             if not math.isfinite(measured) or measured <= 0:
                 raise LLMSimError(f"value={row['value']!r} is not a positive number")
             result.predicted = predict(row, extra, max_requests)
@@ -312,6 +396,7 @@ def results_frame(results: list[CaseResult]) -> pd.DataFrame:
                 "error_pct": r.error_pct,
                 "status": "ok" if r.error_pct is not None else "not run",
                 "reason": r.reason,
+                "note": r.note,
                 "wall_s": round(r.wall_s, 3),
             }
             for r in results
@@ -355,8 +440,10 @@ def _main(argv: list[str]) -> int:
         if r.error_pct is None:
             print(f"{r.case_id:45s} {r.metric:28s} NOT RUN: {r.reason}")
         else:
+            note = f"  ({r.note})" if r.note else ""
             print(
-                f"{r.case_id:45s} {r.metric:28s} predicted={r.predicted:12.2f} measured={r.measured:12.2f} error={r.error_pct:+7.1f}%"
+                f"{r.case_id:45s} {r.metric:28s} predicted={r.predicted:12.2f} measured={r.measured:12.2f} "
+                f"error={r.error_pct:+7.1f}%{note}"
             )
     if args.out:
         table = results_frame(results)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from llmsim.validate import predict
+from llmsim.errors import LLMSimError
+from llmsim.validate import approximations, case_overrides, case_profile, predict
 
 CASE_COLUMNS = [
     "case_id", "hardware", "num_gpus", "tp", "model", "dtype", "framework", "kind", "input_len", "output_len",
@@ -69,6 +70,45 @@ def test_data_parallel_replicas_multiply_system_throughput():
     two = predict(pd.Series({**row.to_dict(), "num_gpus": 2}))
     assert two == pytest.approx(2 * predict(pd.Series({**row.to_dict(), "num_requests": 32})), rel=1e-9)
     assert two > one  # two GPUs beat one, though each replica batches fewer requests
+
+
+def test_a_case_runs_the_release_it_measured_and_its_kv_dtype():
+    overrides, _ = case_overrides(pd.Series(case("v", framework="trtllm", framework_version="0.17", kv_dtype="fp8")))
+    assert "framework.version='0.17'" in overrides  # quoted, so Hydra keeps the string
+    assert "framework.kv_cache_dtype=fp8" in overrides
+    unversioned, _ = case_overrides(pd.Series(case("u", dtype="fp8")))
+    assert not any(o.startswith("framework.version") for o in unversioned)
+    assert "framework.kv_cache_dtype=fp8" in unversioned  # no kv_dtype column: follows the weights
+
+
+def test_length_dist_draws_each_length_uniformly_as_the_benchmark_did():
+    fixed = case_profile(pd.Series(case("f", input_len=1000, output_len=200)))
+    assert fixed["prompt_tokens_dist_config"] == {"type": "Constant", "value": 1000, "is_int": True}
+    wide = case_profile(pd.Series(case("w", input_len=1000, output_len=200, length_dist="uniform_1_to_len")))
+    assert (wide["prompt_tokens_dist_config"]["low"], wide["prompt_tokens_dist_config"]["high"]) == (1, 1000)
+    assert (wide["max_output_tokens_dist_config"]["low"], wide["max_output_tokens_dist_config"]["high"]) == (1, 200)
+    near = case_profile(pd.Series(case("n", input_len=1000, output_len=200, length_dist="uniform_pm15pct")))
+    assert (near["prompt_tokens_dist_config"]["low"], near["prompt_tokens_dist_config"]["high"]) == (850, 1150)
+    with pytest.raises(LLMSimError, match="length_dist='zipf' is not one of fixed"):
+        case_profile(pd.Series(case("z", length_dist="zipf")))
+
+
+def test_total_tokens_and_per_sequence_rate_follow_their_definitions():
+    row = case("t", kind="offline", num_requests=16, input_len=64, output_len=32)
+    output = predict(pd.Series({**row, "metric": "output_tokens_per_s"}))
+    total = predict(pd.Series({**row, "metric": "total_tokens_per_s"}))
+    assert total == pytest.approx(output * (64 + 32) / 32, rel=1e-9)  # same makespan, input counted too
+    single = case("s", batch_size=1, input_len=64, output_len=32)
+    tpot = predict(pd.Series({**single, "metric": "tpot_ms_median"}))
+    assert predict(pd.Series({**single, "metric": "output_tokens_per_s_per_seq"})) == pytest.approx(1000 / tpot)
+
+
+def test_expert_and_attention_data_parallel_cases_say_they_are_approximated():
+    assert approximations(pd.Series(case("d", attention_dp=True, ep=8))) == [
+        "attention_dp not modelled (ran tensor-parallel)",
+        "ep=8 not modelled (experts tensor-parallel)",
+    ]
+    assert approximations(pd.Series(case("plain"))) == []
 
 
 @pytest.mark.slow
