@@ -15,6 +15,7 @@ The case's ``framework_version`` becomes ``framework.version``, ``kv_dtype`` the
 ``length_dist`` the request lengths; a case using what llmsim does not model yet (expert parallelism,
 attention data parallelism) runs as the nearest thing it models and says so beside its error.
 
+After the cases it prints the error by model family (dense, MoE, MLA) x framework x GPU.
 The last line printed is exactly ``median_abs_err_pct=X p90_abs_err_pct=Y cases_run=N/M``.
 """
 
@@ -83,6 +84,9 @@ class CaseResult:
     reason: str = ""
     wall_s: float = 0.0
     note: str = ""
+    family: str = ""
+    framework: str = ""
+    hardware: str = ""
 
 
 def _blank(value: Any) -> bool:
@@ -362,7 +366,14 @@ def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests:
             measured = float(row["value"])
         except (TypeError, ValueError):
             measured = float("nan")
-        result = CaseResult(str(row["case_id"]), str(row["metric"]), measured)
+        result = CaseResult(
+            str(row["case_id"]),
+            str(row["metric"]),
+            measured,
+            family=model_family(str(row["model"])),
+            framework=str(row["framework"]),
+            hardware=str(row["hardware"]),
+        )
         try:
             result.note = "; ".join(approximations(row))
             if not math.isfinite(measured) or measured <= 0:
@@ -374,6 +385,45 @@ def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests:
         result.wall_s = time.perf_counter() - started
         results.append(result)
     return results
+
+
+def model_family(model: str) -> str:
+    """``dense``, ``MoE`` or ``MLA`` (DeepSeek's latent attention, with MoE) for a model id; ``unknown`` if none."""
+    from llmsim.models import builtin_model_profiles
+
+    profile = builtin_model_profiles().get(model)
+    if profile is None:
+        return "unknown"
+    return "MLA" if profile.is_mla else "MoE" if profile.is_moe else "dense"
+
+
+def family_table(results: list[CaseResult]) -> pd.DataFrame:
+    """Error by model family x framework x GPU: cases, cases run, median and worst |error|, mean signed error."""
+    frame = results_frame(results)
+    frame["abs_error_pct"] = frame["error_pct"].abs()
+    groups = frame.groupby(["family", "framework", "hardware"], sort=True)
+    table = groups.agg(
+        cases=("case_id", "size"),
+        run=("error_pct", "count"),
+        median_abs_err_pct=("abs_error_pct", "median"),
+        max_abs_err_pct=("abs_error_pct", "max"),
+        mean_err_pct=("error_pct", "mean"),
+    )
+    return table.reset_index()
+
+
+def format_family_table(table: pd.DataFrame) -> str:
+    """The family table as aligned text (blank error columns where no case of the group ran)."""
+    header = f"{'family':7s} {'framework':9s} {'gpu':6s} {'run':>7s} {'median|err|':>12s} {'max|err|':>9s} {'bias':>7s}"
+    lines = [header]
+    for r in table.itertuples(index=False):
+        errors = (
+            f"{r.median_abs_err_pct:11.1f}% {r.max_abs_err_pct:8.1f}% {r.mean_err_pct:+6.1f}%"
+            if r.run
+            else f"{'':12s} {'':9s} {'':7s}"
+        )
+        lines.append(f"{r.family:7s} {r.framework:9s} {r.hardware:6s} {f'{r.run}/{r.cases}':>7s} {errors}")
+    return "\n".join(lines)
 
 
 def summary_line(results: list[CaseResult]) -> str:
@@ -390,6 +440,9 @@ def results_frame(results: list[CaseResult]) -> pd.DataFrame:
         [
             {
                 "case_id": r.case_id,
+                "family": r.family,
+                "framework": r.framework,
+                "hardware": r.hardware,
                 "metric": r.metric,
                 "predicted": r.predicted,
                 "measured": r.measured,
@@ -445,6 +498,8 @@ def _main(argv: list[str]) -> int:
                 f"{r.case_id:45s} {r.metric:28s} predicted={r.predicted:12.2f} measured={r.measured:12.2f} "
                 f"error={r.error_pct:+7.1f}%{note}"
             )
+    print()
+    print(format_family_table(family_table(results)))
     if args.out:
         table = results_frame(results)
         write_output(args.out, lambda tmp: table.to_csv(tmp, index=False))

@@ -168,3 +168,24 @@ def test_inspect_takes_config_groups_from_config_dir_as_the_main_cli_does(tmp_pa
 
     slow, normal = decode_ms("--config-dir", str(tmp_path), "hardware=a100_slow"), decode_ms("hardware=a100")
     assert slow == pytest.approx(2 * normal, rel=0.1)
+
+
+def test_the_error_report_groups_cases_by_model_family_framework_and_gpu():
+    from llmsim.validate import CaseResult, family_table, model_family
+
+    assert (model_family("llama3_8b"), model_family("mixtral_8x7b"), model_family("deepseek_v3")) == (
+        "dense",
+        "MoE",
+        "MLA",
+    )
+    results = [
+        CaseResult("a", "m", 100.0, 110.0, 10.0, family="dense", framework="vllm", hardware="h100"),
+        CaseResult("b", "m", 100.0, 70.0, -30.0, family="dense", framework="vllm", hardware="h100"),
+        CaseResult("c", "m", 100.0, reason="unknown model", family="unknown", framework="vllm", hardware="h100"),
+    ]
+    table = family_table(results).set_index("family")
+    assert table.loc["dense", ["cases", "run"]].tolist() == [2, 2]
+    assert table.loc["dense", "median_abs_err_pct"] == pytest.approx(20.0)
+    assert table.loc["dense", "max_abs_err_pct"] == pytest.approx(30.0)
+    assert table.loc["dense", "mean_err_pct"] == pytest.approx(-10.0)
+    assert table.loc["unknown", "run"] == 0
