@@ -37,6 +37,7 @@ from pydantic import (
 from llmsim.distributions import Distribution, parse_distribution
 from llmsim.errors import ConfigError
 from llmsim.hardware.spec import HardwareConfig
+from llmsim.hf_config import hf_profile_data
 from llmsim.models import DTYPE_BYTES, Dtype, ModelProfile
 from llmsim.schema import MixedTypeError, Schema
 
@@ -1132,8 +1133,11 @@ def from_hydra_layout(data: Mapping[str, Any]) -> ExperimentConfig:
         raise unknown_key_error(unknown[0], data[unknown[0]], sorted(HYDRA_KEYS), "known top-level keys")
     check_magnitudes({k: v for k, v in data.items() if k != "hydra"}, "")
     check_hardware_data(data.get("hardware"), "hardware")
-    check_model_data(data.get("model"), "model")
-    model = validate_schema(ModelProfile, _mapping(data.get("model"), "model"), "model")
+    model_data = _mapping(data.get("model"), "model")
+    if "config_path" in model_data:  # model=hf: the profile comes from a Hugging Face config.json
+        model_data = hf_profile_data(model_data)
+    check_model_data(model_data, "model")
+    model = validate_schema(ModelProfile, model_data, "model")
     several = _mapping(data.get("frameworks"), "frameworks")
     if several:
         entries = [

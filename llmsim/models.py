@@ -259,10 +259,12 @@ def _profile_from_mapping(data: Mapping[str, Any], key: str) -> ModelProfile:
 
 
 def builtin_model_profiles() -> dict[str, ModelProfile]:
-    """Every profile under ``conf/model``, keyed by file name."""
+    """Every profile under ``conf/model``, keyed by file name (``hf.yaml``, a config.json reader, is none)."""
     profiles = {}
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
+        if "config_path" in data:
+            continue
         profiles[path.stem] = _profile_from_mapping(data, f"model ({path.name})")
     return profiles
 

@@ -23,6 +23,9 @@ def compose_config(*overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+HF_CONFIG = Path(__file__).parent / "data" / "hf_configs" / "Meta-Llama-3-8B" / "config.json"
+
+
 def test_every_group_has_options():
     groups = {group for group, _ in OPTIONS}
     assert {"hardware", "model", "workload", "framework", "metrics", "simulation", "experiment"} <= groups
@@ -36,6 +39,10 @@ def test_default_config_composes_and_validates():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_of_every_group_composes_and_validates(group, option):
+    if (group, option) == ("model", "hf"):  # the config.json reader needs a config.json
+        config = load_experiment_config(compose_config("model=hf", f"model.config_path={HF_CONFIG}"))
+        assert list(config.models) == ["Meta-Llama-3-8B"]
+        return
     data = compose_config(f"{group}={option}")
     config = load_experiment_config(data)
     assert isinstance(config, ExperimentConfig)

@@ -13,7 +13,10 @@ import yaml
 from llmsim.errors import ConfigError
 from llmsim.models import CONF_DIR, ModelDatabase, ModelProfile, builtin_model_profiles
 
-MODEL_FILES = sorted((CONF_DIR / "model").glob("*.yaml"))
+# hf.yaml reads a config.json: it is a reader, not a profile
+MODEL_FILES = [
+    p for p in sorted((CONF_DIR / "model").glob("*.yaml")) if "config_path" not in yaml.safe_load(p.read_text())
+]
 # shared/ sits inside the repository in some checkouts and next to it in others
 REFERENCE_CSV = next(
     (
