@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from llmsim.frameworks.kv_groups import KVGroupLayout
 from llmsim.workload.request import Request, Segment
 
 _ID_MASK = (1 << 60) - 1
@@ -204,7 +205,7 @@ class BlockPool:
         cached, block_hash = self.cached, self.block_hash
         for i in range(start, end):
             content, block = hashes[i], blocks[i]
-            if content not in cached and block_hash[block] is None:
+            if content not in cached and block >= 0 and block_hash[block] is None:  # -1: freed behind a window
                 cached[content] = block
                 block_hash[block] = content
 
@@ -259,9 +260,17 @@ class KVCacheManager:
     #: difference: tests turn it off to check that)
     private_shortcuts: ClassVar[bool] = True
 
-    def __init__(self, num_blocks: int, block_size: int, enable_caching: bool) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_caching: bool, groups: KVGroupLayout | None = None
+    ) -> None:
         self.block_size = block_size
         self.pool = BlockPool(num_blocks, enable_caching)
+        #: KV-cache groups of a hybrid (sliding-window) model sharing the pool; None: one full-attention
+        #: group. ``Request.blocks`` is the first group's block table (-1: a block freed behind the window,
+        #: vLLM's null block); the other groups' tables are in :attr:`_group_tables` (their blocks are
+        #: never shared by content: a simplification, vLLM also caches windowed groups' blocks)
+        self.groups = groups if groups is not None and groups.is_hybrid else None
+        self._group_tables: dict[int, list[list[int]]] = {}
         # block hashes of finished conversation turns, by output segment, for their next turn to reuse
         self._history: dict[int, list[int]] = {}
         #: hash chains of shared prompt segments' full blocks, by (segment id, blocks)
@@ -338,6 +347,8 @@ class KVCacheManager:
 
     def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int] = ()) -> bool:
         """Give the request room for ``num_new_tokens`` more tokens (after ``computed_blocks``), or refuse."""
+        if self.groups is not None:
+            return self._allocate_hybrid(request, num_new_tokens, computed_blocks)
         if (
             not computed_blocks
             and request.num_computed_tokens + num_new_tokens <= len(request.blocks) * self.block_size
@@ -357,6 +368,94 @@ class KVCacheManager:
             request.blocks.extend(self.pool.allocate(need))
             self.held += need
         return True
+
+    # ---- hybrid models: several KV-cache groups, windowed ones freeing blocks as the window slides ----
+    @property
+    def slides(self) -> bool:
+        """Whether requests free blocks behind a sliding window (every allocation must run)."""
+        return self.groups is not None
+
+    def _tables(self, request: Request) -> list[list[int]]:
+        """Every group's block table of the request, the first group's being ``request.blocks``."""
+        assert self.groups is not None
+        tables = self._group_tables.get(id(request))
+        if tables is None:
+            tables = self._group_tables[id(request)] = [[] for _ in self.groups.groups[1:]]
+        return [request.blocks, *tables]
+
+    def slide_windows(self, request: Request) -> None:
+        """Free the blocks before each windowed group's window (vLLM's ``remove_skipped_blocks``).
+
+        With ``c`` tokens computed, a group of window ``w`` no longer needs its first
+        ``max(0, c - w + 1) // block_size`` blocks; they go back to the pool, last first, and leave
+        a -1 (the null block) in the table.
+        """
+        assert self.groups is not None
+        computed = request.num_computed_tokens
+        for group, table in zip(self.groups.groups, self._tables(request), strict=True):
+            end = min(group.skipped_tokens(computed) // self.block_size, len(table))
+            start = end
+            while start > 0 and table[start - 1] >= 0:  # back to the last block already freed
+                start -= 1
+            if start < end:
+                freed = table[start:end]
+                table[start:end] = [-1] * (end - start)
+                self.pool.release(freed)
+                self.held -= end - start
+
+    def _allocate_hybrid(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int]) -> bool:
+        """:meth:`allocate_slots` over every group: slide the windows, then take each group's new blocks."""
+        assert self.groups is not None
+        self.slide_windows(request)
+        size = self.block_size
+        hit = len(computed_blocks)
+        total = request.num_computed_tokens + hit * size + num_new_tokens
+        required = self.blocks_needed(total)
+        tables = self._tables(request)
+        computed_after_hit = request.num_computed_tokens + hit * size
+        needs = []
+        for index, (group, table) in enumerate(zip(self.groups.groups, tables, strict=True)):
+            if table:
+                needs.append(max(0, required - len(table)))
+            else:  # a new request: blocks before the window of its cached prefix are not needed
+                skipped = min(group.skipped_tokens(computed_after_hit) // size, required)
+                own = hit if index == 0 else 0
+                needs.append(max(0, required - max(skipped, own)))
+        reusable_free = sum(1 for b in computed_blocks if self.pool.ref_counts[b] == 0)
+        if sum(needs) > self.pool.num_free - reusable_free:
+            return False
+        if computed_blocks:
+            self.pool.touch(computed_blocks)
+            request.blocks.extend(computed_blocks)
+            request.num_hashed_blocks = len(request.blocks)
+            self.held += hit
+        for table, need in zip(tables, needs, strict=True):
+            if not table:
+                table.extend([-1] * (required - need - (hit if table is request.blocks else 0)))
+            if need:
+                table.extend(self.pool.allocate(need))
+                self.held += need
+        if hit:
+            self.slide_windows_after_hit(request, computed_after_hit)
+        return True
+
+    def slide_windows_after_hit(self, request: Request, computed: int) -> None:
+        """Free the cached prefix blocks a windowed first group does not need (before the hit's window)."""
+        saved = request.num_computed_tokens
+        request.num_computed_tokens = computed
+        self.slide_windows(request)
+        request.num_computed_tokens = saved
+
+    def _free_hybrid(self, request: Request) -> None:
+        """Return every group's remaining blocks, group by group, each table last block first."""
+        tables = self._tables(request)
+        del self._group_tables[id(request)]
+        for table in tables:
+            real = [b for b in table if b >= 0]
+            self.pool.release(real)
+            self.held -= len(real)
+        request.blocks = []
+        request.num_hashed_blocks = 0
 
     def _registers_at_free(self, request: Request) -> bool:
         """Whether the request's blocks are registered when it frees them rather than as they fill.
@@ -386,6 +485,8 @@ class KVCacheManager:
         Each step adds one token to each request; its first step's room was allocated when it was
         scheduled. Blocks needed grow with the steps, so the answer is found by bisection.
         """
+        if self.groups is not None:
+            return 1  # windows slide at every step: no closed-form stretch (each step is simulated)
         size = self.block_size
         free = self.pool.num_free
         current = [(r.num_computed_tokens, len(r.blocks)) for r in requests]
@@ -431,6 +532,9 @@ class KVCacheManager:
             if next_turn_follows and request.block_hashes:
                 # the next turn is sent only after this one is answered (kept until it comes, once per turn)
                 self._history[request.spec.output_segment] = request.block_hashes
+        if self.groups is not None:
+            self._free_hybrid(request)
+            return
         self.pool.release(request.blocks)
         self.held -= len(request.blocks)
         request.blocks = []
