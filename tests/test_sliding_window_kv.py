@@ -10,12 +10,18 @@ from __future__ import annotations
 import contextlib
 import io
 
-from conftest import constant_profile, make_config
+from conftest import conf_file, constant_profile, make_config
 from test_kv_cache import make_request
 
 from llmsim import ExperimentOrchestrator
 from llmsim.frameworks.kv_cache import KVCacheManager
-from llmsim.frameworks.kv_groups import KVGroup, KVGroupLayout, vllm_kv_groups
+from llmsim.frameworks.kv_groups import (
+    KVGroup,
+    KVGroupLayout,
+    sglang_swa_pool_tokens,
+    sglang_uses_swa_pool,
+    vllm_kv_groups,
+)
 from llmsim.models import builtin_model_profiles
 
 PROFILES = builtin_model_profiles()
@@ -142,3 +148,27 @@ def test_fast_forward_gives_identical_results_for_a_windowed_model_under_pressur
     fast, slow = once(True), once(False)
     assert fast[1] == slow[1]
     assert fast[0].equals(slow[0])
+
+
+def sglang_framework(model: str, **knobs):
+    config = make_config(hardware="h200", model=model, workload={"num_requests": 1})
+    framework = {**conf_file("framework", "sglang"), **knobs}
+    config["framework"] = framework
+    return run(config)[2]
+
+
+def test_sglang_splits_gpt_oss_memory_into_full_and_swa_pools_by_swa_full_tokens_ratio():
+    # 100 slots in each of 36 layers = 3600 layer-slots; full * 18 + 0.8 * full * 18 = 3600 -> full = 111, swa = 88
+    assert sglang_swa_pool_tokens(PROFILES["gpt_oss_120b"], 100, 0.8) == (111, 88)
+    hybrid = sglang_framework("gpt_oss_120b", num_gpu_blocks_override=100_000)
+    assert hybrid.kv.capacity == int(100_000 * 36 / (0.8 * 18 + 18)) == 111_111
+    single = sglang_framework("gpt_oss_120b", num_gpu_blocks_override=100_000, disable_hybrid_swa_memory=True)
+    assert single.kv.capacity == 100_000
+    ratio_one = sglang_framework("gpt_oss_120b", num_gpu_blocks_override=100_000, swa_full_tokens_ratio=1.0)
+    assert ratio_one.kv.capacity == 100_000  # equal pools: every layer holds the same tokens
+
+
+def test_sglang_gives_gemma2_one_full_length_pool():
+    assert not sglang_uses_swa_pool(PROFILES["gemma2_9b"])  # not in SGLang's hybrid-SWA architectures
+    framework = sglang_framework("gemma2_9b", num_gpu_blocks_override=50_000)
+    assert framework.kv.capacity == 50_000

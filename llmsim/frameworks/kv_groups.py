@@ -136,3 +136,31 @@ def vllm_kv_groups(model: ModelProfile, hybrid: bool = True) -> KVGroupLayout:
     groups = [KVGroup(size) for _ in range(cdiv(full, size))]
     groups += [KVGroup(size, model.sliding_window) for _ in range(cdiv(windowed, size))]
     return KVGroupLayout(tuple(groups))
+
+
+#: Architectures SGLang gives separate full and sliding-window token pools (of the modelled models: gpt-oss):
+#: sgl-project/sglang python/sglang/srt/configs/model_config.py ``is_hybrid_swa_model`` (the 0.5 line also lists
+#: Llama4, MiMoV2 and Step3p5; later ones Gemma4). Other windowed models (Gemma-2, Mistral, Phi-3) get one pool
+#: of full-length token slots for every layer.
+SGLANG_HYBRID_SWA_ARCHITECTURES = frozenset({"GptOssForCausalLM"})
+
+
+def sglang_swa_pool_tokens(model: ModelProfile, tokens_per_layer: int, swa_full_tokens_ratio: float) -> tuple[int, int]:
+    """(full-attention pool tokens, sliding-window pool tokens) SGLang makes of ``tokens_per_layer`` slots.
+
+    sgl-project/sglang python/sglang/srt/model_executor/model_runner.py ``set_num_token_hybrid``: the memory
+    of ``tokens_per_layer`` slots in every layer is split so that the SWA pool holds
+    ``swa_full_tokens_ratio`` times the full pool's tokens: ``full = int(tokens * layers / (ratio *
+    swa_layers + full_layers))``, ``swa = int(full * ratio)``.
+    """
+    swa_layers = model.num_window_layers
+    full_layers = model.num_hidden_layers - swa_layers
+    full = int(tokens_per_layer * model.num_hidden_layers / (swa_full_tokens_ratio * swa_layers + full_layers))
+    return full, int(full * swa_full_tokens_ratio)
+
+
+def sglang_uses_swa_pool(model: ModelProfile) -> bool:
+    """Whether SGLang serves the model from separate full and SWA token pools (see the architectures above)."""
+    return (
+        model.architecture in SGLANG_HYBRID_SWA_ARCHITECTURES and 0 < model.num_window_layers < model.num_hidden_layers
+    )
