@@ -172,3 +172,22 @@ def test_sglang_gives_gemma2_one_full_length_pool():
     assert not sglang_uses_swa_pool(PROFILES["gemma2_9b"])  # not in SGLang's hybrid-SWA architectures
     framework = sglang_framework("gemma2_9b", num_gpu_blocks_override=50_000)
     assert framework.kv.capacity == 50_000
+
+
+def test_the_same_memory_preempts_less_when_windowed_layers_hold_only_the_window():
+    # 600 blocks of 18 layers are the bytes of 300 blocks of 36 layers: twelve 700 + 300-token requests
+    # need 63 blocks each at full attention (756 > 300) but 63 + 9 of the smaller blocks (864 > 600) with windows
+    def preemptions(blocks: int, model: dict) -> int:
+        config = make_config(
+            hardware="h200",
+            model="gpt_oss_120b",
+            framework={"num_gpu_blocks_override": blocks},
+            workload={"num_requests": 12, "client_profiles": [constant_profile(700, 300)]},
+        )
+        config["model"].update(model)
+        _, _, framework = run(config)
+        return framework.num_preemptions
+
+    windowed = preemptions(600, {})
+    full = preemptions(300, {"sliding_window": None, "sliding_window_layers": None})
+    assert (windowed, full) == (3, 5)
