@@ -48,6 +48,13 @@ def test_vllm_groups_gpt_oss_into_one_full_and_one_windowed_group_of_18_layers()
     assert not vllm_kv_groups(PROFILES["llama3_8b"]).is_hybrid
 
 
+def test_admitting_a_whole_100k_sequence_reserves_the_window_plus_a_batch_in_the_windowed_group():
+    # full group: 6250 blocks; windowed group capped at cdiv(127 + 8192, 16) + 1 = 521 (vLLM's admission cap)
+    assert GPT_OSS.admission_blocks(100_000, 16, in_flight_tokens=8192, max_model_len=131_072) == 6250 + 521
+    # a short sequence needs no more than its own blocks in either group
+    assert GPT_OSS.admission_blocks(100, 16, in_flight_tokens=8192, max_model_len=131_072) == 7 + 7
+
+
 def test_gpt_oss_request_at_100k_context_holds_window_sized_blocks_in_windowed_layers():
     kv = KVCacheManager(20_000, 16, enable_caching=False, groups=GPT_OSS)
     request = make_request((1, 100_000), output_tokens=10)

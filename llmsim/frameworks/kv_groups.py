@@ -105,16 +105,39 @@ class KVGroupLayout:
         """Blocks a decoding request of ``num_tokens`` tokens holds (all but the newest computed)."""
         return self.blocks_for(num_tokens, num_tokens - 1, block_size)
 
-    def max_tokens_for(self, num_blocks: int, block_size: int) -> int:
+    def admission_blocks(self, num_tokens: int, block_size: int, in_flight_tokens: int, max_model_len: int) -> int:
+        """Blocks vLLM reserves to admit a whole ``num_tokens``-token sequence from scratch.
+
+        ``KVCacheManager.allocate_slots`` with ``full_sequence_must_fit`` asks every group for
+        ``cdiv(num_tokens, bs)`` blocks, a windowed one capped at
+        :meth:`KVGroup.max_blocks_per_request` (``apply_admission_cap``); ``in_flight_tokens`` is
+        ``VllmConfig.max_in_flight_tokens`` (concurrent batches x ``max_num_batched_tokens``).
+        """
+        need = cdiv(num_tokens, block_size)
+        return sum(
+            min(need, g.max_blocks_per_request(in_flight_tokens, max_model_len, block_size)) if g.is_windowed else need
+            for g in self.groups
+        )
+
+    def max_tokens_for(
+        self, num_blocks: int, block_size: int, in_flight_tokens: int | None = None, max_model_len: int = 1 << 40
+    ) -> int:
         """Most tokens (at most ``num_blocks * block_size``) one request can hold in ``num_blocks`` blocks.
 
-        Counted at its steady decode footprint; with every group windowed the footprint is bounded,
-        so the answer is the bound.
+        Counted at its admission footprint (:meth:`admission_blocks`) when ``in_flight_tokens`` is
+        given, else at its steady decode footprint; with every group windowed the footprint is
+        bounded, so the answer is the bound.
         """
+
+        def blocks(tokens: int) -> int:
+            if in_flight_tokens is None:
+                return self.steady_blocks(tokens, block_size)
+            return self.admission_blocks(tokens, block_size, in_flight_tokens, max_model_len)
+
         low, high = 0, num_blocks * block_size
         while low < high:  # bisection: blocks grow with tokens
             mid = (low + high + 1) // 2
-            if self.steady_blocks(mid, block_size) <= num_blocks:
+            if blocks(mid) <= num_blocks:
                 low = mid
             else:
                 high = mid - 1

@@ -219,7 +219,9 @@ class VLLMFramework(ContinuousBatchingFramework):
         groups = self.kv_groups
         if groups is None:
             return plan
-        return dataclasses.replace(plan, max_request_tokens=groups.max_tokens_for(plan.num_blocks, plan.block_size))
+        # one batch in flight (synchronous scheduling): VllmConfig.max_in_flight_tokens = max_num_batched_tokens
+        longest = groups.max_tokens_for(plan.num_blocks, plan.block_size, self._limits()[1], self.max_model_len)
+        return dataclasses.replace(plan, max_request_tokens=longest)
 
     # ---- policy --------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
