@@ -198,3 +198,23 @@ def test_the_same_memory_preempts_less_when_windowed_layers_hold_only_the_window
     windowed = preemptions(600, {})
     full = preemptions(300, {"sliding_window": None, "sliding_window_layers": None})
     assert (windowed, full) == (3, 5)
+
+
+def test_a_prefix_hit_in_a_windowed_group_takes_only_the_cached_blocks_inside_the_window():
+    layout = KVGroupLayout((KVGroup(32, 64),))  # every layer windowed (as Mistral), a 64-token window
+    kv = KVCacheManager(100, 16, enable_caching=True, groups=layout)
+    kv.private_shortcuts = False
+    first = make_request((-5, 200), output_tokens=2)
+    assert kv.allocate_slots(first, 200)
+    first.num_computed_tokens = 200
+    kv.cache_full_blocks(first)
+    kv.free(first)
+    second = make_request((-5, 200), output_tokens=2, request_id=1)
+    computed = kv.get_computed_blocks(second)
+    assert len(computed) == 12  # 199 // 16 full blocks are cached
+    assert kv.allocate_slots(second, 8, computed)
+    # 192 cached tokens: the first (192 - 63) // 16 = 8 blocks lie before the window and are not taken
+    assert second.blocks[:8] == [-1] * 8 and second.blocks[8:12] == computed[8:]
+    assert len(second.blocks) == 13 and kv.num_used == 4 + 1
+    kv.free(second)
+    assert kv.num_used == 0 and kv.held == 0

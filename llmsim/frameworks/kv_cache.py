@@ -404,47 +404,43 @@ class KVCacheManager:
                 self.held -= end - start
 
     def _allocate_hybrid(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int]) -> bool:
-        """:meth:`allocate_slots` over every group: slide the windows, then take each group's new blocks."""
+        """:meth:`allocate_slots` over every group: slide the windows, then take each group's new blocks.
+
+        vLLM's ``get_num_blocks_to_allocate``: a group needs ``cdiv(total, bs)`` blocks less those it
+        holds; a new request skips the blocks before the window of its cached prefix (in the first
+        group the cached blocks there are not taken at all: they stay where they are in the free queue).
+        """
         assert self.groups is not None
         self.slide_windows(request)
         size = self.block_size
         hit = len(computed_blocks)
-        total = request.num_computed_tokens + hit * size + num_new_tokens
-        required = self.blocks_needed(total)
+        required = self.blocks_needed(request.num_computed_tokens + hit * size + num_new_tokens)
         tables = self._tables(request)
-        computed_after_hit = request.num_computed_tokens + hit * size
-        needs = []
-        for index, (group, table) in enumerate(zip(self.groups.groups, tables, strict=True)):
-            if table:
-                needs.append(max(0, required - len(table)))
-            else:  # a new request: blocks before the window of its cached prefix are not needed
-                skipped = min(group.skipped_tokens(computed_after_hit) // size, required)
-                own = hit if index == 0 else 0
-                needs.append(max(0, required - max(skipped, own)))
-        reusable_free = sum(1 for b in computed_blocks if self.pool.ref_counts[b] == 0)
+        before_window = [
+            0 if table else min(group.skipped_tokens(request.num_computed_tokens + hit * size) // size, required)
+            for group, table in zip(self.groups.groups, tables, strict=True)
+        ]
+        needs = [
+            max(0, required - len(table)) if table else max(0, required - max(skipped, hit if index == 0 else 0))
+            for index, (table, skipped) in enumerate(zip(tables, before_window, strict=True))
+        ]
+        taken = computed_blocks[min(before_window[0], hit) :]  # the cached blocks inside the window
+        reusable_free = sum(1 for b in taken if self.pool.ref_counts[b] == 0)
         if sum(needs) > self.pool.num_free - reusable_free:
             return False
         if computed_blocks:
-            self.pool.touch(computed_blocks)
-            request.blocks.extend(computed_blocks)
+            self.pool.touch(taken)
+            request.blocks.extend([-1] * (hit - len(taken)))
+            request.blocks.extend(taken)
             request.num_hashed_blocks = len(request.blocks)
-            self.held += hit
-        for table, need in zip(tables, needs, strict=True):
-            if not table:
-                table.extend([-1] * (required - need - (hit if table is request.blocks else 0)))
+            self.held += len(taken)
+        for index, (table, skipped, need) in enumerate(zip(tables, before_window, needs, strict=True)):
+            if not table or (index == 0 and len(table) == hit):
+                table.extend([-1] * max(0, skipped - len(table)))  # null blocks before the window
             if need:
                 table.extend(self.pool.allocate(need))
                 self.held += need
-        if hit:
-            self.slide_windows_after_hit(request, computed_after_hit)
         return True
-
-    def slide_windows_after_hit(self, request: Request, computed: int) -> None:
-        """Free the cached prefix blocks a windowed first group does not need (before the hit's window)."""
-        saved = request.num_computed_tokens
-        request.num_computed_tokens = computed
-        self.slide_windows(request)
-        request.num_computed_tokens = saved
 
     def _free_hybrid(self, request: Request) -> None:
         """Return every group's remaining blocks, group by group, each table last block first."""
