@@ -7,6 +7,10 @@ Prefix caching follows vLLM's design: a full block is identified by a hash chain
 content of every block before it; freed blocks keep their hash and stay findable until the pool
 reuses them, least recently freed first (a request frees its blocks tail first, so a prefix's
 leading blocks survive longest).
+
+A hybrid model (sliding-window layers, :mod:`~llmsim.frameworks.kv_groups`) gives each request one
+block table per KV-cache group, all drawing on the one pool; windowed groups free the blocks that
+fall behind their window before every allocation.
 """
 
 from __future__ import annotations
