@@ -46,6 +46,9 @@ class ModelProfile(Schema):
     hf_repo: str = ""
     aliases: tuple[str, ...] = Field(default=(), description="Other ids that find this profile.")
     source: str = ""
+    architecture: str = Field(
+        default="", description="The config.json's architectures entry (e.g. GptOssForCausalLM); engines key on it."
+    )
     hidden_size: PositiveInt
     num_hidden_layers: PositiveInt
     num_attention_heads: PositiveInt

@@ -77,6 +77,7 @@ DEEPSEEK_V3_MLA_KV_BYTES = 70272
 ACTIVE_COUNT_EXCLUDES_INPUT_EMBEDDING = {
     # OpenAI's model card counts the unembedding but not the embedding lookup: 5.71B - 201088 x 2880 = 5.13B.
     "gpt_oss_120b": "published 5.1B active leaves out the 0.58B input embedding (gpt-oss model card convention)",
+    "gpt_oss_20b": "published 3.6B active leaves out the 0.58B input embedding (gpt-oss model card convention)",
 }
 
 

@@ -145,6 +145,7 @@ class AbstractLLMFramework(ABC):
         max_batched_tokens: int,
         max_seqs: int,
         fraction_of_free: bool = False,
+        kv_layers_per_block: int | None = None,
     ) -> MemoryPlan:
         """:func:`~llmsim.hardware.platform.plan_memory` for this deployment's model, GPU, dtypes and TP size."""
         return plan_memory(
@@ -160,6 +161,7 @@ class AbstractLLMFramework(ABC):
             num_gpus_in_node=len(self.hardware.devices),
             key=f"{self.config_key}.tensor_parallel_size",
             fraction_of_free=fraction_of_free,
+            kv_layers_per_block=kv_layers_per_block,
         )
 
     @abstractmethod

@@ -279,11 +279,12 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             budget = self._serve_lazy(plan, lazy, budget, block_size)
         running = self.running
         index = 0
+        slides = getattr(self.kv, "slides", False)  # sliding windows free blocks at every allocation
         while index < len(running) and budget > 0:
             request = running[index]
             computed = request.num_computed_tokens
             remaining = request.spec.prompt_tokens + request.num_output_tokens - computed
-            if remaining == 1 and computed < len(request.blocks) * block_size:
+            if remaining == 1 and computed < len(request.blocks) * block_size and not slides:
                 plan.scheduled.append((request, 1))  # a decode step with room left in its last block
                 budget -= 1
                 index += 1

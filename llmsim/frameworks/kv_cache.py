@@ -7,6 +7,10 @@ Prefix caching follows vLLM's design: a full block is identified by a hash chain
 content of every block before it; freed blocks keep their hash and stay findable until the pool
 reuses them, least recently freed first (a request frees its blocks tail first, so a prefix's
 leading blocks survive longest).
+
+A hybrid model (sliding-window layers, :mod:`~llmsim.frameworks.kv_groups`) gives each request one
+block table per KV-cache group, all drawing on the one pool; windowed groups free the blocks that
+fall behind their window before every allocation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from llmsim.frameworks.kv_groups import KVGroupLayout
 from llmsim.workload.request import Request, Segment
 
 _ID_MASK = (1 << 60) - 1
@@ -204,7 +209,7 @@ class BlockPool:
         cached, block_hash = self.cached, self.block_hash
         for i in range(start, end):
             content, block = hashes[i], blocks[i]
-            if content not in cached and block_hash[block] is None:
+            if content not in cached and block >= 0 and block_hash[block] is None:  # -1: freed behind a window
                 cached[content] = block
                 block_hash[block] = content
 
@@ -259,9 +264,17 @@ class KVCacheManager:
     #: difference: tests turn it off to check that)
     private_shortcuts: ClassVar[bool] = True
 
-    def __init__(self, num_blocks: int, block_size: int, enable_caching: bool) -> None:
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_caching: bool, groups: KVGroupLayout | None = None
+    ) -> None:
         self.block_size = block_size
         self.pool = BlockPool(num_blocks, enable_caching)
+        #: KV-cache groups of a hybrid (sliding-window) model sharing the pool; None: one full-attention
+        #: group. ``Request.blocks`` is the first group's block table (-1: a block freed behind the window,
+        #: vLLM's null block); the other groups' tables are in :attr:`_group_tables` (their blocks are
+        #: never shared by content: a simplification, vLLM also caches windowed groups' blocks)
+        self.groups = groups if groups is not None and groups.is_hybrid else None
+        self._group_tables: dict[int, list[list[int]]] = {}
         # block hashes of finished conversation turns, by output segment, for their next turn to reuse
         self._history: dict[int, list[int]] = {}
         #: hash chains of shared prompt segments' full blocks, by (segment id, blocks)
@@ -338,6 +351,8 @@ class KVCacheManager:
 
     def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int] = ()) -> bool:
         """Give the request room for ``num_new_tokens`` more tokens (after ``computed_blocks``), or refuse."""
+        if self.groups is not None:
+            return self._allocate_hybrid(request, num_new_tokens, computed_blocks)
         if (
             not computed_blocks
             and request.num_computed_tokens + num_new_tokens <= len(request.blocks) * self.block_size
@@ -357,6 +372,90 @@ class KVCacheManager:
             request.blocks.extend(self.pool.allocate(need))
             self.held += need
         return True
+
+    # ---- hybrid models: several KV-cache groups, windowed ones freeing blocks as the window slides ----
+    @property
+    def slides(self) -> bool:
+        """Whether requests free blocks behind a sliding window (every allocation must run)."""
+        return self.groups is not None
+
+    def _tables(self, request: Request) -> list[list[int]]:
+        """Every group's block table of the request, the first group's being ``request.blocks``."""
+        assert self.groups is not None
+        tables = self._group_tables.get(id(request))
+        if tables is None:
+            tables = self._group_tables[id(request)] = [[] for _ in self.groups.groups[1:]]
+        return [request.blocks, *tables]
+
+    def slide_windows(self, request: Request) -> None:
+        """Free the blocks before each windowed group's window (vLLM's ``remove_skipped_blocks``).
+
+        With ``c`` tokens computed, a group of window ``w`` no longer needs its first
+        ``max(0, c - w + 1) // block_size`` blocks; they go back to the pool, last first, and leave
+        a -1 (the null block) in the table.
+        """
+        assert self.groups is not None
+        computed = request.num_computed_tokens
+        for group, table in zip(self.groups.groups, self._tables(request), strict=True):
+            end = min(group.skipped_tokens(computed) // self.block_size, len(table))
+            start = end
+            while start > 0 and table[start - 1] >= 0:  # back to the last block already freed
+                start -= 1
+            if start < end:
+                freed = table[start:end]
+                table[start:end] = [-1] * (end - start)
+                self.pool.release(freed)
+                self.held -= end - start
+
+    def _allocate_hybrid(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int]) -> bool:
+        """:meth:`allocate_slots` over every group: slide the windows, then take each group's new blocks.
+
+        vLLM's ``get_num_blocks_to_allocate``: a group needs ``cdiv(total, bs)`` blocks less those it
+        holds; a new request skips the blocks before the window of its cached prefix (in the first
+        group the cached blocks there are not taken at all: they stay where they are in the free queue).
+        """
+        assert self.groups is not None
+        self.slide_windows(request)
+        size = self.block_size
+        hit = len(computed_blocks)
+        required = self.blocks_needed(request.num_computed_tokens + hit * size + num_new_tokens)
+        tables = self._tables(request)
+        before_window = [
+            0 if table else min(group.skipped_tokens(request.num_computed_tokens + hit * size) // size, required)
+            for group, table in zip(self.groups.groups, tables, strict=True)
+        ]
+        needs = [
+            max(0, required - len(table)) if table else max(0, required - max(skipped, hit if index == 0 else 0))
+            for index, (table, skipped) in enumerate(zip(tables, before_window, strict=True))
+        ]
+        taken = computed_blocks[min(before_window[0], hit) :]  # the cached blocks inside the window
+        reusable_free = sum(1 for b in taken if self.pool.ref_counts[b] == 0)
+        if sum(needs) > self.pool.num_free - reusable_free:
+            return False
+        if computed_blocks:
+            self.pool.touch(taken)
+            request.blocks.extend([-1] * (hit - len(taken)))
+            request.blocks.extend(taken)
+            request.num_hashed_blocks = len(request.blocks)
+            self.held += len(taken)
+        for index, (table, skipped, need) in enumerate(zip(tables, before_window, needs, strict=True)):
+            if not table or (index == 0 and len(table) == hit):
+                table.extend([-1] * max(0, skipped - len(table)))  # null blocks before the window
+            if need:
+                table.extend(self.pool.allocate(need))
+                self.held += need
+        return True
+
+    def _free_hybrid(self, request: Request) -> None:
+        """Return every group's remaining blocks, group by group, each table last block first."""
+        tables = self._tables(request)
+        del self._group_tables[id(request)]
+        for table in tables:
+            real = [b for b in table if b >= 0]
+            self.pool.release(real)
+            self.held -= len(real)
+        request.blocks = []
+        request.num_hashed_blocks = 0
 
     def _registers_at_free(self, request: Request) -> bool:
         """Whether the request's blocks are registered when it frees them rather than as they fill.
@@ -386,6 +485,8 @@ class KVCacheManager:
         Each step adds one token to each request; its first step's room was allocated when it was
         scheduled. Blocks needed grow with the steps, so the answer is found by bisection.
         """
+        if self.groups is not None:
+            return 1  # windows slide at every step: no closed-form stretch (each step is simulated)
         size = self.block_size
         free = self.pool.num_free
         current = [(r.num_computed_tokens, len(r.blocks)) for r in requests]
@@ -431,6 +532,9 @@ class KVCacheManager:
             if next_turn_follows and request.block_hashes:
                 # the next turn is sent only after this one is answered (kept until it comes, once per turn)
                 self._history[request.spec.output_segment] = request.block_hashes
+        if self.groups is not None:
+            self._free_hybrid(request)
+            return
         self.pool.release(request.blocks)
         self.held -= len(request.blocks)
         request.blocks = []

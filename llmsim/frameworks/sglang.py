@@ -24,12 +24,14 @@ a radix-tree prefix cache.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
 from llmsim.config import FrameworkConfig
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
+from llmsim.frameworks.kv_groups import sglang_swa_pool_tokens, sglang_uses_swa_pool
 from llmsim.frameworks.radix_cache import RadixKVManager
 from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.platform import MemoryPlan
@@ -68,6 +70,13 @@ class SGLangConfig(FrameworkConfig):
     mem_fraction_static: float = Field(default=0.88, gt=0, le=1, description="Weights + KV pool share of GPU memory.")
     disable_radix_cache: bool = False
     disable_overlap_schedule: bool = False
+    # sgl-project/sglang python/sglang/srt/server_args.py: swa_full_tokens_ratio 0.8, disable_hybrid_swa_memory False
+    swa_full_tokens_ratio: float = Field(
+        default=0.8, gt=0, description="Hybrid-SWA models (gpt-oss): SWA pool tokens per full-pool token."
+    )
+    disable_hybrid_swa_memory: bool = Field(
+        default=False, description="Give a hybrid-SWA model one pool of full-length slots in every layer."
+    )
 
 
 class SGLangFramework(ContinuousBatchingFramework):
@@ -109,6 +118,19 @@ class SGLangFramework(ContinuousBatchingFramework):
         """``mem_fraction_static`` of the GPU holds weights and the token pool (page size 1)."""
         # activations live outside the static fraction: no workspace inside it
         return self.plan_deployment_memory(self.config.mem_fraction_static, 1, 0, 0)
+
+    def _apply_block_override(self, plan: MemoryPlan) -> MemoryPlan:
+        """The base override (``max_total_tokens``), then a hybrid-SWA model's split into full and SWA pools.
+
+        The radix cache holds the full pool's tokens. The SWA pool (``swa_full_tokens_ratio`` of it)
+        is not simulated: SGLang frees a running request's SWA slots behind its window, so with
+        gpt-oss's 128-token window it binds only with prefill chunks of many concurrent requests.
+        """
+        plan = super()._apply_block_override(plan)
+        if self.config.disable_hybrid_swa_memory or not sglang_uses_swa_pool(self.model):
+            return plan
+        full, _ = sglang_swa_pool_tokens(self.model, plan.num_blocks, self.config.swa_full_tokens_ratio)
+        return dataclasses.replace(plan, max_request_tokens=full)
 
     # ---- policy --------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:

@@ -21,6 +21,7 @@ default in v0 and on in v1.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
@@ -29,6 +30,7 @@ from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
+from llmsim.frameworks.kv_groups import KVGroupLayout, vllm_kv_groups
 from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
@@ -145,7 +147,9 @@ class VLLMFramework(ContinuousBatchingFramework):
                 self.max_num_batched_tokens,
                 f">= max_model_len ({self.max_model_len}) when enable_chunked_prefill is false",
             )
-        self.kv = KVCacheManager(self.memory_plan.num_blocks, self.config.block_size, self.config.prefix_caching)
+        self.kv = KVCacheManager(
+            self.memory_plan.num_blocks, self.config.block_size, self.config.prefix_caching, self.kv_groups
+        )
         self.swapped: list[Request] = []
         self.swap_capacity_blocks = int(
             self.config.swap_space * GIB // (self.config.block_size * self.memory_plan.kv_bytes_per_token)
@@ -183,10 +187,41 @@ class VLLMFramework(ContinuousBatchingFramework):
             self._resolved_limits = (seqs, max(tokens, seqs))
         return self._resolved_limits
 
+    @property
+    def kv_groups(self) -> KVGroupLayout | None:
+        """The v1 hybrid allocator's KV-cache groups for a sliding-window model (None: one full group).
+
+        v1 (``vllm/v1/core/kv_cache_planning.py``) groups layers by attention type; v0's block manager
+        gives every layer a full-length block table, as modelled before.
+        """
+        if self.config.engine_version != "v1" or self.model.num_window_layers == 0:
+            return None
+        return vllm_kv_groups(self.model)
+
     def plan_memory(self) -> MemoryPlan:
-        """Weights, profiled activation workspace and KV blocks under ``gpu_memory_utilization``."""
+        """Weights, profiled activation workspace and KV blocks under ``gpu_memory_utilization``.
+
+        A hybrid model's block spans one KV-cache group's layers (``kv_groups``), so more blocks fit.
+        """
         seqs, tokens = self._limits()
-        return self.plan_deployment_memory(self.config.gpu_memory_utilization, self.config.block_size, tokens, seqs)
+        groups = self.kv_groups
+        return self.plan_deployment_memory(
+            self.config.gpu_memory_utilization,
+            self.config.block_size,
+            tokens,
+            seqs,
+            kv_layers_per_block=groups.group_size if groups is not None else None,
+        )
+
+    def _apply_block_override(self, plan: MemoryPlan) -> MemoryPlan:
+        """The base override, then the longest request the blocks of every group can hold."""
+        plan = super()._apply_block_override(plan)
+        groups = self.kv_groups
+        if groups is None:
+            return plan
+        # one batch in flight (synchronous scheduling): VllmConfig.max_in_flight_tokens = max_num_batched_tokens
+        longest = groups.max_tokens_for(plan.num_blocks, plan.block_size, self._limits()[1], self.max_model_len)
+        return dataclasses.replace(plan, max_request_tokens=longest)
 
     # ---- policy --------------------------------------------------------------------------------
     def schedule(self) -> StepPlan:
@@ -241,6 +276,8 @@ class VLLMFramework(ContinuousBatchingFramework):
 
     def supports_lazy_decode(self) -> bool:
         """The v1 scheduler (also v0 with chunked prefill) serves every running request each step."""
+        if self.kv_groups is not None:
+            return False  # windowed groups free blocks every step: each request is allocated explicitly
         return self.config.engine_version == "v1" or self.chunked_prefill
 
     def make_room(self, victim: Request, plan: StepPlan) -> None:

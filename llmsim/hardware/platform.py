@@ -28,10 +28,15 @@ class MemoryPlan:
     kv_bytes_per_token: float  # per GPU
     block_size: int
     num_blocks: int
+    #: the most tokens one request can hold when blocks are shared by KV-cache groups of a hybrid
+    #: model (None: ``num_blocks * block_size``; see ``llmsim.frameworks.kv_groups``)
+    max_request_tokens: int | None = None
 
     @property
     def kv_capacity_tokens(self) -> int:
-        """Tokens the KV cache holds."""
+        """Tokens the KV cache holds (for one request: with hybrid groups, its longest sequence)."""
+        if self.max_request_tokens is not None:
+            return self.max_request_tokens
         return self.num_blocks * self.block_size
 
     def describe(self) -> str:
@@ -75,18 +80,25 @@ def plan_memory(
     num_gpus_in_node: int,
     key: str = "framework.tensor_parallel_size",
     fraction_of_free: bool = False,
+    kv_layers_per_block: int | None = None,
 ) -> MemoryPlan:
     """Split a GPU's memory into weights, workspace and KV blocks; a model that does not fit is an error.
 
     ``utilisation`` is vLLM's ``gpu_memory_utilization`` (a fraction of the whole GPU everything must
     fit in) or, with ``fraction_of_free``, TensorRT-LLM's ``free_gpu_memory_fraction`` / SGLang-style
     share of the memory left after weights and workspace that goes to the KV cache.
+    ``kv_layers_per_block``: layers one block spans (default all; vLLM's hybrid allocator makes a
+    block one KV-cache group's layers, ``llmsim.frameworks.kv_groups``), so ``kv_bytes_per_token``
+    is the bytes of one token in one block.
     """
 
     def plan_at(size: int) -> MemoryPlan:
         weights = weights_per_gpu(model, dtype, size)
         workspace = activation_workspace(model, size, max_batched_tokens, max_seqs)
-        kv_bytes = model.kv_bytes_per_token(kv_dtype) / model.kv_shards(size)
+        if kv_layers_per_block is None:
+            kv_bytes = model.kv_bytes_per_token(kv_dtype) / model.kv_shards(size)
+        else:
+            kv_bytes = kv_layers_per_block * model.kv_bytes_per_token_layer(kv_dtype) / model.kv_shards(size)
         if fraction_of_free:
             usable = device.memory_capacity_bytes
             kv_cache = (usable - weights - workspace) * utilisation
