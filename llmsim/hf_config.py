@@ -255,6 +255,7 @@ def profile_fields(path: str | Path) -> dict[str, Any]:
     if reader is None:
         raise ConfigError(f"{KEY} architectures", architecture, "an architecture this llmsim release can profile")
     fields = reader(_Fields(text, path, architecture))
+    fields["architecture"] = architecture
     dtype = TORCH_DTYPES.get(str(text.get("torch_dtype") or data.get("torch_dtype") or text.get("dtype") or ""))
     if dtype is not None:
         fields["dtype"] = dtype

@@ -27,7 +27,7 @@ SHIPPED = {
     "gemma-2-9b": "gemma2_9b",  # google/gemma-2-9b
 }
 ARCHITECTURE_FIELDS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_size",
+    "architecture", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_size",
     "intermediate_size", "vocab_size", "max_position_embeddings", "tie_word_embeddings", "qkv_bias", "dtype",
     "num_local_experts", "num_experts_per_tok", "expert_intermediate_size", "num_shared_experts",
     "first_k_dense_replace", "expert_dtype", "num_window_layers", "kv_lora_rank", "q_lora_rank",
