@@ -105,6 +105,7 @@ class ExperimentOrchestrator:
                 model_profile=model_profile,
                 config_key=cfg.framework_key(index),
                 workload_kind=cfg.workload.kind,
+                workload=cfg.workload,
             )
             if hasattr(instance, "fast_forward"):
                 instance.fast_forward = cfg.simulation.fast_forward

@@ -197,7 +197,9 @@ def test_the_same_memory_preempts_less_when_windowed_layers_hold_only_the_window
 
     windowed = preemptions(600, {})
     full = preemptions(300, {"sliding_window": None, "sliding_window_layers": None})
-    assert (windowed, full) == (3, 5)
+    # vLLM 0.33 reserves the null block (599 usable) and reuses freed partial blocks first: one more
+    # preemption with windows than with all 600 blocks and tail-only freeing (3), still fewer than full attention
+    assert (windowed, full) == (4, 5)
 
 
 def test_a_prefix_hit_in_a_windowed_group_takes_only_the_cached_blocks_inside_the_window():

@@ -141,7 +141,15 @@ def test_workload_is_identical_across_knob_variants_common_random_numbers(rate_s
     large = at_rate[at_rate["framework.max_num_seqs"] == 256][columns].sort_values("request_id")
     first_turns = small["request_id"].isin(large["request_id"])
     assert first_turns.all()
-    pd.testing.assert_frame_equal(small.reset_index(drop=True), large.reset_index(drop=True))
+    # a later turn is sent when its answer is in, which depends on the engine (max_num_seqs changes
+    # vLLM's CUDA-graph sizes, so step times): the drawn stream is the same, and so are first sends
+    drawn = ["request_id", "prompt_tokens", "max_output_tokens", "streaming"]
+    pd.testing.assert_frame_equal(small[drawn].reset_index(drop=True), large[drawn].reset_index(drop=True))
+    opening = at_rate["turn"] == 0
+    first_small = at_rate[opening & (at_rate["framework.max_num_seqs"] == 64)][columns].sort_values("request_id")
+    first_large = at_rate[opening & (at_rate["framework.max_num_seqs"] == 256)][columns].sort_values("request_id")
+    assert len(first_small) > 0
+    pd.testing.assert_frame_equal(first_small.reset_index(drop=True), first_large.reset_index(drop=True))
 
 
 @pytest.mark.slow

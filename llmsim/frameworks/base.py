@@ -51,8 +51,12 @@ class AbstractLLMFramework(ABC):
         *,
         config_key: str = "framework",
         workload_kind: str | None = None,
+        workload: Any = None,
     ) -> None:
         self.framework_id = framework_id
+        #: the experiment's WorkloadConfig (None: unknown), for engines that size themselves from the
+        #: dataset as their benchmark tool does (trtllm-bench)
+        self.workload = workload
         # the workload's kind (``offline``, ``open_loop``...; None: unknown, a served workload): engines whose
         # defaults differ between an in-process batch and a server (vLLM's usage context) read it
         self.workload_kind = workload_kind

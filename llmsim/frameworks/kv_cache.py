@@ -41,11 +41,14 @@ class BlockPool:
     ``num_blocks`` (a pool of 10^9 blocks costs nothing until it is used).
     """
 
-    def __init__(self, num_blocks: int, enable_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, enable_caching: bool = True, free_plain_blocks_first: bool = False) -> None:
         if num_blocks < 1:
             raise ValueError("a block pool needs at least one block")
         self.num_blocks = num_blocks
         self.enable_caching = enable_caching
+        #: freed blocks without cached content go to the front of the free queue (reused first) and
+        #: cached ones to its end; False: every freed block joins the end in the order freed
+        self.free_plain_blocks_first = free_plain_blocks_first
         #: reference count and content hash by label (labels 0.. are made as they are first needed)
         self.ref_counts: list[int] = []
         self.block_hash: list[int | None] = []
@@ -162,8 +165,19 @@ class BlockPool:
             self.block_hash.extend([None] * new)
         return labels
 
-    def release(self, blocks: Sequence[int]) -> None:
-        """Drop one reference on each block, tail first; unreferenced blocks join the free queue."""
+    def release(self, blocks: Sequence[int], full_blocks: int = 0) -> None:
+        """Drop one reference on each block, tail first; unreferenced blocks join the free queue.
+
+        With :attr:`free_plain_blocks_first`, blocks that hold cached content go to the queue's end and
+        the others to its front (vLLM 0.33 ``BlockPool.free_blocks``: "LIFO reuse of non-cached
+        blocks", so a freed request's cached prefix is evicted last). The first ``full_blocks`` of
+        ``blocks`` count as cached even without a hash here: vLLM hashes every full block, while this
+        pool skips the hashes nobody can look up (duplicates, private prompts) - at the queue's end
+        such a block is a block without content.
+        """
+        if self.free_plain_blocks_first:
+            self._release_plain_first(blocks, full_blocks)
+            return
         ref_counts, block_hash, free_queue, spare = self.ref_counts, self.block_hash, self.free_queue, self._spare
         plain = 0  # blocks without content freed since the last cached one (they join the tail run)
         freed = 0
@@ -186,6 +200,51 @@ class BlockPool:
         if plain:
             self._append_run(plain)
         self._num_free += freed
+
+    def _release_plain_first(self, blocks: Sequence[int], full_blocks: int) -> None:
+        """:meth:`release` with blocks that hold no content to the front, the others to the end in order."""
+        ref_counts, block_hash, free_queue, spare = self.ref_counts, self.block_hash, self.free_queue, self._spare
+        front = tail_plain = freed = 0
+        for index in range(len(blocks) - 1, -1, -1):
+            block = blocks[index]
+            count = ref_counts[block] - 1
+            ref_counts[block] = count
+            if count == 0:
+                freed += 1
+                if block_hash[block] is not None:
+                    if tail_plain:
+                        self._append_run(tail_plain)
+                        tail_plain = 0
+                    free_queue[block] = None
+                    self._tail_run = None
+                    continue
+                spare.append(block)
+                if index < full_blocks:
+                    tail_plain += 1
+                else:
+                    front += 1
+            elif count < 0:  # pragma: no cover - a scheduler bug
+                raise RuntimeError(f"block {block} released more often than taken")
+        if tail_plain:
+            self._append_run(tail_plain)
+        if front:
+            self._prepend_run(front)
+        self._num_free += freed
+
+    def _prepend_run(self, length: int) -> None:
+        """``length`` free blocks without content join the front of the queue."""
+        free_queue = self.free_queue
+        head = next(iter(free_queue), None)
+        if head is not None and head < 0:
+            free_queue[head] += length  # type: ignore[operator]
+            return
+        key = self._next_run_key
+        self._next_run_key -= 1
+        free_queue[key] = length
+        free_queue.move_to_end(key, last=False)
+        self._runs += 1
+        if head is None:
+            self._tail_run = key  # the queue was empty: the run is also its end
 
     def _append_run(self, length: int) -> None:
         """``length`` free blocks without content join the end of the queue."""
@@ -265,10 +324,21 @@ class KVCacheManager:
     private_shortcuts: ClassVar[bool] = True
 
     def __init__(
-        self, num_blocks: int, block_size: int, enable_caching: bool, groups: KVGroupLayout | None = None
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_caching: bool,
+        groups: KVGroupLayout | None = None,
+        *,
+        free_plain_blocks_first: bool = False,
+        cache_at_allocation: bool = False,
     ) -> None:
         self.block_size = block_size
-        self.pool = BlockPool(num_blocks, enable_caching)
+        self.pool = BlockPool(num_blocks, enable_caching, free_plain_blocks_first)
+        #: register a prefilling request's blocks as soon as they are allocated, so requests scheduled
+        #: later in the same step hit them (vLLM v1's ``allocate_slots`` calls ``cache_blocks``); False:
+        #: blocks become findable once the step that fills them has run
+        self.cache_at_allocation = cache_at_allocation
         #: KV-cache groups of a hybrid (sliding-window) model sharing the pool; None: one full-attention
         #: group. ``Request.blocks`` is the first group's block table (-1: a block freed behind the window,
         #: vLLM's null block); the other groups' tables are in :attr:`_group_tables` (their blocks are
@@ -357,6 +427,8 @@ class KVCacheManager:
             not computed_blocks
             and request.num_computed_tokens + num_new_tokens <= len(request.blocks) * self.block_size
         ):
+            if self.cache_at_allocation and request.num_computed_tokens < request.num_tokens - 1:
+                self._cache_at_allocation(request, request.num_computed_tokens + num_new_tokens)
             return True  # its last block still has room (most decode steps)
         total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
         need = self.blocks_needed(total) - len(request.blocks) - len(computed_blocks)
@@ -371,7 +443,54 @@ class KVCacheManager:
         if need > 0:
             request.blocks.extend(self.pool.allocate(need))
             self.held += need
+        if self.cache_at_allocation and request.num_computed_tokens < request.num_tokens - 1:
+            self._cache_at_allocation(request, total)
         return True
+
+    def _cache_at_allocation(self, request: Request, total: int) -> None:
+        """Register the blocks a prefilling request fills by the end of this step (``total`` tokens).
+
+        vLLM registers up to ``min(total, request.num_tokens)`` tokens' full blocks in ``allocate_slots``.
+        Only prefill (or recompute) allocations are registered here: a decode's new block is looked
+        up by nobody before the step that fills it has run, so registering it afterwards is the same.
+        """
+        if not self.enable_caching or self._registers_at_free(request):
+            return
+        full = min(min(total, request.num_tokens) // self.block_size, len(request.blocks))
+        if full > request.num_hashed_blocks:
+            self.pool.register_many(request.blocks, self._hashes(request, full), request.num_hashed_blocks, full)
+            request.num_hashed_blocks = full
+
+    def blocks_to_admit(
+        self,
+        request: Request,
+        num_tokens: int,
+        computed_blocks: Sequence[int] = (),
+        window_caps: Sequence[int | None] = (),
+    ) -> int:
+        """Free blocks a waiting request needs for slots for ``num_tokens`` tokens, its cached prefix
+        ``computed_blocks`` included (those that sit in the free queue count: taking them shrinks it).
+
+        vLLM's ``get_num_blocks_to_allocate`` for its whole-prompt admission gate
+        (``scheduler_reserve_full_isl``). A windowed group of a hybrid model needs at most the most a
+        request ever holds in it (``window_caps``, one per group: vLLM's
+        ``max_admission_blocks_per_request``; None for a full-attention group).
+        """
+        size = self.block_size
+        hit = len(computed_blocks)
+        reusable_free = sum(1 for b in computed_blocks if b >= 0 and self.pool.ref_counts[b] == 0)
+        required = self.blocks_needed(num_tokens)
+        if self.groups is None:
+            return max(0, required - len(request.blocks) - hit) + reusable_free
+        computed = request.num_computed_tokens + hit * size
+        total = 0
+        for index, (group, table) in enumerate(zip(self.groups.groups, self._tables(request), strict=True)):
+            cap = window_caps[index] if index < len(window_caps) else None
+            cap = required if cap is None else min(required, cap)
+            skipped = group.skipped_tokens(computed) // size
+            held = len(table) + (hit if index == 0 else 0)
+            total += max(0, cap - max(skipped, held))
+        return total + reusable_free
 
     # ---- hybrid models: several KV-cache groups, windowed ones freeing blocks as the window slides ----
     @property
@@ -404,7 +523,7 @@ class KVCacheManager:
             if start < end:
                 freed = table[start:end]
                 table[start:end] = [-1] * (end - start)
-                self.pool.release(freed)
+                self.pool.release(freed, len(freed) if self.enable_caching else 0)  # full, computed blocks
                 self.held -= end - start
 
     def _allocate_hybrid(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int]) -> bool:
@@ -444,15 +563,18 @@ class KVCacheManager:
             if need:
                 table.extend(self.pool.allocate(need))
                 self.held += need
+        if self.cache_at_allocation and request.num_computed_tokens < request.num_tokens - 1:
+            self._cache_at_allocation(request, request.num_computed_tokens + hit * size + num_new_tokens)
         return True
 
     def _free_hybrid(self, request: Request) -> None:
         """Return every group's remaining blocks, group by group, each table last block first."""
         tables = self._tables(request)
         del self._group_tables[id(request)]
+        full_end = request.num_computed_tokens // self.block_size if self.enable_caching else 0
         for table in tables:
             real = [b for b in table if b >= 0]
-            self.pool.release(real)
+            self.pool.release(real, sum(1 for b in table[:full_end] if b >= 0))
             self.held -= len(real)
         request.blocks = []
         request.num_hashed_blocks = 0
@@ -535,7 +657,8 @@ class KVCacheManager:
         if self.groups is not None:
             self._free_hybrid(request)
             return
-        self.pool.release(request.blocks)
+        full = max(request.num_computed_tokens // self.block_size, request.num_hashed_blocks)
+        self.pool.release(request.blocks, full if self.enable_caching else 0)
         self.held -= len(request.blocks)
         request.blocks = []
         request.num_hashed_blocks = 0

@@ -31,9 +31,20 @@ from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_cache import KVCacheManager
+from llmsim.frameworks.trtllm_bench import (
+    BenchSettings,
+    DatasetLengths,
+    calc_engine_setting,
+    fit_longest_prompt,
+    workload_lengths,
+)
 from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.workload.request import Request
+
+#: the LLM API's limits when nothing sets them (tensorrt_llm BuildConfig: max_batch_size 2048, max_num_tokens 8192)
+LLM_API_MAX_BATCH_SIZE = 2048
+LLM_API_MAX_NUM_TOKENS = 8192
 
 #: TensorRT-LLM's version-dependent defaults, by the first release of each row (``framework.version``).
 RELEASES = ReleaseTable(
@@ -48,8 +59,18 @@ class TRTLLMConfig(FrameworkConfig):
 
     release_table: ClassVar[ReleaseTable] = RELEASES
 
-    max_batch_size: PositiveInt = Field(default=2048, description="Requests in flight at most.")
-    max_num_tokens: PositiveInt = Field(default=8192, description="Tokens computed per iteration at most.")
+    settings_from: Literal["llm_api", "trtllm-bench"] | None = Field(
+        default=None,
+        description="Where unset max_batch_size/max_num_tokens come from: llm_api (the LLM API's 2048 / 8192) "
+        "or trtllm-bench (its heuristic from the dataset's lengths and the KV memory, and without chunked "
+        "prefill room for the longest prompt). null: trtllm-bench for workload=offline, else llm_api.",
+    )
+    max_batch_size: PositiveInt | None = Field(
+        default=None, description="Requests in flight at most (null: settings_from)."
+    )
+    max_num_tokens: PositiveInt | None = Field(
+        default=None, description="Tokens computed per iteration at most (null: settings_from)."
+    )
     free_gpu_memory_fraction: float = Field(default=0.9, gt=0, le=1, description="KV share of free memory.")
     tokens_per_block: Literal[8, 16, 32, 64, 128] = 32
     capacity_scheduler_policy: Literal["GUARANTEED_NO_EVICT", "MAX_UTILIZATION", "STATIC_BATCH"] = "GUARANTEED_NO_EVICT"
@@ -73,7 +94,10 @@ class TRTLLMFramework(ContinuousBatchingFramework):
     config: TRTLLMConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._resolved_limits: tuple[int, int] | None = None
+        self.bench_settings: BenchSettings | None = None
         super().__init__(*args, **kwargs)
+        self.max_batch_size, self.max_num_tokens = self._limits()
         step, per_seq = self.OVERHEADS[self.config.disable_overlap_scheduler]
         if self.config.step_overhead_s is None:
             self.step_overhead_s = step
@@ -83,29 +107,82 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         self.kv = KVCacheManager(self.memory_plan.num_blocks, cfg.tokens_per_block, cfg.enable_block_reuse)
         self.policy = cfg.capacity_scheduler_policy
         self._max_blocks_running = 0  # blocks the running requests' whole sequences take
-        self.step_token_budget = cfg.max_num_tokens
+        self.step_token_budget = self.max_num_tokens
         if self.policy == "STATIC_BATCH" and cfg.enable_chunked_prefill:
             raise ConfigError(
                 f"{self.config_key}.enable_chunked_prefill", True, "false with capacity_scheduler_policy STATIC_BATCH"
             )
 
+    # ---- set-up --------------------------------------------------------------------------------
+    @property
+    def settings_from(self) -> str:
+        """``settings_from`` as set, else trtllm-bench for an offline batch (``trtllm-bench throughput``)."""
+        if self.config.settings_from is not None:
+            return self.config.settings_from
+        return "trtllm-bench" if self.workload_kind == "offline" else "llm_api"
+
+    def _limits(self) -> tuple[int, int]:
+        """``max_batch_size`` and ``max_num_tokens``: as set, else from :attr:`settings_from`."""
+        if self._resolved_limits is not None:
+            return self._resolved_limits
+        cfg = self.config
+        batch, tokens = cfg.max_batch_size, cfg.max_num_tokens
+        lengths = workload_lengths(self.workload) if self.settings_from == "trtllm-bench" and self.workload else None
+        if lengths is not None and (batch is None or tokens is None):
+            settings = self._bench_settings(lengths)
+            self.bench_settings = settings
+            batch = batch or settings.max_batch_size
+            if tokens is None:
+                tokens = settings.max_num_tokens
+                if not cfg.enable_chunked_prefill:  # get_settings: the longest prompt must fit one iteration
+                    tokens = fit_longest_prompt(tokens, batch, lengths.max_isl)
+        # the LLM API's BuildConfig defaults (tensorrt_llm/builder.py): max_batch_size 2048, max_num_tokens 8192
+        self._resolved_limits = (batch or LLM_API_MAX_BATCH_SIZE, tokens or LLM_API_MAX_NUM_TOKENS)
+        return self._resolved_limits
+
+    def _bench_settings(self, lengths: DatasetLengths) -> BenchSettings:
+        """trtllm-bench's heuristic for this model, GPU, dtypes and TP size (:mod:`trtllm_bench`)."""
+        model = self.model
+        try:
+            return calc_engine_setting(
+                gpu_memory_bytes=self.device.memory_capacity_bytes,
+                param_count=model.total_params,
+                weight_dtype=self.dtype,
+                kv_dtype=self.kv_dtype,
+                num_attention_layers=model.num_hidden_layers,
+                num_kv_heads=model.num_key_value_heads,
+                # bench/build/dataclasses.py ModelConfig: config.json's head_dim, else hidden_size / heads
+                # (DeepSeek's MLA config names no head_dim: 7168 / 128 = 56, not its 192-wide query heads)
+                head_size=model.head_dim or model.hidden_size // model.num_attention_heads,
+                tp=self.config.tensor_parallel_size,
+                pp=1,
+                target_input_len=lengths.avg_isl,
+                target_output_len=lengths.avg_osl,
+                kv_cache_gpu_mem_fraction=self.config.free_gpu_memory_fraction,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self.config_key}.settings_from", "trtllm-bench", f"a deployment it can size ({exc})"
+            ) from None
+
     def plan_memory(self) -> MemoryPlan:
         """Weights and activations first; ``free_gpu_memory_fraction`` of what is left becomes KV blocks."""
         cfg = self.config
+        batch, tokens = self._limits()
         return self.plan_deployment_memory(
             cfg.free_gpu_memory_fraction,
             cfg.tokens_per_block,
-            cfg.max_num_tokens,
-            min(cfg.max_batch_size, 256),
+            tokens,
+            min(batch, 256),
             fraction_of_free=True,
         )
 
     def admission_error(self, request: Request) -> str | None:
         """Too long for the model or the cache, or (without chunking) for ``max_num_tokens``."""
         error = super().admission_error(request)
-        if error is None and not self.config.enable_chunked_prefill and request.prompt_len > self.config.max_num_tokens:
+        if error is None and not self.config.enable_chunked_prefill and request.prompt_len > self.max_num_tokens:
             return (
-                f"prompt ({request.prompt_len} tokens) exceeds max_num_tokens {self.config.max_num_tokens} "
+                f"prompt ({request.prompt_len} tokens) exceeds max_num_tokens {self.max_num_tokens} "
                 "and enable_chunked_prefill is false"
             )
         return error
@@ -116,7 +193,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         if self.policy == "STATIC_BATCH":
             return self._schedule_static()
         plan = StepPlan()
-        budget = self.serve_running(plan, self.config.max_num_tokens)
+        budget = self.serve_running(plan, self.max_num_tokens)
         if plan.evicted == 0:
             self._admit(plan, budget)
         return plan
@@ -153,7 +230,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         guaranteed = self.policy == "GUARANTEED_NO_EVICT"
         chunked = self.config.enable_chunked_prefill
         reserved = self._reserved_blocks() if guaranteed else 0
-        while self.waiting and budget > 0 and self.num_running < self.config.max_batch_size:
+        while self.waiting and budget > 0 and self.num_running < self.max_batch_size:
             request = self.waiting[0]
             computed = self.kv.get_computed_blocks(request)
             cached_tokens = len(computed) * self.kv.block_size
@@ -182,8 +259,8 @@ class TRTLLMFramework(ContinuousBatchingFramework):
                 self.kv.allocate_slots(request, 1)  # room for the whole sequence was taken at start
                 plan.scheduled.append((request, 1))
             return plan
-        budget = self.config.max_num_tokens
-        while self.waiting and self.num_running < self.config.max_batch_size:
+        budget = self.max_num_tokens
+        while self.waiting and self.num_running < self.max_batch_size:
             request = self.waiting[0]
             if request.num_tokens > budget or not self.kv.allocate_slots(request, request.max_tokens):
                 break
@@ -198,6 +275,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         return {
             **super().describe(),
             "capacity_scheduler_policy": self.policy,
-            "max_batch_size": self.config.max_batch_size,
-            "max_num_tokens": self.config.max_num_tokens,
+            "settings_from": self.settings_from,
+            "max_batch_size": self.max_batch_size,
+            "max_num_tokens": self.max_num_tokens,
         }

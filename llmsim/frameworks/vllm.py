@@ -29,9 +29,11 @@ from pydantic import Field, PositiveInt, model_validator
 from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
+from llmsim.frameworks.cuda_graphs import EAGER, is_data_center_blackwell, vllm_v0_graphs, vllm_v1_graphs
 from llmsim.frameworks.kv_cache import KVCacheManager
 from llmsim.frameworks.kv_groups import KVGroupLayout, vllm_kv_groups
 from llmsim.frameworks.versions import Release, ReleaseTable
+from llmsim.hardware.perf_model import CudaGraphs
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.hardware.spec import GIB
 from llmsim.workload.request import Request
@@ -55,9 +57,49 @@ RELEASES = ReleaseTable(
     "vLLM",
     (
         # the v0 engine (vllm/core/scheduler.py) is the default before 0.8
-        Release("0.6.0", {"engine_version": "v0"}, "vLLM 0.6-0.7: LLMEngine (v0) unless VLLM_USE_V1=1"),
+        Release(
+            "0.6.0",
+            {"engine_version": "v0", "scheduler_reserve_full_isl": False},
+            "vLLM 0.6-0.7: LLMEngine (v0) unless VLLM_USE_V1=1",
+        ),
         # 0.8.0 release notes: "V1 engine is now enabled by default" (VLLM_USE_V1 defaults to 1)
-        Release("0.8.0", {"engine_version": "v1"}, "vllm-project/vllm v0.8.0 release notes; vllm/envs.py VLLM_USE_V1"),
+        Release(
+            "0.8.0",
+            {"engine_version": "v1", "scheduler_reserve_full_isl": False},
+            "vllm-project/vllm v0.8.0 release notes; vllm/envs.py VLLM_USE_V1",
+        ),
+        # vllm/config/scheduler.py (0.33.0): scheduler_reserve_full_isl = True, passed by
+        # v1/core/sched/scheduler.py to allocate_slots(full_sequence_must_fit=...). The option came in
+        # as opt-in with vllm-project/vllm#37307 (2026-03); the first release with True as its default is
+        # not pinned down, so releases before 0.33.0 keep first-chunk admission.
+        Release(
+            "0.33.0",
+            {"engine_version": "v1", "scheduler_reserve_full_isl": True},
+            "vllm/config/scheduler.py and vllm/v1/core/sched/scheduler.py at v0.33.0",
+        ),
+    ),
+    newest="0.33.0",
+)
+
+#: v1 KV-cache mechanics by release (not knobs; they follow ``framework.version``):
+#: ``null_block`` - block 0 is reserved as the placeholder of freed or skipped blocks, so N blocks
+#: give N - 1 usable (``vllm/v1/core/block_pool.py``, ``BlockPool.__init__`` pops it off the free
+#: queue; described as long-standing in vllm-project/vllm#40244, 2026-04);
+#: ``cache_at_allocation`` - ``KVCacheManager.allocate_slots`` registers the blocks a step will fill
+#: when it allocates them (``cache_blocks``), so later requests of the same step hit them (v1's
+#: prefix caching since vllm-project/vllm#9972);
+#: ``free_plain_blocks_first`` - ``BlockPool.free_blocks`` puts freed blocks without a hash at the
+#: front of the free queue and hashed ones at its end (vllm-project/vllm#42656, 2026; before it,
+#: every freed block joined the end).
+V1_KV_MECHANICS = ReleaseTable(
+    "vLLM v1 KV cache",
+    (
+        Release("0.6.0", {"null_block": True, "cache_at_allocation": True, "free_plain_blocks_first": False}),
+        Release(
+            "0.33.0",
+            {"null_block": True, "cache_at_allocation": True, "free_plain_blocks_first": True},
+            "vllm/v1/core/block_pool.py free_blocks at v0.33.0",
+        ),
     ),
     newest="0.33.0",
 )
@@ -93,6 +135,14 @@ class VLLMConfig(FrameworkConfig):
     preemption_mode: Literal["recompute", "swap"] = "recompute"
     policy: Literal["fcfs"] = "fcfs"
     swap_space: float = Field(default=4.0, ge=0, description="GiB of host memory per GPU for swapped KV (v0).")
+    enforce_eager: bool = Field(
+        default=False, description="Capture no CUDA graphs: every step launches its kernels one by one."
+    )
+    scheduler_reserve_full_isl: bool | None = Field(
+        default=None,
+        description="v1: admit a waiting request only if its whole sequence (not just its first chunk) fits "
+        "in the free KV blocks. null: the release's default (True from 0.33.0, False before).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> VLLMConfig:
@@ -147,9 +197,22 @@ class VLLMFramework(ContinuousBatchingFramework):
                 self.max_num_batched_tokens,
                 f">= max_model_len ({self.max_model_len}) when enable_chunked_prefill is false",
             )
+        self.perf_model.cuda_graphs = self.cuda_graph_capture()
+        v1 = self.config.engine_version == "v1"
+        mechanics = V1_KV_MECHANICS.row(self.config.version).defaults
+        #: the v1 KV mechanics of the modelled release (:data:`V1_KV_MECHANICS`); v0's block manager has none
+        self.kv_mechanics: dict[str, bool] = {k: bool(v and v1) for k, v in mechanics.items()}
+        self.reserve_full_isl = v1 and bool(self.config.scheduler_reserve_full_isl)
+        usable_blocks = self.memory_plan.num_blocks - (1 if self.kv_mechanics["null_block"] else 0)
         self.kv = KVCacheManager(
-            self.memory_plan.num_blocks, self.config.block_size, self.config.prefix_caching, self.kv_groups
+            max(1, usable_blocks),
+            self.config.block_size,
+            self.config.prefix_caching,
+            self.kv_groups,
+            free_plain_blocks_first=self.kv_mechanics["free_plain_blocks_first"],
+            cache_at_allocation=self.kv_mechanics["cache_at_allocation"],
         )
+        self._window_caps = self._admission_caps()
         self.swapped: list[Request] = []
         self.swap_capacity_blocks = int(
             self.config.swap_space * GIB // (self.config.block_size * self.memory_plan.kv_bytes_per_token)
@@ -197,6 +260,30 @@ class VLLMFramework(ContinuousBatchingFramework):
         if self.config.engine_version != "v1" or self.model.num_window_layers == 0:
             return None
         return vllm_kv_groups(self.model)
+
+    def cuda_graph_capture(self) -> CudaGraphs:
+        """The CUDA graphs this engine captures (:mod:`~llmsim.frameworks.cuda_graphs`)."""
+        if self.config.enforce_eager:
+            return EAGER
+        seqs, tokens = self._limits()
+        if self.config.engine_version == "v0":
+            return vllm_v0_graphs(seqs)
+        return vllm_v1_graphs(seqs, tokens, is_data_center_blackwell(self.device.name))
+
+    def _admission_caps(self) -> tuple[int | None, ...]:
+        """Per KV-cache group, the most blocks one request ever holds (None: full attention, no cap).
+
+        vLLM's ``max_admission_blocks_per_request``, which caps the whole-sequence admission check of
+        windowed groups (``SingleTypeKVCacheManager.get_num_blocks_to_allocate(apply_admission_cap=True)``).
+        """
+        groups = self.kv_groups
+        if groups is None:
+            return ()
+        in_flight, size = self._limits()[1], self.config.block_size
+        return tuple(
+            None if g.window is None else g.max_blocks_per_request(in_flight, self.max_model_len, size)
+            for g in groups.groups
+        )
 
     def plan_memory(self) -> MemoryPlan:
         """Weights, profiled activation workspace and KV blocks under ``gpu_memory_utilization``.
@@ -250,12 +337,20 @@ class VLLMFramework(ContinuousBatchingFramework):
             if not self.chunked_prefill and remaining > budget:
                 break
             num_new = min(remaining, budget)
+            if self.reserve_full_isl and self._whole_sequence_does_not_fit(request, computed):
+                break
             if not self.kv.allocate_slots(request, num_new, computed):
                 break
             self.waiting.popleft()
             self.start_running(request, cached_tokens)
             plan.scheduled.append((request, num_new))
             budget -= num_new
+
+    def _whole_sequence_does_not_fit(self, request: Request, computed: list[int]) -> bool:
+        """vLLM 0.33's admission gate (``scheduler_reserve_full_isl``): the request's whole sequence,
+        capped at ``max_model_len``, must fit in the free blocks, not just its first chunk."""
+        full = min(request.num_tokens, self.max_model_len)
+        return self.kv.blocks_to_admit(request, full, computed, self._window_caps) > self.kv.pool.num_free
 
     def _schedule_v0(self) -> StepPlan:
         """Prefill first: whole prompts of waiting requests if any fit, else a decode of all running."""
@@ -340,4 +435,7 @@ class VLLMFramework(ContinuousBatchingFramework):
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "enable_chunked_prefill": self.chunked_prefill,
             "enable_prefix_caching": self.config.prefix_caching,
+            "scheduler_reserve_full_isl": self.reserve_full_isl,
+            "cuda_graph_max_batch": max(self.perf_model.cuda_graphs.decode_sizes or (0,)),
+            "kv_mechanics": dict(self.kv_mechanics),
         }

@@ -17,6 +17,8 @@ The efficiency factors live in each ``conf/hardware`` file with their sources
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,10 +28,57 @@ from llmsim.models import DTYPE_BYTES, ModelProfile
 
 ACTIVATION_BYTES = 2.0  # activations stay in 16-bit even for fp8/int weights
 KERNEL_FLOOR_S = 4e-6  # smallest duration of one GPU kernel (launch + tail), per operator and layer
-# Steps that contain prefill work run outside CUDA graphs, so each layer's kernel launches are exposed:
+# A step that runs outside CUDA graphs (eager) exposes each layer's kernel launches:
 # about ten kernels x ~5 us per layer. (arXiv 2605.30571: CUDA graphs cut batch-1 decode on H100 by
 # 1.26x for a 28-layer 7B model under eager PyTorch, ~100 us per layer with unfused kernels.)
 EAGER_LAUNCH_PER_LAYER_S = 50e-6
+# A piecewise CUDA graph (vLLM's mixed prefill/decode steps) replays everything but the attention op,
+# whose kernels (the KV-cache write and attention: two of the ~ten per layer) still launch one by one.
+PIECEWISE_LAUNCH_PER_LAYER_S = 10e-6
+
+
+@dataclass(frozen=True, slots=True)
+class CudaGraphs:
+    """Which steps an engine replays from captured CUDA graphs, and how it pads batches to them.
+
+    A replayed graph launches nothing per kernel; an eager step launches every kernel from the CPU
+    and pays those launches on top of its kernels (the measurement behind
+    ``EAGER_LAUNCH_PER_LAYER_S``: graphs cut batch-1 decode by 1.26x, as additive launches predict;
+    overlapping them fully would predict no gain). ``decode_sizes``: the captured decode batch sizes, ascending
+    (None: every decode batch replays a graph of exactly its size, unpadded; ``()``: none); a decode
+    batch runs as the smallest captured size that holds it when ``pad_decode`` (the padding rows
+    cost GEMM and LM-head work, not attention), else only at a captured size; above the largest it
+    runs eager. ``piecewise_sizes``: token counts of steps with prefill work that replay piecewise
+    graphs (padded up to the next one; attention stays eager); other such steps run eager.
+    """
+
+    decode_sizes: tuple[int, ...] | None = None
+    pad_decode: bool = True
+    piecewise_sizes: tuple[int, ...] = ()
+
+    def decode(self, num_seqs: int) -> tuple[int, float]:
+        """(rows the decode step computes, launch seconds per layer it exposes)."""
+        sizes = self.decode_sizes
+        if sizes is None:
+            return num_seqs, 0.0
+        index = bisect.bisect_left(sizes, num_seqs)
+        if index == len(sizes):
+            return num_seqs, EAGER_LAUNCH_PER_LAYER_S
+        if self.pad_decode:
+            return sizes[index], 0.0
+        return num_seqs, 0.0 if sizes[index] == num_seqs else EAGER_LAUNCH_PER_LAYER_S
+
+    def mixed(self, num_tokens: int) -> tuple[int, float]:
+        """(tokens a step with prefill work computes, launch seconds per layer it exposes)."""
+        sizes = self.piecewise_sizes
+        index = bisect.bisect_left(sizes, num_tokens)
+        if index == len(sizes):
+            return num_tokens, EAGER_LAUNCH_PER_LAYER_S
+        return sizes[index], PIECEWISE_LAUNCH_PER_LAYER_S
+
+
+#: no capture information: decode steps replay graphs of their own size, steps with prefill run eager
+DEFAULT_CUDA_GRAPHS = CudaGraphs()
 
 
 def _has_peak(device: ComputeDevice, dtype: str) -> bool:
@@ -174,8 +223,11 @@ class PerformanceModel:
         tensor_parallel_size: int = 1,
         dtype: str = "bf16",
         kv_dtype: str = "bf16",
+        cuda_graphs: CudaGraphs = DEFAULT_CUDA_GRAPHS,
     ) -> None:
         self.model = model
+        #: the engine's CUDA-graph capture (padding and launches); frameworks set it from their knobs
+        self.cuda_graphs = cuda_graphs
         self.tp = tensor_parallel_size
         self.eff = efficiency
         self.interconnect = interconnect
@@ -342,8 +394,35 @@ class PerformanceModel:
         bus_bw = self.interconnect.bandwidth_gbps * 1e9 * self.interconnect.allreduce_efficiency
         return self.interconnect.latency_s + nbytes * 2.0 * (self.tp - 1) / self.tp / bus_bw
 
+    def graph_batch(self, batch: BatchShape) -> tuple[BatchShape, float]:
+        """The batch as the engine runs it (padded to a captured CUDA graph) and the launch seconds it exposes.
+
+        Padding rows go through the linear layers and the LM head (decode) but attend to nothing.
+        """
+        graphs, layers = self.cuda_graphs, self.model.num_hidden_layers
+        if batch.prefill_tokens:
+            tokens, launch = graphs.mixed(batch.num_tokens)
+            if tokens == batch.num_tokens:
+                return batch, launch * layers
+            return dataclasses.replace(batch, prefill_tokens=batch.prefill_tokens + tokens - batch.num_tokens), (
+                launch * layers
+            )
+        rows, launch = graphs.decode(batch.decode_seqs)
+        if rows == batch.decode_seqs:
+            return batch, launch * layers
+        extra = rows - batch.decode_seqs
+        return dataclasses.replace(batch, decode_seqs=rows, logits_rows=batch.logits_rows + extra), launch * layers
+
     def step_cost(self, batch: BatchShape) -> StepCost:
-        """Whole-model GPU cost of one step (every layer, LM head, all-reduces)."""
+        """Whole-model GPU cost of one step (every layer, LM head, all-reduces), as the engine runs it:
+        padded to its CUDA graph, or eager with its kernel launches."""
+        if not batch.prefill_tokens and not batch.decode_seqs:
+            return StepCost(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        padded, launch_s = self.graph_batch(batch)
+        return self._cost(padded, launch_s)
+
+    def _cost(self, batch: BatchShape, launch_s: float) -> StepCost:
+        """:meth:`step_cost` of a batch already padded, exposing ``launch_s`` of kernel launches."""
         m = self.model
         total = _Tally()
         compute = memory = 0.0
@@ -353,10 +432,9 @@ class PerformanceModel:
             compute += layer.compute_s * count
             memory += layer.memory_s * count
         comm = 2 * m.num_hidden_layers * self.allreduce_time(batch.num_tokens * m.hidden_size * ACTIVATION_BYTES)
-        launch = EAGER_LAUNCH_PER_LAYER_S * m.num_hidden_layers if batch.prefill_tokens else 0.0
         head_t, head_f, head_b, head_compute = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)
         return StepCost(
-            time_s=total.time + comm + head_t + launch,
+            time_s=total.time + comm + head_t + launch_s,
             compute_s=compute + (head_t if head_compute else 0.0),
             memory_s=memory + (0.0 if head_compute else head_t),
             comm_s=comm,
@@ -387,6 +465,7 @@ class PerformanceModel:
         so the result is bit-identical; the token-only terms come memoised with their sum.
         """
         m = self.model
+        batch, launch_s = self.graph_batch(batch)
         tokens = batch.num_tokens
         total = 0.0
         for count, kind in self.layer_groups:
@@ -401,9 +480,8 @@ class PerformanceModel:
                 time += seconds
             total += time * count
         comm = 2 * m.num_hidden_layers * self.allreduce_time(tokens * m.hidden_size * ACTIVATION_BYTES)
-        launch = EAGER_LAUNCH_PER_LAYER_S * m.num_hidden_layers if batch.prefill_tokens else 0.0
         head_t = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)[0]
-        return total + comm + head_t + launch
+        return total + comm + head_t + launch_s
 
     def _decode_terms(self, num_seqs: int) -> tuple[float, float]:
         """(time of a decode step of ``num_seqs`` sequences without attention, attention seconds per KV token and layer)."""
@@ -411,8 +489,8 @@ class PerformanceModel:
         if terms is None:
             base_batch = self.new_batch()
             base_batch.decode_seqs = base_batch.logits_rows = num_seqs
-            # step_cost at zero context charges one kernel floor per layer for attention: take it out
-            base = self.step_cost(base_batch).time_s - KERNEL_FLOOR_S * self.model.num_hidden_layers
+            # the cost at zero context charges one kernel floor per layer for attention: take it out
+            base = self._cost(base_batch, 0.0).time_s - KERNEL_FLOOR_S * self.model.num_hidden_layers
             per_token = max(
                 self.attn_flops_per_pair / (self.attention_peak_flops * self.eff.attention_flops),
                 self.kv_bytes_per_token_layer_gpu / (self.peak_bw * self.eff.hbm_bandwidth),
@@ -422,18 +500,21 @@ class PerformanceModel:
 
     def decode_step_time(self, num_seqs: int, kv_tokens: int, windowed_kv_tokens: int) -> float:
         """GPU seconds of a decode-only step: everything but attention depends on ``num_seqs`` only;
-        decode attention costs ``max(per-token time x KV tokens, kernel floor)`` per layer."""
-        base, per_token = self._decode_terms(num_seqs)
+        decode attention costs ``max(per-token time x KV tokens, kernel floor)`` per layer. The rows
+        are padded to the CUDA graph the batch replays; an eager batch takes at least its launches."""
+        rows, launch = self.cuda_graphs.decode(num_seqs)
+        base, per_token = self._decode_terms(rows)
         time = base
         for count, kind in self.layer_groups:
             time += count * max(per_token * (windowed_kv_tokens if kind.windowed else kv_tokens), KERNEL_FLOOR_S)
-        return time
+        return time + launch * self.model.num_hidden_layers
 
     def decode_step_times(self, num_seqs: int, kv_tokens: np.ndarray, windowed_kv_tokens: np.ndarray) -> np.ndarray:
         """:meth:`decode_step_time` of consecutive steps, vectorised with the same arithmetic (bit-identical)."""
-        base, per_token = self._decode_terms(num_seqs)
+        rows, launch = self.cuda_graphs.decode(num_seqs)
+        base, per_token = self._decode_terms(rows)
         times = np.full(len(kv_tokens), base)
         for count, kind in self.layer_groups:
             tokens = windowed_kv_tokens if kind.windowed else kv_tokens
             times += count * np.maximum(per_token * tokens, KERNEL_FLOOR_S)
-        return times
+        return times + launch * self.model.num_hidden_layers
