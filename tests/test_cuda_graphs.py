@@ -1,12 +1,19 @@
-"""CUDA graphs: decode batches padded to the captured sizes, eager steps beyond them (vLLM 0.33)."""
+"""CUDA graphs: decode batches padded to the captured sizes, eager steps beyond them (vLLM 0.33,
+SGLang 0.5.6, TensorRT-LLM 1.x PyTorch backend)."""
 
 from __future__ import annotations
 
 import pytest
-from conftest import make_config
+from conftest import conf_file, make_config
 from scenario import framework_for
 
-from llmsim.frameworks.cuda_graphs import vllm_v0_graphs, vllm_v1_capture_sizes, vllm_v1_graphs
+from llmsim.frameworks.cuda_graphs import (
+    trtllm_capture_sizes,
+    vllm_v0_graphs,
+    vllm_v1_capture_sizes,
+    vllm_v1_graphs,
+)
+from llmsim.frameworks.sglang import sglang_capture_sizes
 from llmsim.hardware.perf_model import EAGER_LAUNCH_PER_LAYER_S, PIECEWISE_LAUNCH_PER_LAYER_S, CudaGraphs
 
 LAYERS = 32  # Llama-3-8B
@@ -78,3 +85,30 @@ def test_vllm_v0_pads_decode_to_multiples_of_8_up_to_256_and_never_graphs_prefil
     assert graphs.decode(300)[1] == EAGER_LAUNCH_PER_LAYER_S
     assert graphs.mixed(100) == (100, EAGER_LAUNCH_PER_LAYER_S)
     assert vllm_v0_graphs(20).decode_sizes[-1] == 24  # up to max_num_seqs padded to a capture size
+
+
+def test_sglang_pads_decode_batches_to_its_capture_list_and_runs_larger_ones_eager():
+    assert sglang_capture_sizes(256)[:7] == (1, 2, 4, 8, 12, 16, 24)
+    assert sglang_capture_sizes(512)[-3:] == (480, 496, 512)
+    framework = framework_for(make_config(hardware="h100") | {"framework": conf_file("framework", "sglang")})
+    graphs = framework.perf_model.cuda_graphs  # one H100: cuda_graph_max_bs 256
+    assert graphs.decode(13) == (16, 0.0)
+    assert graphs.decode(300) == (300, EAGER_LAUNCH_PER_LAYER_S)
+    assert graphs.mixed(100) == (100, EAGER_LAUNCH_PER_LAYER_S)  # extend batches never replay graphs
+
+
+def test_tensorrt_llm_pytorch_backend_graphs_exact_sizes_unless_trtllm_bench_turns_padding_on():
+    assert trtllm_capture_sizes(128, enable_padding=False) == (*range(1, 32), 32, 64, 128)
+    assert trtllm_capture_sizes(128, enable_padding=True) == (1, 2, 4, *range(8, 129, 8))
+    assert trtllm_capture_sizes(2048, enable_padding=True)[-4:] == (256, 512, 1024, 2048)
+    served = {"rate": 1, "total_duration": 2}
+    api = framework_for(make_config(hardware="h100", workload=served) | {"framework": conf_file("framework", "trtllm")})
+    assert api.perf_model.cuda_graphs.decode(33) == (33, EAGER_LAUNCH_PER_LAYER_S)  # 33 is not captured
+    bench = framework_for(make_config(hardware="h100") | {"framework": conf_file("framework", "trtllm")})
+    assert bench.settings_from == "trtllm-bench"
+    assert bench.perf_model.cuda_graphs.decode(33) == (40, 0.0)
+    old = framework_for(
+        make_config(hardware="h100") | {"framework": {**conf_file("framework", "trtllm"), "version": "0.17.0"}}
+    )
+    assert old.config.backend == "tensorrt"
+    assert old.perf_model.cuda_graphs.decode(33) == (33, 0.0)  # a TensorRT engine: no padding modelled

@@ -101,6 +101,9 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
     def on_step_applied(self, plan: StepPlan) -> None:
         """Called after a step's tokens are accounted (policies with adaptive state override it)."""
 
+    def on_idle(self) -> None:
+        """Called when nothing runs or waits, before the engine waits for the next request."""
+
     def holds_parked_requests(self) -> bool:
         """Whether requests wait outside the running and waiting lists (vLLM v0's swapped-out ones)."""
         return False
@@ -162,6 +165,7 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
         while True:
             self.admit_arrivals()
             if not self.running and not self.waiting and not members and not self.holds_parked_requests():
+                self.on_idle()
                 request = yield self.request_arrival_queue.get()
                 self.request_arrival_queue.items.insert(0, request)
                 continue

@@ -11,12 +11,21 @@ vLLM v1 (``vllm/config/vllm.py`` ``VllmConfig._set_cudagraph_sizes`` and
   prefill work of at most the largest size replays the PIECEWISE graph of the smallest token count
   that holds it (attention eager); anything larger runs eager; ``enforce_eager`` captures nothing.
 
+TensorRT-LLM's PyTorch backend (``tensorrt_llm/llmapi/llm_args.py`` ``CudaGraphConfig``, on by default
+since NVIDIA/TensorRT-LLM#5480, 2025-07): generation-only batches replay
+graphs of 1..31, 32, 64, 128 sequences (``max_batch_size`` 128, ``enable_padding`` False: another
+size runs eager), or with padding 1, 2, 4, 8, 16 ... 128; powers of two from 256 and the maximum
+itself are added for larger maxima. trtllm-bench turns padding on with its own ``max_batch_size``
+(``bench/benchmark/utils/general.py`` ``get_settings``). Context (prefill) steps run eager.
+
 vLLM v0 (``vllm/worker/model_runner.py``: ``_BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + [8 * i for i in
 1..32]``, filtered to the padded ``max_num_seqs``): decode batches only, padded to the next size;
 prefill always eager.
 """
 
 from __future__ import annotations
+
+import math
 
 from llmsim.hardware.perf_model import CudaGraphs
 
@@ -62,3 +71,17 @@ def is_data_center_blackwell(device_name: str) -> bool:
     """Whether a GPU is of capability family 100 (B200, GB200, B300), where vLLM captures up to 1024."""
     name = device_name.upper()
     return any(part in name for part in ("B200", "GB200", "B300", "GB300"))
+
+
+def trtllm_capture_sizes(max_batch_size: int, enable_padding: bool) -> tuple[int, ...]:
+    """``CudaGraphConfig._generate_cuda_graph_batch_sizes``: the captured generation batch sizes."""
+    padded, unpadded = [1, 2, 4, *(8 * i for i in range(1, 17))], [*range(1, 32), 32, 64, 128]
+    sizes = padded if enable_padding else unpadded
+    if max_batch_size > 1:
+        sizes += [2**i for i in range(8, math.ceil(math.log2(max_batch_size)))]
+    return tuple(sorted({n for n in sizes if n <= max_batch_size} | {max_batch_size}))
+
+
+def trtllm_graphs(max_batch_size: int, enable_padding: bool) -> CudaGraphs:
+    """TensorRT-LLM's PyTorch backend: generation-only batches from graphs, context steps eager."""
+    return CudaGraphs(decode_sizes=trtllm_capture_sizes(max_batch_size, enable_padding), pad_decode=enable_padding)

@@ -34,25 +34,74 @@ from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_groups import sglang_swa_pool_tokens, sglang_uses_swa_pool
 from llmsim.frameworks.radix_cache import RadixKVManager
 from llmsim.frameworks.versions import Release, ReleaseTable
+from llmsim.hardware.perf_model import CudaGraphs
 from llmsim.hardware.platform import MemoryPlan
-from llmsim.hardware.spec import GIB
 from llmsim.rng import stream_rng
 from llmsim.workload.request import Request
 
-INIT_NEW_TOKEN_RATIO = 0.7  # SGLang global_config.default_init_new_token_ratio
-MIN_NEW_TOKEN_RATIO = INIT_NEW_TOKEN_RATIO * 0.14  # default_min_new_token_ratio_factor
-NEW_TOKEN_RATIO_DECAY_STEPS = 600  # default_new_token_ratio_decay_steps
+# sglang 0.5.6 managers/scheduler.py (init from SGLANG_INIT_NEW_TOKEN_RATIO etc., environ.py):
+# init = min(0.7 x schedule_conservativeness, 1), min = init x 0.14, decay = (init - min) / 600 steps
+INIT_NEW_TOKEN_RATIO = 0.7
+MIN_NEW_TOKEN_RATIO_FACTOR = 0.14
+MIN_NEW_TOKEN_RATIO = INIT_NEW_TOKEN_RATIO * MIN_NEW_TOKEN_RATIO_FACTOR
+NEW_TOKEN_RATIO_DECAY_STEPS = 600
 RETRACT_DECODE_STEPS = 20  # retract until every running request has room for this many tokens
 CLIP_MAX_NEW_TOKENS = 4096  # SGLang clips a request's expected output at this when estimating memory
 LONG_QUEUE = 128  # cache-aware policies fall back to fcfs above this many waiting requests
 
 
 #: SGLang's version-dependent defaults, by the first release of each row (``framework.version``).
+#: The GPU-dependent defaults below were read in 0.5.6; older releases are modelled with them.
 RELEASES = ReleaseTable(
     "SGLang",
     (Release("0.4.0", {}, "sgl-project/sglang python/sglang/srt/server_args.py"),),
-    newest="0.5.3",
+    newest="0.5.6",
 )
+
+MIB = 1024**2
+
+#: ``ServerArgs._handle_gpu_memory_settings`` (sglang 0.5.6 server_args.py): by GPU memory (MiB, as
+#: nvidia-smi reports memory.total), the default ``chunked_prefill_size`` and ``cuda_graph_max_bs``
+#: for tp < 4 and tp >= 4. Rows: upper bound (exclusive) of the memory, then the three values.
+GPU_MEMORY_DEFAULTS: tuple[tuple[float, int, int, int], ...] = (
+    (20 * 1024, 2048, 8, 8),  # T4, RTX 4080
+    (35 * 1024, 2048, 24, 80),  # A10, L4, RTX 4090
+    (60 * 1024, 4096, 32, 160),  # A100-40G, L40S
+    (90 * 1024, 8192, 256, 512),  # H100, A100-80G
+    (160 * 1024, 8192, 256, 512),  # H20, H200
+    (float("inf"), 16384, 512, 512),  # B200, MI300X
+)
+
+
+def gpu_memory_defaults(memory_bytes: float, tp: int) -> tuple[int, int]:
+    """SGLang's default (``chunked_prefill_size``, ``cuda_graph_max_bs``) for a GPU and TP size."""
+    mib = memory_bytes / MIB
+    for bound, chunk, small_tp, large_tp in GPU_MEMORY_DEFAULTS:
+        if mib < bound:
+            return chunk, (large_tp if tp >= 4 else small_tp)
+    raise AssertionError("unreachable: the last row has no bound")  # pragma: no cover
+
+
+def default_mem_fraction_static(memory_bytes: float, chunk: int, cuda_graph_max_bs: int, tp: int) -> float:
+    """sglang 0.5.6 ``server_args.py``: GPU memory less a reserve (MiB) for activations, graphs and
+    communication, as a fraction rounded to three places (no DP attention, speculative decoding or
+    piecewise graphs).
+
+    reserve = 512 + 1.5 x max(chunked_prefill_size, 2048) + 2 x cuda_graph_max_bs + 1024 x tp / 8,
+    at least 10240 on GPUs of more than 60 GB.
+    """
+    mib = memory_bytes / MIB
+    reserved = 512 + max(chunk, 2048) * 1.5 + cuda_graph_max_bs * 2 + tp / 8 * 1024
+    if mib > 60 * 1024:
+        reserved = max(reserved, 10240)
+    return round((mib - reserved) / mib, 3)
+
+
+def sglang_capture_sizes(max_bs: int) -> tuple[int, ...]:
+    """sglang 0.5.6 ``_generate_cuda_graph_batch_sizes``: 1, 2, 4, 8, 12, then 16..256 by 8, 272..496
+    by 16 and 512.. by 32, up to ``cuda_graph_max_bs``."""
+    sizes = [1, 2, 4, 8, 12, *range(16, 257, 8), *range(272, 512, 16), *range(512, max_bs + 1, 32)]
+    return tuple(n for n in sizes if n <= max_bs)
 
 
 class SGLangConfig(FrameworkConfig):
@@ -63,11 +112,28 @@ class SGLangConfig(FrameworkConfig):
     schedule_policy: Literal["fcfs", "lpm", "dfs-weight", "lof", "random"] = "fcfs"
     chunked_prefill_size: int | None = Field(
         default=None,
-        description="null: 16384 on >=150 GiB GPUs (B200), 8192 on >=70 GiB (H100/H200), else 4096; -1 disables.",
+        description="null: by GPU memory (server_args.py): 2048 below 35 GiB, 4096 below 60, 8192 below 160, "
+        "else 16384; -1 disables.",
     )
     max_prefill_tokens: PositiveInt = 16384
     max_running_requests: PositiveInt | None = Field(default=None, description="null: derived from the KV pool size.")
-    mem_fraction_static: float = Field(default=0.88, gt=0, le=1, description="Weights + KV pool share of GPU memory.")
+    mem_fraction_static: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Weights + KV pool share of GPU memory. null: GPU memory less SGLang's reserve for "
+        "activations and CUDA graphs (0.835 on one H100, 0.907 on one H200).",
+    )
+    schedule_conservativeness: float = Field(
+        default=1.0, gt=0, description="Scales the initial new_token_ratio (0.7 x this, at most 1) and its floor."
+    )
+    cuda_graph_max_bs: PositiveInt | None = Field(
+        default=None, description="Largest decode batch replayed from a CUDA graph. null: by GPU memory and TP size."
+    )
+    disable_cuda_graph: bool = False
+    disable_cuda_graph_padding: bool = Field(
+        default=False, description="Capture every batch size up to cuda_graph_max_bs instead of padding."
+    )
     disable_radix_cache: bool = False
     disable_overlap_schedule: bool = False
     # sgl-project/sglang python/sglang/srt/server_args.py: swa_full_tokens_ratio 0.8, disable_hybrid_swa_memory False
@@ -96,6 +162,7 @@ class SGLangFramework(ContinuousBatchingFramework):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
+        self.perf_model.cuda_graphs = self.cuda_graph_capture()
         step, per_seq = self.OVERHEADS[cfg.disable_overlap_schedule]
         if cfg.step_overhead_s is None:
             self.step_overhead_s = step
@@ -103,21 +170,63 @@ class SGLangFramework(ContinuousBatchingFramework):
             self.per_seq_overhead_s = per_seq
         total_tokens = self.memory_plan.kv_capacity_tokens
         self.kv = RadixKVManager(total_tokens, not cfg.disable_radix_cache)
-        memory = self.device.memory_capacity_bytes
-        default_chunk = 16384 if memory >= 150 * GIB else (8192 if memory >= 70 * GIB else 4096)
-        chunk = cfg.chunked_prefill_size if cfg.chunked_prefill_size is not None else default_chunk
+        chunk = self._chunked_prefill_size()
         self.chunk_size = None if chunk <= 0 else chunk
         derived = min(4096, max(2048, int(total_tokens / self.max_model_len * 512)), max(total_tokens // 2, 1))
         self.max_running_requests = cfg.max_running_requests or derived
-        self.new_token_ratio = INIT_NEW_TOKEN_RATIO
-        self.ratio_decay = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / NEW_TOKEN_RATIO_DECAY_STEPS
+        #: new_token_ratio's start (also after an idle spell), floor and decay per decode step
+        self.init_new_token_ratio = min(INIT_NEW_TOKEN_RATIO * cfg.schedule_conservativeness, 1.0)
+        self.min_new_token_ratio = min(self.init_new_token_ratio * MIN_NEW_TOKEN_RATIO_FACTOR, 1.0)
+        self.new_token_ratio = self.init_new_token_ratio
+        self.ratio_decay = (self.init_new_token_ratio - self.min_new_token_ratio) / NEW_TOKEN_RATIO_DECAY_STEPS
         self.chunked: Request | None = None
         self.rng = stream_rng(0, "sglang-random-policy", self.framework_id)
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def _chunked_prefill_size(self) -> int:
+        """``chunked_prefill_size`` as set, else SGLang's default for the GPU's memory."""
+        if self.config.chunked_prefill_size is not None:
+            return self.config.chunked_prefill_size
+        return gpu_memory_defaults(self.device.memory_capacity_bytes, self.config.tensor_parallel_size)[0]
+
+    def _cuda_graph_max_bs(self) -> int:
+        """``cuda_graph_max_bs`` as set, else SGLang's default for the GPU's memory and the TP size."""
+        if self.config.cuda_graph_max_bs is not None:
+            return self.config.cuda_graph_max_bs
+        return gpu_memory_defaults(self.device.memory_capacity_bytes, self.config.tensor_parallel_size)[1]
+
+    def mem_fraction_static(self) -> float:
+        """``mem_fraction_static`` as set, else :func:`default_mem_fraction_static` for this deployment."""
+        cfg = self.config
+        if cfg.mem_fraction_static is not None:
+            return cfg.mem_fraction_static
+        return default_mem_fraction_static(
+            self.device.memory_capacity_bytes,
+            self._chunked_prefill_size(),
+            self._cuda_graph_max_bs(),
+            cfg.tensor_parallel_size,
+        )
+
+    def cuda_graph_capture(self) -> CudaGraphs:
+        """Decode batches up to ``cuda_graph_max_bs`` replay graphs (padded up unless padding is off);
+        extend (prefill) batches always run eager (0.5.6: ``ForwardMode.is_cuda_graph`` is decode only,
+        piecewise graphs off by default)."""
+        cfg = self.config
+        if cfg.disable_cuda_graph:
+            return CudaGraphs(decode_sizes=())
+        max_bs = self._cuda_graph_max_bs()
+        if cfg.disable_cuda_graph_padding:
+            return CudaGraphs(decode_sizes=tuple(range(1, max_bs + 1)), pad_decode=False)
+        return CudaGraphs(decode_sizes=sglang_capture_sizes(max_bs), pad_decode=True)
 
     def plan_memory(self) -> MemoryPlan:
         """``mem_fraction_static`` of the GPU holds weights and the token pool (page size 1)."""
         # activations live outside the static fraction: no workspace inside it
-        return self.plan_deployment_memory(self.config.mem_fraction_static, 1, 0, 0)
+        return self.plan_deployment_memory(self.mem_fraction_static(), 1, 0, 0)
+
+    def on_idle(self) -> None:
+        """SGLang's ``self_check_during_idle`` resets ``new_token_ratio`` when nothing runs or waits."""
+        self.new_token_ratio = self.init_new_token_ratio
 
     def _apply_block_override(self, plan: MemoryPlan) -> MemoryPlan:
         """The base override (``max_total_tokens``), then a hybrid-SWA model's split into full and SWA pools.
@@ -199,8 +308,10 @@ class SGLangFramework(ContinuousBatchingFramework):
                 break
             cached = self.kv.start(request)
             extend = request.num_tokens - cached
+            # a new request reserves its whole (clipped) output; new_token_ratio discounts only running ones
+            # (schedule_policy.py PrefillAdder.add_one_req: rejected when prompt + output >= what is left)
             expected_output = min(request.spec.max_output_tokens - request.num_output_tokens, CLIP_MAX_NEW_TOKENS)
-            if extend + expected_output * self.new_token_ratio > budget and self.running:
+            if extend + expected_output >= budget and self.running:
                 self.kv.free(request)
                 break
             num_new = extend
@@ -215,7 +326,7 @@ class SGLangFramework(ContinuousBatchingFramework):
             self.waiting.remove(request)
             self.start_running(request, cached)
             plan.scheduled.append((request, num_new))
-            budget -= extend + expected_output * self.new_token_ratio
+            budget -= extend + expected_output
             input_budget -= num_new
             if chunk_budget is not None:
                 chunk_budget -= num_new
@@ -237,7 +348,7 @@ class SGLangFramework(ContinuousBatchingFramework):
         if self.kv.cache.available_tokens < len(decoding):
             decoding = self._retract(decoding, plan)
         else:
-            self.new_token_ratio = max(self.new_token_ratio - self.ratio_decay, MIN_NEW_TOKEN_RATIO)
+            self.new_token_ratio = max(self.new_token_ratio - self.ratio_decay, self.min_new_token_ratio)
         for request in decoding:
             if self.kv.allocate(request, 1):
                 plan.scheduled.append((request, 1))
@@ -246,7 +357,7 @@ class SGLangFramework(ContinuousBatchingFramework):
     def on_decode_stretch(self, steps: int) -> None:
         """The ratio decays once per decode step; the stretch's first step decayed it already."""
         for _ in range(steps - 1):  # step by step, so the float arithmetic is the same as without stretches
-            self.new_token_ratio = max(self.new_token_ratio - self.ratio_decay, MIN_NEW_TOKEN_RATIO)
+            self.new_token_ratio = max(self.new_token_ratio - self.ratio_decay, self.min_new_token_ratio)
 
     def _retract(self, decoding: list[Request], plan: StepPlan) -> list[Request]:
         """Retract requests until the rest have room for RETRACT_DECODE_STEPS more tokens each."""
@@ -269,6 +380,8 @@ class SGLangFramework(ContinuousBatchingFramework):
             "schedule_policy": self.config.schedule_policy,
             "chunked_prefill_size": self.chunk_size,
             "max_running_requests": self.max_running_requests,
+            "mem_fraction_static": self.mem_fraction_static(),
+            "cuda_graph_max_bs": 0 if self.config.disable_cuda_graph else self._cuda_graph_max_bs(),
             "radix_cache": not self.config.disable_radix_cache,
         }
 

@@ -30,6 +30,7 @@ from pydantic import Field, PositiveInt
 from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
+from llmsim.frameworks.cuda_graphs import trtllm_graphs
 from llmsim.frameworks.kv_cache import KVCacheManager
 from llmsim.frameworks.trtllm_bench import (
     BenchSettings,
@@ -39,6 +40,7 @@ from llmsim.frameworks.trtllm_bench import (
     workload_lengths,
 )
 from llmsim.frameworks.versions import Release, ReleaseTable
+from llmsim.hardware.perf_model import DEFAULT_CUDA_GRAPHS, CudaGraphs
 from llmsim.hardware.platform import MemoryPlan
 from llmsim.workload.request import Request
 
@@ -49,9 +51,16 @@ LLM_API_MAX_NUM_TOKENS = 8192
 #: TensorRT-LLM's version-dependent defaults, by the first release of each row (``framework.version``).
 RELEASES = ReleaseTable(
     "TensorRT-LLM",
-    (Release("0.9.0", {}, "NVIDIA/TensorRT-LLM"),),
+    (
+        Release("0.9.0", {"backend": "tensorrt"}, "NVIDIA/TensorRT-LLM: TensorRT engines (trtllm-build)"),
+        # docs torch.html: 0.17-0.21 import the PyTorch backend's LLM from tensorrt_llm._torch; from 1.0.0rc2
+        # `from tensorrt_llm import LLM` is the PyTorch backend (TensorRT engines move to _tensorrt_engine)
+        Release("1.0.0", {"backend": "pytorch"}, "nvidia.github.io/TensorRT-LLM/1.0.0rc2/torch.html"),
+    ),
     newest="1.2.0",
 )
+#: the PyTorch backend's default CUDA-graph maximum (CudaGraphConfig: max_batch_size 0 -> 128)
+CUDA_GRAPH_DEFAULT_MAX_BATCH_SIZE = 128
 
 
 class TRTLLMConfig(FrameworkConfig):
@@ -70,6 +79,16 @@ class TRTLLMConfig(FrameworkConfig):
     )
     max_num_tokens: PositiveInt | None = Field(
         default=None, description="Tokens computed per iteration at most (null: settings_from)."
+    )
+    backend: Literal["pytorch", "tensorrt"] | None = Field(
+        default=None, description="null: the release's (TensorRT engines before 1.0, the PyTorch backend from 1.0)."
+    )
+    disable_cuda_graph: bool = Field(default=False, description="PyTorch backend: cuda_graph_config None.")
+    cuda_graph_max_batch_size: PositiveInt | None = Field(
+        default=None, description="cuda_graph_config.max_batch_size; null: 128, trtllm-bench: its max_batch_size."
+    )
+    cuda_graph_enable_padding: bool | None = Field(
+        default=None, description="cuda_graph_config.enable_padding; null: false, trtllm-bench: true."
     )
     free_gpu_memory_fraction: float = Field(default=0.9, gt=0, le=1, description="KV share of free memory.")
     tokens_per_block: Literal[8, 16, 32, 64, 128] = 32
@@ -98,6 +117,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         self.bench_settings: BenchSettings | None = None
         super().__init__(*args, **kwargs)
         self.max_batch_size, self.max_num_tokens = self._limits()
+        self.perf_model.cuda_graphs = self.cuda_graph_capture()
         step, per_seq = self.OVERHEADS[self.config.disable_overlap_scheduler]
         if self.config.step_overhead_s is None:
             self.step_overhead_s = step
@@ -139,6 +159,19 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         # the LLM API's BuildConfig defaults (tensorrt_llm/builder.py): max_batch_size 2048, max_num_tokens 8192
         self._resolved_limits = (batch or LLM_API_MAX_BATCH_SIZE, tokens or LLM_API_MAX_NUM_TOKENS)
         return self._resolved_limits
+
+    def cuda_graph_capture(self) -> CudaGraphs:
+        """The PyTorch backend's CUDA graphs (:func:`~llmsim.frameworks.cuda_graphs.trtllm_graphs`); a
+        TensorRT engine runs its own kernels (decode unpadded, context steps with their launches)."""
+        cfg = self.config
+        if cfg.backend != "pytorch":
+            return DEFAULT_CUDA_GRAPHS
+        if cfg.disable_cuda_graph:
+            return CudaGraphs(decode_sizes=())
+        bench = self.settings_from == "trtllm-bench"
+        max_bs = cfg.cuda_graph_max_batch_size or (self.max_batch_size if bench else CUDA_GRAPH_DEFAULT_MAX_BATCH_SIZE)
+        padding = cfg.cuda_graph_enable_padding if cfg.cuda_graph_enable_padding is not None else bench
+        return trtllm_graphs(max_bs, padding)
 
     def _bench_settings(self, lengths: DatasetLengths) -> BenchSettings:
         """trtllm-bench's heuristic for this model, GPU, dtypes and TP size (:mod:`trtllm_bench`)."""
@@ -276,6 +309,8 @@ class TRTLLMFramework(ContinuousBatchingFramework):
             **super().describe(),
             "capacity_scheduler_policy": self.policy,
             "settings_from": self.settings_from,
+            "backend": self.config.backend,
+            "cuda_graph_max_batch": max(self.perf_model.cuda_graphs.decode_sizes or (0,)),
             "max_batch_size": self.max_batch_size,
             "max_num_tokens": self.max_num_tokens,
         }
