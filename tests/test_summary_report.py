@@ -53,7 +53,7 @@ def test_offered_request_rate_counts_follow_up_turns_on_top_of_the_session_rate(
 
 
 def test_throughput_over_the_arrival_window_leaves_out_the_tail_after_the_last_arrival(config_factory):
-    profile = constant_profile(100, 400)  # answers take seconds: a long tail after arrivals end
+    profile = constant_profile(100, 1000)  # answers take seconds: a long tail after arrivals end
     workload = {"rate": 2.0, "total_duration": 40, "client_profiles": [profile]}
     metrics = run(config_factory(workload=workload, metrics={"warm_up_duration_s": 10}))[0]["frameworks"]["vllm"]
     assert metrics["offered_request_rate"] == pytest.approx(2.0, rel=0.25)

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import simpy
 
 from llmsim.config import FrameworkConfig, validate_schema
@@ -39,6 +40,9 @@ class AbstractLLMFramework(ABC):
     #: CPU time per step that is not hidden behind GPU work, and per scheduled sequence (seconds).
     default_step_overhead_s: ClassVar[float] = 0.0
     default_per_seq_overhead_s: ClassVar[float] = 0.0
+    #: with overlapped CPU scheduling, the GPU idles this long between steps (the hand-over of the
+    #: sampled tokens); see :meth:`with_overheads`
+    sync_gap_s: ClassVar[float] = 0.0
 
     def __init__(
         self,
@@ -98,6 +102,9 @@ class AbstractLLMFramework(ABC):
             if self.config.per_seq_overhead_s is not None
             else self.default_per_seq_overhead_s
         )
+        #: whether the engine prepares step n+1 on the CPU while the GPU runs step n (vLLM's async
+        #: scheduling, SGLang's and TensorRT-LLM's overlap schedulers); policies set it from their knob
+        self.overlaps_cpu = False
         self.memory_plan = self._apply_block_override(self.plan_memory())
         for device_id in self.gpu_ids:
             plan = self.memory_plan
@@ -182,10 +189,21 @@ class AbstractLLMFramework(ABC):
         return self.with_overheads(self.perf_model.step_time(batch), num_seqs)
 
     def with_overheads(self, gpu_s: Any, num_seqs: int) -> Any:
-        """Step time(s) from GPU time(s) (a float or an array) of ``num_seqs`` sequences, added in one order."""
-        return (
-            gpu_s + self.step_overhead_s + self.per_seq_overhead_s * num_seqs + self.config.scheduler_iteration_delay_s
-        )
+        """Step time(s) from GPU time(s) (a float or an array) of ``num_seqs`` sequences, added in one order.
+
+        Serial engines pay the CPU work of a step after its GPU work; engines that overlap them
+        (:attr:`overlaps_cpu`) take the longer of the two plus :attr:`sync_gap_s`.
+        """
+        if not self.overlaps_cpu:
+            return (
+                gpu_s
+                + self.step_overhead_s
+                + self.per_seq_overhead_s * num_seqs
+                + self.config.scheduler_iteration_delay_s
+            )
+        cpu_s = self.step_overhead_s + self.per_seq_overhead_s * num_seqs
+        longer = np.maximum(gpu_s, cpu_s) if isinstance(gpu_s, np.ndarray) else max(gpu_s, cpu_s)
+        return longer + self.sync_gap_s + self.config.scheduler_iteration_delay_s
 
     def next_arrival_bound(self) -> float:
         """Earliest time something may change this framework from outside (a new request, the time limit).

@@ -427,7 +427,7 @@ class KVCacheManager:
             not computed_blocks
             and request.num_computed_tokens + num_new_tokens <= len(request.blocks) * self.block_size
         ):
-            if self.cache_at_allocation and request.num_computed_tokens < request.num_tokens - 1:
+            if self.cache_at_allocation and self._registers_at_allocation(request):
                 self._cache_at_allocation(request, request.num_computed_tokens + num_new_tokens)
             return True  # its last block still has room (most decode steps)
         total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
@@ -443,16 +443,25 @@ class KVCacheManager:
         if need > 0:
             request.blocks.extend(self.pool.allocate(need))
             self.held += need
-        if self.cache_at_allocation and request.num_computed_tokens < request.num_tokens - 1:
+        if self.cache_at_allocation and self._registers_at_allocation(request):
             self._cache_at_allocation(request, total)
         return True
+
+    def _registers_at_allocation(self, request: Request) -> bool:
+        """Whether this allocation registers the blocks it fills (vLLM does it for every allocation).
+
+        Prefill (and recompute) allocations do. A decode's new block matters only to a request that
+        may contain this one's output while it still decodes (``output_reuse == "any_time"``: a trace's
+        next turn, replayed at its own time): it can be admitted in the very step that fills the
+        block and hit it, as in vLLM. For everyone else registering after the step is the same.
+        """
+        return request.num_computed_tokens < request.num_tokens - 1 or request.spec.output_reuse == "any_time"
 
     def _cache_at_allocation(self, request: Request, total: int) -> None:
         """Register the blocks a prefilling request fills by the end of this step (``total`` tokens).
 
-        vLLM registers up to ``min(total, request.num_tokens)`` tokens' full blocks in ``allocate_slots``.
-        Only prefill (or recompute) allocations are registered here: a decode's new block is looked
-        up by nobody before the step that fills it has run, so registering it afterwards is the same.
+        vLLM registers up to ``min(total, request.num_tokens)`` tokens' full blocks in ``allocate_slots``
+        (which allocations come here: :meth:`_registers_at_allocation`).
         """
         if not self.enable_caching or self._registers_at_free(request):
             return
@@ -563,7 +572,7 @@ class KVCacheManager:
             if need:
                 table.extend(self.pool.allocate(need))
                 self.held += need
-        if self.cache_at_allocation and request.num_computed_tokens < request.num_tokens - 1:
+        if self.cache_at_allocation and self._registers_at_allocation(request):
             self._cache_at_allocation(request, request.num_computed_tokens + hit * size + num_new_tokens)
         return True
 

@@ -59,14 +59,21 @@ RELEASES = ReleaseTable(
         # the v0 engine (vllm/core/scheduler.py) is the default before 0.8
         Release(
             "0.6.0",
-            {"engine_version": "v0", "scheduler_reserve_full_isl": False},
+            {"engine_version": "v0", "scheduler_reserve_full_isl": False, "async_scheduling": False},
             "vLLM 0.6-0.7: LLMEngine (v0) unless VLLM_USE_V1=1",
         ),
         # 0.8.0 release notes: "V1 engine is now enabled by default" (VLLM_USE_V1 defaults to 1)
         Release(
             "0.8.0",
-            {"engine_version": "v1", "scheduler_reserve_full_isl": False},
+            {"engine_version": "v1", "scheduler_reserve_full_isl": False, "async_scheduling": False},
             "vllm-project/vllm v0.8.0 release notes; vllm/envs.py VLLM_USE_V1",
+        ),
+        # async scheduling (AsyncScheduler: the next step is scheduled while the GPU runs the current one)
+        # came in as --async-scheduling (opt-in) and became the default with vllm-project/vllm#27614 (v0.14.0)
+        Release(
+            "0.14.0",
+            {"engine_version": "v1", "scheduler_reserve_full_isl": False, "async_scheduling": True},
+            "vllm-project/vllm#27614 (async scheduling on by default), v0.14.0",
         ),
         # vllm/config/scheduler.py (0.33.0): scheduler_reserve_full_isl = True, passed by
         # v1/core/sched/scheduler.py to allocate_slots(full_sequence_must_fit=...). The option came in
@@ -74,7 +81,7 @@ RELEASES = ReleaseTable(
         # not pinned down, so releases before 0.33.0 keep first-chunk admission.
         Release(
             "0.33.0",
-            {"engine_version": "v1", "scheduler_reserve_full_isl": True},
+            {"engine_version": "v1", "scheduler_reserve_full_isl": True, "async_scheduling": True},
             "vllm/config/scheduler.py and vllm/v1/core/sched/scheduler.py at v0.33.0",
         ),
     ),
@@ -138,6 +145,12 @@ class VLLMConfig(FrameworkConfig):
     enforce_eager: bool = Field(
         default=False, description="Capture no CUDA graphs: every step launches its kernels one by one."
     )
+    async_scheduling: bool | None = Field(
+        default=None,
+        description="v1: schedule step n+1 on the CPU while the GPU runs step n (AsyncScheduler), so a step "
+        "takes the longer of its GPU and CPU work plus a short hand-over (v0 has no async scheduler). null: the "
+        "release's default (True from 0.14.0, False before).",
+    )
     scheduler_reserve_full_isl: bool | None = Field(
         default=None,
         description="v1: admit a waiting request only if its whole sequence (not just its first chunk) fits "
@@ -177,6 +190,9 @@ class VLLMFramework(ContinuousBatchingFramework):
     # on A100 (efficiency.md section 4: ~3-4 ms at batch 8, rising ~0.07 ms per sequence; v1 cut CPU
     # overheads for up to 1.7x throughput).
     OVERHEADS: ClassVar[dict[str, tuple[float, float]]] = {"v1": (2.5e-3, 1.0e-5), "v0": (4.0e-3, 6.0e-5)}
+    # With async scheduling that CPU work runs beside the GPU's; what remains between steps is the
+    # hand-over of the sampled tokens, about 0.16 ms (vllm-project/vllm#11133's step profiles: 150-170 us).
+    sync_gap_s: ClassVar[float] = 1.6e-4
     config: VLLMConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -203,6 +219,7 @@ class VLLMFramework(ContinuousBatchingFramework):
         #: the v1 KV mechanics of the modelled release (:data:`V1_KV_MECHANICS`); v0's block manager has none
         self.kv_mechanics: dict[str, bool] = {k: bool(v and v1) for k, v in mechanics.items()}
         self.reserve_full_isl = v1 and bool(self.config.scheduler_reserve_full_isl)
+        self.overlaps_cpu = v1 and bool(self.config.async_scheduling)
         usable_blocks = self.memory_plan.num_blocks - (1 if self.kv_mechanics["null_block"] else 0)
         self.kv = KVCacheManager(
             max(1, usable_blocks),
@@ -436,6 +453,7 @@ class VLLMFramework(ContinuousBatchingFramework):
             "enable_chunked_prefill": self.chunked_prefill,
             "enable_prefix_caching": self.config.prefix_caching,
             "scheduler_reserve_full_isl": self.reserve_full_isl,
+            "async_scheduling": self.overlaps_cpu,
             "cuda_graph_max_batch": max(self.perf_model.cuda_graphs.decode_sizes or (0,)),
             "kv_mechanics": dict(self.kv_mechanics),
         }
