@@ -172,8 +172,8 @@ def run_llmsim(config: dict[str, Any]) -> Schedule:
     from llmsim.orchestrator import ExperimentOrchestrator
 
     schedule = Schedule()
-    with observed_llmsim(schedule), contextlib.redirect_stdout(io.StringIO()):
-        ExperimentOrchestrator(config, output_dir=None).run(show_progress=False, print_table=False)
+    with tempfile.TemporaryDirectory() as out, observed_llmsim(schedule), contextlib.redirect_stdout(io.StringIO()):
+        ExperimentOrchestrator(config, output_dir=Path(out)).run(show_progress=False, print_table=False)
     return schedule
 
 
