@@ -7,7 +7,11 @@ NVIDIA ModelOpt FP8/NVFP4, 4-bit AWQ/GPTQ). An unsupported architecture, a missi
 unknown quantisation method is a one-line :class:`~llmsim.errors.ConfigError` naming it.
 
 Multimodal wrappers (``Llama4ForConditionalGeneration``, ``Gemma3ForConditionalGeneration``) keep
-the language model's fields under ``text_config``; only the language model is profiled.
+the language model's fields under ``text_config``; only the language model is profiled. Llama-4's
+reader maps ``intermediate_size`` (one expert) and ``intermediate_size_mlp`` (dense layers), the shared
+expert, ``interleave_moe_layer_step`` and chunked local attention (``attention_chunk_size`` on the
+layers ``no_rope_layers`` / ``layer_types`` mark); Qwen3-MoE's ``decoder_sparse_step`` becomes the
+same interleave step.
 """
 
 from __future__ import annotations
