@@ -29,6 +29,9 @@ The grouping and the block counts follow vLLM 0.33.0's hybrid KV cache manager:
   (the start index its ``find_longest_cache_hit`` and ``remove_skipped_blocks`` use), and
   ``ChunkedLocalAttentionSpec.max_admission_blocks_per_request`` caps a request at
   ``ceil(min(chunk + in_flight, max_model_len) / bs)`` blocks (no +1: chunks start on block boundaries).
+  (``VllmConfig`` turns the hybrid manager off for such models unless
+  ``VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE`` is set, which later releases default to true;
+  llmsim models the default-on behaviour.)
 - Mistral-7B and Phi-3 name one model-wide ``sliding_window``: vLLM passes it as
   ``CacheConfig.sliding_window`` (``vllm/engine/arg_utils.py``), and ``Attention`` applies it to every
   layer without a per-layer window (``vllm/model_executor/layers/attention/attention.py``).
