@@ -7,7 +7,11 @@ NVIDIA ModelOpt FP8/NVFP4, 4-bit AWQ/GPTQ). An unsupported architecture, a missi
 unknown quantisation method is a one-line :class:`~llmsim.errors.ConfigError` naming it.
 
 Multimodal wrappers (``Llama4ForConditionalGeneration``, ``Gemma3ForConditionalGeneration``) keep
-the language model's fields under ``text_config``; only the language model is profiled.
+the language model's fields under ``text_config``; only the language model is profiled. Llama-4's
+reader maps ``intermediate_size`` (one expert) and ``intermediate_size_mlp`` (dense layers), the shared
+expert, ``interleave_moe_layer_step`` and chunked local attention (``attention_chunk_size`` on the
+layers ``no_rope_layers`` / ``layer_types`` mark); Qwen3-MoE's ``decoder_sparse_step`` becomes the
+same interleave step.
 """
 
 from __future__ import annotations
@@ -125,13 +129,15 @@ def _mixtral(f: _Fields) -> dict[str, Any]:
 
 def _qwen3_moe(f: _Fields) -> dict[str, Any]:
     fields = _common(f)
-    if int(f.get("decoder_sparse_step", 1)) != 1 or f.get("mlp_only_layers"):
+    if f.get("mlp_only_layers"):
         raise ConfigError(
             KEY,
             str(f.path),
-            "a Qwen3-MoE config with every layer MoE (decoder_sparse_step 1, no mlp_only_layers); "
-            "interleaved dense layers are not modelled",
+            "a Qwen3-MoE config without mlp_only_layers (dense layers at listed indices are not modelled; "
+            "every decoder_sparse_step-th layer MoE is)",
         )
+    # modeling_qwen3_moe: layer i is sparse when (i + 1) % decoder_sparse_step == 0
+    fields["interleave_moe_layer_step"] = int(f.get("decoder_sparse_step", 1))
     fields["num_local_experts"] = int(f.need("num_experts"))
     fields["num_experts_per_tok"] = int(f.need("num_experts_per_tok"))
     fields["moe_intermediate_size"] = int(f.need("moe_intermediate_size"))
@@ -188,6 +194,53 @@ def _gemma3(f: _Fields) -> dict[str, Any]:
     return fields
 
 
+def _llama4_moe_step(f: _Fields, layers: int) -> int:
+    """The MoE interleave step; an explicit ``moe_layers`` list must be that step's pattern."""
+    step = int(f.get("interleave_moe_layer_step", 1))  # Llama4TextConfig default: 1 (every layer MoE)
+    if step < 1:
+        raise ConfigError(f"{KEY} interleave_moe_layer_step", step, "a positive integer")
+    listed = f.get("moe_layers")
+    # Llama4TextConfig: moe_layers defaults to range(step - 1, layers, step)
+    if listed is not None and list(listed) != list(range(step - 1, layers, step)):
+        raise ConfigError(
+            f"{KEY} moe_layers",
+            str(list(listed))[:60],
+            f"every interleave_moe_layer_step-th layer ({step}); other MoE layer lists are not modelled",
+        )
+    return step
+
+
+def _llama4_chunked_layers(f: _Fields, layers: int) -> int:
+    """Layers with chunked local attention: those using RoPE (Llama4TextConfig layer_types: a layer is
+    ``chunked_attention`` when its ``no_rope_layers`` entry is 1; default every layer but each
+    ``no_rope_layer_interval``-th, 4)."""
+    types = f.get("layer_types")
+    if types is not None:
+        return sum(1 for t in types if t == "chunked_attention")
+    no_rope = f.get("no_rope_layers")
+    if no_rope:
+        return sum(1 for flag in list(no_rope)[:layers] if int(flag))
+    interval = int(f.get("no_rope_layer_interval", 4))
+    return sum(1 for index in range(layers) if (index + 1) % interval != 0)
+
+
+def _llama4(f: _Fields) -> dict[str, Any]:
+    fields = _common(f)
+    layers = fields["num_hidden_layers"]
+    # Llama-4 names one expert's width intermediate_size and the dense layers' intermediate_size_mlp
+    fields["moe_intermediate_size"] = fields["intermediate_size"]
+    fields["intermediate_size"] = int(f.get("intermediate_size_mlp", 16384))  # Llama4TextConfig default
+    fields["num_local_experts"] = int(f.need("num_local_experts"))
+    fields["num_experts_per_tok"] = int(f.need("num_experts_per_tok"))
+    fields["num_shared_experts"] = 1  # every Llama4TextMoe layer has one shared expert of the expert width
+    fields["interleave_moe_layer_step"] = _llama4_moe_step(f, layers)
+    chunk = f.data.get("attention_chunk_size", 8192)  # Llama4TextConfig default 8192; null: no chunking
+    if chunk is not None:
+        fields["attention_chunk_size"] = int(chunk)
+        fields["chunked_attention_layers"] = _llama4_chunked_layers(f, layers)
+    return fields
+
+
 READERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama,
     "qwen2": _qwen2,
@@ -197,6 +250,7 @@ READERS: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "gpt_oss": _gpt_oss,
     "gemma2": _gemma2,
     "gemma3": _gemma3,
+    "llama4": _llama4,
 }
 
 

@@ -37,8 +37,9 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 class ModelProfile(Schema):
     """Architecture of one decoder-only transformer, as its ``config.json`` states it.
 
-    Covers dense GQA models, mixtures of experts (routed plus shared experts, leading dense layers),
-    sliding-window attention on all or some layers, and DeepSeek's multi-head latent attention (MLA).
+    Covers dense GQA models, mixtures of experts (routed plus shared experts, leading dense layers,
+    MoE on every n-th layer), sliding-window attention on all or some layers, chunked local attention
+    (Llama-4), and DeepSeek's multi-head latent attention (MLA).
     """
 
     name: str = Field(description="Profile id, the conf/model file name (e.g. llama3_8b).")
@@ -66,12 +67,23 @@ class ModelProfile(Schema):
     moe_intermediate_size: int | None = Field(default=None, gt=0, description="Width of one expert.")
     num_shared_experts: int = Field(default=0, ge=0, description="Experts every token uses (DeepSeek, Qwen2-MoE).")
     first_k_dense_replace: int = Field(default=0, ge=0, description="Leading layers with a dense MLP (DeepSeek).")
+    interleave_moe_layer_step: int = Field(
+        default=1,
+        ge=1,
+        description="Every n-th layer is MoE (layers n-1, 2n-1, ...; Llama-4 Maverick: 2), the others dense.",
+    )
     expert_dtype: Dtype | None = Field(
         default=None, description="Storage dtype of expert weights when it differs (gpt-oss ships MXFP4 experts)."
     )
     sliding_window: int | None = Field(default=None, gt=0)
     sliding_window_layers: int | None = Field(
         default=None, ge=0, description="Layers that use the sliding window (default: all when set)."
+    )
+    attention_chunk_size: int | None = Field(
+        default=None, gt=0, description="Chunked local attention: a token sees only its own chunk (Llama-4)."
+    )
+    chunked_attention_layers: int | None = Field(
+        default=None, ge=0, description="Layers with chunked local attention (default: all when a chunk size is set)."
     )
     kv_lora_rank: int | None = Field(default=None, gt=0, description="MLA: width of the compressed KV latent.")
     q_lora_rank: int | None = Field(default=None, gt=0, description="MLA: width of the compressed query.")
@@ -91,6 +103,12 @@ class ModelProfile(Schema):
             raise ValueError("first_k_dense_replace cannot exceed num_hidden_layers")
         if self.sliding_window_layers is not None and self.sliding_window_layers > self.num_hidden_layers:
             raise ValueError("sliding_window_layers cannot exceed num_hidden_layers")
+        if self.chunked_attention_layers is not None and self.chunked_attention_layers > self.num_hidden_layers:
+            raise ValueError("chunked_attention_layers cannot exceed num_hidden_layers")
+        if self.sliding_window is not None and self.attention_chunk_size is not None:
+            raise ValueError("a model has either sliding_window or attention_chunk_size, not both")
+        if self.interleave_moe_layer_step > 1 and not self.num_local_experts:
+            raise ValueError("interleave_moe_layer_step needs an MoE model (num_local_experts > 0)")
         mla = (self.kv_lora_rank, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim)
         if any(v is not None for v in mla) and any(v is None for v in mla):
             raise ValueError("MLA needs kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim and v_head_dim together")
@@ -129,10 +147,17 @@ class ModelProfile(Schema):
         """MLP width of one expert (or of the dense MLP)."""
         return self.moe_intermediate_size or self.intermediate_size
 
-    @property
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether layer ``index`` (0-based) has an MoE MLP: past the leading dense layers, every
+        ``interleave_moe_layer_step``-th one (transformers' Llama-4 ``moe_layers``: step-1, 2*step-1, ...)."""
+        if not self.is_moe or index < self.first_k_dense_replace:
+            return False
+        return (index + 1) % self.interleave_moe_layer_step == 0
+
+    @cached_property
     def num_moe_layers(self) -> int:
         """Layers whose MLP is a mixture of experts."""
-        return self.num_hidden_layers - self.first_k_dense_replace if self.is_moe else 0
+        return sum(1 for index in range(self.num_hidden_layers) if self.is_moe_layer(index))
 
     @property
     def num_dense_layers(self) -> int:
@@ -140,11 +165,33 @@ class ModelProfile(Schema):
         return self.num_hidden_layers - self.num_moe_layers
 
     @property
+    def attention_window(self) -> int | None:
+        """Tokens the windowed layers keep: the sliding window, or the chunk of chunked local attention."""
+        return self.sliding_window if self.sliding_window is not None else self.attention_chunk_size
+
+    @property
+    def window_is_chunked(self) -> bool:
+        """Whether the windowed layers use chunked local attention (a token sees only its own chunk)."""
+        return self.attention_chunk_size is not None
+
+    @property
     def num_window_layers(self) -> int:
-        """Layers whose attention only sees the last ``sliding_window`` tokens."""
-        if self.sliding_window is None:
-            return 0
-        return self.num_hidden_layers if self.sliding_window_layers is None else self.sliding_window_layers
+        """Layers whose attention sees only part of the context (sliding-window or chunked local attention)."""
+        if self.sliding_window is not None:
+            return self.num_hidden_layers if self.sliding_window_layers is None else self.sliding_window_layers
+        if self.attention_chunk_size is not None:
+            return self.num_hidden_layers if self.chunked_attention_layers is None else self.chunked_attention_layers
+        return 0
+
+    def is_window_layer(self, index: int) -> bool:
+        """Whether layer ``index`` (0-based) is windowed: the full-attention layers are spread evenly and
+        close each period (gpt-oss and Gemma-2: odd layers full; Gemma-3: every 6th; Llama-4: every 4th)."""
+        windowed = self.num_window_layers
+        layers = self.num_hidden_layers
+        full = layers - windowed
+        if windowed == 0:
+            return False
+        return (index * full) // layers == ((index + 1) * full) // layers
 
     # ---- parameter counts ---------------------------------------------------------------------
     @cached_property

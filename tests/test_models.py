@@ -171,6 +171,11 @@ def test_active_params_without_the_input_embedding_match_the_published_count(mod
         ("llama2_7b", 524288),
         ("llama3_70b", 327680),
         ("qwen3_235b_a22b", 2 * 94 * 4 * 128 * 2),  # not in models.csv: 2 x layers x KV heads x head_dim x 2 bytes
+        ("qwen3_30b_a3b", 2 * 48 * 4 * 128 * 2),
+        ("qwen3_8b", 2 * 36 * 8 * 128 * 2),
+        ("llama4_scout", 2 * 48 * 8 * 128 * 2),  # chunked layers hold full-size K/V per token they keep
+        ("llama4_maverick", 2 * 48 * 8 * 128 * 2),
+        ("deepseek_r1", DEEPSEEK_V3_MLA_KV_BYTES),
         ("deepseek_v3", DEEPSEEK_V3_MLA_KV_BYTES),
     ],
 )
@@ -295,3 +300,68 @@ def test_tiny_profile_parameter_count_by_hand():
 def test_moe_profile_needs_a_valid_number_of_experts_per_token():
     with pytest.raises(ValueError):
         ModelProfile(name="bad", num_local_experts=8, num_experts_per_tok=9, **tiny_fields())
+
+
+def test_deepseek_r1_is_the_deepseek_v3_architecture_under_its_own_name(profiles):
+    r1, v3 = profiles["deepseek_r1"], profiles["deepseek_v3"]
+    identity = {"name", "display_name", "hf_repo", "aliases", "source"}
+    assert r1.model_dump(exclude=identity) == v3.model_dump(exclude=identity)
+    assert (r1.hf_repo, r1.display_name) == ("deepseek-ai/DeepSeek-R1", "DeepSeek-R1")
+    db = ModelDatabase.load()
+    assert db["DeepSeek-R1"].name == "deepseek_r1"
+    assert db["DeepSeek-V3"].name == "deepseek_v3"
+
+
+def test_every_calibration_case_names_a_shipped_model_profile(profiles):
+    from llmsim.data import CASES_FILE
+
+    with Path(CASES_FILE).open(newline="") as handle:
+        models = {row["model"] for row in csv.DictReader(handle)}
+    assert models <= set(profiles), sorted(models - set(profiles))
+
+
+def test_interleaved_moe_puts_experts_on_every_nth_layer_after_the_dense_ones():
+    model = ModelProfile(
+        name="tiny",
+        num_local_experts=4,
+        num_experts_per_tok=1,
+        interleave_moe_layer_step=2,
+        **tiny_fields(num_hidden_layers=6),
+    )
+    assert [model.is_moe_layer(i) for i in range(6)] == [False, True, False, True, False, True]
+    assert (model.num_moe_layers, model.num_dense_layers) == (3, 3)
+    with_dense_start = model.model_copy(update={"first_k_dense_replace": 2})
+    assert [with_dense_start.is_moe_layer(i) for i in range(6)] == [False, False, False, True, False, True]
+
+
+def test_interleaved_moe_parameter_count_by_hand():
+    model = ModelProfile(
+        name="tiny",
+        num_local_experts=4,
+        num_experts_per_tok=1,
+        num_shared_experts=1,
+        moe_intermediate_size=32,
+        interleave_moe_layer_step=2,
+        **tiny_fields(),
+    )
+    # layer 0 dense (3 x 64x128 = 24576); layer 1 MoE: 4 + 1 experts of 3 x 64x32 = 6144 and a 64x4 router
+    assert model.total_params == 2 * 12288 + 24576 + (5 * 6144 + 256) + 12800 + 2 * 2 * 64 + 64
+    assert model.active_params == 2 * 12288 + 24576 + (2 * 6144 + 256) + 12800 + 2 * 2 * 64 + 64
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"interleave_moe_layer_step": 2}, "interleave_moe_layer_step needs an MoE model"),
+        ({"attention_chunk_size": 64, "chunked_attention_layers": 3}, "chunked_attention_layers cannot exceed"),
+        ({"attention_chunk_size": 64, "sliding_window": 64}, "either sliding_window or attention_chunk_size"),
+    ],
+)
+def test_inconsistent_moe_or_chunked_attention_fields_are_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ModelProfile(name="bad", **tiny_fields(**overrides))
+
+
+def test_chunked_attention_layers_default_to_every_layer():
+    model = ModelProfile(name="tiny", **tiny_fields(attention_chunk_size=64))
+    assert (model.num_window_layers, model.attention_window, model.window_is_chunked) == (2, 64, True)

@@ -158,7 +158,8 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             self.lazy = LazyDecoders(
                 self.kv,  # type: ignore[arg-type]
                 self.metrics.config.warm_up_duration_s,
-                self.model.sliding_window,
+                self.model.attention_window,
+                chunked=self.model.window_is_chunked,
             )
         lazy = self.lazy
         members = lazy.members if lazy is not None else {}
@@ -195,7 +196,7 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
         ``lazy_decodes`` lazy decoders add their aggregate decode work (context and windowed context).
         """
         batch = self.perf_model.new_batch()
-        window = batch.window
+        window, chunked = batch.window, batch.chunked
         decodes = decode_kv = windowed_kv = 0
         if lazy_decodes:
             lazy = self.lazy
@@ -208,7 +209,10 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             if num_new == 1 and request.num_output_tokens > 0 and computed + 1 >= known:
                 decodes += 1
                 decode_kv += computed + 1
-                windowed_kv += computed + 1 if window is None or computed + 1 < window else window
+                if chunked:
+                    windowed_kv += computed % window + 1  # type: ignore[operator]
+                else:
+                    windowed_kv += computed + 1 if window is None or computed + 1 < window else window
             else:
                 batch.add_prefill(num_new, computed, samples_token=computed + num_new >= known)
         if decodes:

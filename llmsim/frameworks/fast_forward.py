@@ -225,9 +225,14 @@ class FastForward:
         contexts = np.fromiter((r.num_computed_tokens + 1 for r in requests), dtype=np.int64, count=n)
         offsets = np.arange(steps, dtype=np.int64)
         kv_tokens = int(contexts.sum()) + n * offsets
-        window = self.model.sliding_window
+        window = self.model.attention_window
         if window is None:
             windowed = kv_tokens
+        elif self.model.window_is_chunked:
+            # sequence i reads (r_i + t) mod window + 1 keys at step t, r_i = (context_i - 1) mod window
+            residues = np.sort((contexts - 1) % window)
+            wrapped = n - np.searchsorted(residues, window - offsets % window, side="left")
+            windowed = int(residues.sum()) + n * (offsets + 1) - window * (n * (offsets // window) + wrapped)
         else:
             ordered = np.sort(contexts)
             below = np.searchsorted(ordered, window - offsets, side="left")  # contexts still under the window

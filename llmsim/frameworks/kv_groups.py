@@ -23,6 +23,15 @@ The grouping and the block counts follow vLLM 0.33.0's hybrid KV cache manager:
 - ``vllm/v1/kv_cache_interface.py`` ``SlidingWindowSpec.max_admission_blocks_per_request``: the most a
   request ever holds in a windowed group, ``ceil(min(window - 1 + in_flight, max_model_len) / bs) + 1``
   (the +1: the window need not start on a block boundary).
+- Chunked local attention (Llama-4: 3 of every 4 layers see only their own ``attention_chunk_size``-token
+  chunk) is its own attention type, ``ChunkedLocalAttentionSpec``, grouped like a sliding window;
+  ``ChunkedLocalAttentionManager`` skips the ``c // chunk * chunk`` tokens before the current chunk
+  (the start index its ``find_longest_cache_hit`` and ``remove_skipped_blocks`` use), and
+  ``ChunkedLocalAttentionSpec.max_admission_blocks_per_request`` caps a request at
+  ``ceil(min(chunk + in_flight, max_model_len) / bs)`` blocks (no +1: chunks start on block boundaries).
+  (``VllmConfig`` turns the hybrid manager off for such models unless
+  ``VLLM_ALLOW_CHUNKED_LOCAL_ATTN_WITH_HYBRID_KV_CACHE`` is set, which later releases default to true;
+  llmsim models the default-on behaviour.)
 - Mistral-7B and Phi-3 name one model-wide ``sliding_window``: vLLM passes it as
   ``CacheConfig.sliding_window`` (``vllm/engine/arg_utils.py``), and ``Attention`` applies it to every
   layer without a per-layer window (``vllm/model_executor/layers/attention/attention.py``).
@@ -46,16 +55,19 @@ class KVGroup:
 
     layers: int
     window: int | None = None  # None: full attention
+    chunked: bool = False  # the window is the chunk of chunked local attention
 
     @property
     def is_windowed(self) -> bool:
-        """Whether the group's layers attend only to the last ``window`` tokens."""
+        """Whether the group's layers attend only to the last ``window`` tokens (or their own chunk)."""
         return self.window is not None
 
     def skipped_tokens(self, num_computed: int) -> int:
         """Tokens before the window of the next token once ``num_computed`` are computed (vLLM's rule)."""
         if self.window is None:
             return 0
+        if self.chunked:
+            return num_computed // self.window * self.window
         return max(0, num_computed - self.window + 1)
 
     def blocks_held(self, num_tokens: int, num_computed: int, block_size: int) -> int:
@@ -68,6 +80,8 @@ class KVGroup:
         """The most blocks one request ever holds in this group (unbounded for full attention: its whole length)."""
         if self.window is None:
             return cdiv(max_model_len, block_size)
+        if self.chunked:
+            return cdiv(min(self.window + in_flight_tokens, max_model_len), block_size)
         return cdiv(min(self.window - 1 + in_flight_tokens, max_model_len), block_size) + 1
 
 
@@ -152,12 +166,13 @@ def vllm_kv_groups(model: ModelProfile, hybrid: bool = True) -> KVGroupLayout:
     layers = model.num_hidden_layers
     windowed = model.num_window_layers if hybrid else 0
     full = layers - windowed
+    window, chunked = model.attention_window, model.window_is_chunked
     if windowed == 0 or full == 0:
-        return KVGroupLayout((KVGroup(layers, model.sliding_window if windowed else None),))
+        return KVGroupLayout((KVGroup(layers, window, chunked) if windowed else KVGroup(layers),))
     smallest, largest = min(full, windowed), max(full, windowed)
     size = largest if largest < 1.5 * smallest else smallest
     groups = [KVGroup(size) for _ in range(cdiv(full, size))]
-    groups += [KVGroup(size, model.sliding_window) for _ in range(cdiv(windowed, size))]
+    groups += [KVGroup(size, window, chunked) for _ in range(cdiv(windowed, size))]
     return KVGroupLayout(tuple(groups))
 
 

@@ -10,7 +10,9 @@ however many requests decode, instead of a few calls per request:
 * the step's decode work is an aggregate: ``len(members)`` sequences and ``kv_tokens`` context
   tokens (a running sum that grows by ``len(members)`` per step); with sliding-window attention
   also ``window_tokens``, which grows by the members still under the window (each stops at a tick
-  known when it joins);
+  known when it joins); with chunked local attention ``window_tokens`` grows by every member and
+  drops by the chunk size for each member whose context starts a new chunk (at ticks congruent to
+  its chunk phase modulo the chunk size, counted like block crossings);
 * block allocations are counted by phase: a member needs a block at the steps congruent to its
   *phase* modulo ``block_size``, so ``crossings[(tick + 1) % block_size]`` blocks are due next step.
   They are taken from the pool's free queue in the same order as step-by-step allocation would, and
@@ -45,7 +47,7 @@ from llmsim.workload.request import Request
 class LazyDecoders:
     """The set of lazily advanced decoding requests of one framework (see the module docstring)."""
 
-    def __init__(self, kv: KVCacheManager, warm_up_s: float, window: int | None = None) -> None:
+    def __init__(self, kv: KVCacheManager, warm_up_s: float, window: int | None = None, chunked: bool = False) -> None:
         self.kv = kv
         self.block_size = kv.block_size
         self.warm_up_s = warm_up_s
@@ -74,6 +76,10 @@ class LazyDecoders:
         # still grow, and when they stop (tick -> count)
         self.window = window
         self.window_tokens = 0
+        # chunked local attention (``window`` is the chunk): members whose context starts a new chunk
+        # at ticks congruent to the index modulo the chunk size
+        self.chunked = chunked and window is not None
+        self._chunk_starts = [0] * window if self.chunked else []  # type: ignore[operator]
         self._growing = 0
         self._reach: dict[int, int] = {}
         self._reach_ticks: list[int] = []
@@ -240,6 +246,10 @@ class LazyDecoders:
     def _join_window(self, context: int, tick: int) -> None:
         window = self.window
         assert window is not None
+        if self.chunked:  # its context reaches k * window + 1 at ticks tick + 1 - context (mod window)
+            self.window_tokens += (context - 1) % window + 1
+            self._chunk_starts[(tick + 1 - context) % window] += 1
+            return
         self.window_tokens += min(context, window)
         if context < window:  # it grows one token per step until it reaches the window
             self._growing += 1
@@ -251,6 +261,10 @@ class LazyDecoders:
     def _leave_window(self, joined_context: int, joined: int, context: int) -> None:
         window = self.window
         assert window is not None
+        if self.chunked:
+            self.window_tokens -= (context - 1) % window + 1
+            self._chunk_starts[(joined + 1 - joined_context) % window] -= 1
+            return
         self.window_tokens -= min(context, window)
         if context < window:  # still growing: it no longer stops at its tick
             self._growing -= 1
@@ -261,8 +275,20 @@ class LazyDecoders:
             else:
                 del self._reach[reach]
 
+    def _chunk_starts_over(self, steps: int) -> np.ndarray:
+        """Members whose context starts a new chunk at each of the ticks ``tick + 1 .. tick + steps``."""
+        start = (self.tick + 1) % len(self._chunk_starts)
+        cycle = np.array(self._chunk_starts[start:] + self._chunk_starts[:start], dtype=np.int64)
+        return np.resize(cycle, steps)
+
     def windowed_over(self, steps: int) -> np.ndarray:
         """``window_tokens`` before each of the next ``steps`` steps (the windowed decode KV tokens)."""
+        if self.chunked:
+            window = self.window
+            assert window is not None
+            starts = np.concatenate(([0], np.cumsum(self._chunk_starts_over(steps - 1)))) if steps > 1 else np.zeros(1)
+            grown = len(self.members) * np.arange(steps, dtype=np.int64)
+            return (self.window_tokens + grown - window * starts.astype(np.int64))[:steps]
         stops = np.zeros(steps, dtype=np.int64)
         ticks = self._reach_ticks
         while ticks and ticks[0] not in self._reach:
@@ -276,6 +302,15 @@ class LazyDecoders:
         return self.window_tokens + np.concatenate(([0], np.cumsum(growing)[:-1]))
 
     def _advance_window(self, steps: int) -> None:
+        if self.chunked:
+            window = self.window
+            assert window is not None
+            if steps == 1:
+                starts = self._chunk_starts[(self.tick + 1) % window]
+            else:
+                starts = int(self._chunk_starts_over(steps).sum())
+            self.window_tokens += len(self.members) * steps - window * starts
+            return
         end = self.tick + steps
         ticks, tick, growing, total = self._reach_ticks, self.tick, self._growing, 0
         while ticks and ticks[0] <= end:

@@ -5,7 +5,7 @@ prefill chunks, KV tokens the decode sequences read, how many rows reach the LM 
 operator the model takes the larger of its compute time (FLOPs at the achieved fraction of dense
 peak, which falls for small token counts) and its memory time (bytes at the achieved fraction of
 HBM bandwidth), with a per-kernel launch floor. Layers come in kinds — dense or MoE MLP, full or
-sliding-window attention — each costed once and multiplied by how many layers have it. Tensor
+sliding-window or chunked local attention — each costed once and multiplied by how many layers have it. Tensor
 parallelism divides weights, heads and FLOPs by ``tp`` and adds two all-reduces per layer
 (bandwidth term plus latency floor). MoE layers read the weights of the experts the batch touches
 (the expected number of distinct experts among ``tokens x top_k`` picks). MLA attention reads the
@@ -89,12 +89,20 @@ def _has_peak(device: ComputeDevice, dtype: str) -> bool:
     return True
 
 
+def _chunked_pairs(tokens: int, chunk: int) -> int:
+    """Causal query-key pairs of the first ``tokens`` tokens under chunked local attention."""
+    chunks, rest = divmod(tokens, chunk)
+    return chunks * chunk * (chunk + 1) // 2 + rest * (rest + 1) // 2
+
+
 @dataclass(slots=True)
 class BatchShape:
     """Aggregate work of one step; build it with :meth:`add_prefill` and :meth:`add_decode`.
 
     The plain aggregates see the whole context; the ``windowed_*`` ones cap every context at
-    ``window`` (what sliding-window layers read). Without a window they are equal.
+    ``window`` (what sliding-window layers read) or, when ``chunked``, keep only the context's own
+    ``window``-token chunk (chunked local attention: the token at position ``p``, 0-based, sees
+    ``p mod window + 1`` keys). Without a window they are equal.
     """
 
     prefill_tokens: int = 0
@@ -104,6 +112,7 @@ class BatchShape:
     decode_kv_tokens: int = 0  # sum over decode sequences of their context length (incl. new token)
     logits_rows: int = 0  # sequences that sample a token this step
     window: int | None = field(default=None, repr=False)
+    chunked: bool = field(default=False, repr=False)
     windowed_prefill_attn_pairs: float = 0.0
     windowed_prefill_kv_tokens: int = 0
     windowed_decode_kv_tokens: int = 0
@@ -117,6 +126,10 @@ class BatchShape:
         if self.window is None:
             self.windowed_prefill_attn_pairs += n * (c + (n + 1) / 2.0)
             self.windowed_prefill_kv_tokens += c + n
+        elif self.chunked:
+            w = self.window
+            self.windowed_prefill_attn_pairs += float(_chunked_pairs(c + n, w) - _chunked_pairs(c, w))
+            self.windowed_prefill_kv_tokens += c % w + n  # the first chunk's cached part, then the new tokens
         else:
             w = self.window
             # query i (1-based) sees min(c + i, w) keys
@@ -130,8 +143,16 @@ class BatchShape:
         """Add one decode sequence whose context (including the new token) is ``context_len``."""
         self.decode_seqs += 1
         self.decode_kv_tokens += context_len
-        self.windowed_decode_kv_tokens += context_len if self.window is None else min(context_len, self.window)
+        self.windowed_decode_kv_tokens += self.attended(context_len)
         self.logits_rows += 1
+
+    def attended(self, context_len: int) -> int:
+        """Keys a windowed layer reads for the newest of ``context_len`` tokens."""
+        if self.window is None:
+            return context_len
+        if self.chunked:
+            return (context_len - 1) % self.window + 1
+        return min(context_len, self.window)
 
     @property
     def num_tokens(self) -> int:
@@ -263,20 +284,13 @@ class PerformanceModel:
         m = self.model
         groups: dict[LayerKind, int] = {}
         for index in range(m.num_hidden_layers):
-            moe = m.is_moe and index >= m.first_k_dense_replace
-            # windowed layers are spread evenly among the layers (alternating in Gemma-2, gpt-oss)
-            windowed = (
-                m.num_window_layers > 0
-                and (index * m.num_window_layers) // m.num_hidden_layers
-                != ((index + 1) * m.num_window_layers) // m.num_hidden_layers
-            )
-            kind = LayerKind(moe, windowed)
+            kind = LayerKind(m.is_moe_layer(index), m.is_window_layer(index))
             groups[kind] = groups.get(kind, 0) + 1
         return [(count, kind) for kind, count in groups.items()]
 
     def new_batch(self) -> BatchShape:
-        """An empty batch that tracks this model's sliding window (if it has one)."""
-        return BatchShape(window=self.model.sliding_window)
+        """An empty batch that tracks this model's sliding window or attention chunk (if it has one)."""
+        return BatchShape(window=self.model.attention_window, chunked=self.model.window_is_chunked)
 
     # ---- one operator ----------------------------------------------------------------------------
     def _gemm(
