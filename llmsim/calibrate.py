@@ -29,6 +29,8 @@ import yaml
 from llmsim.data import CASES_FILE, SCHEMA_NAME
 from llmsim.entrypoint import ArgumentParser, run_entry_point
 from llmsim.errors import ConfigError, OutputError
+from llmsim.frameworks.registry import framework_class_map
+from llmsim.hardware.spec import gpu_family
 from llmsim.models import CONF_DIR, builtin_model_profiles
 from llmsim.outputs import write_text
 from llmsim.validate import load_cases, results_frame, run_cases, summary_line
@@ -57,20 +59,6 @@ def _conf_value(group: str, option: str, path: str, default: float) -> float:
     return float(data)
 
 
-#: GPUs that share a die (and so their achieved efficiencies): factors are fitted per family.
-FAMILIES = {
-    "a100": "ampere",
-    "a100_40gb": "ampere",
-    "a100_pcie": "ampere",
-    "a10g": "ampere",
-    "h100": "hopper",
-    "h100_pcie": "hopper",
-    "h200": "hopper",
-    "l40s": "ada",
-    "l4": "ada",
-    "b200": "blackwell",
-    "mi300x": "cdna3",
-}
 # Physical bounds: large GEMMs reach 0.5-0.9 of dense peak and streaming kernels 0.7-0.95 of HBM
 # bandwidth on the GPUs measured in efficiency.md; a fit outside them would be a fudge, not physics.
 GEMM_BOUNDS = (0.4, 0.95)
@@ -79,7 +67,7 @@ HBM_BOUNDS = (0.65, 0.95)
 
 def family_of(hardware: str) -> str:
     """The GPU family a hardware option belongs to (itself when unknown)."""
-    return FAMILIES.get(hardware, hardware)
+    return gpu_family(hardware) or hardware
 
 
 def default_factors(cases: pd.DataFrame) -> list[Factor]:
@@ -123,6 +111,7 @@ def default_factors(cases: pd.DataFrame) -> list[Factor]:
                 f"{family}.efficiency.hbm_bandwidth",
             )
         )
+    factors += moe_kernel_factors(cases, moe_models)
     for framework in sorted(cases["framework"].unique()):
         factors.append(
             Factor(
@@ -134,6 +123,51 @@ def default_factors(cases: pd.DataFrame) -> list[Factor]:
                 f"{framework}.step_overhead_s",
             )
         )
+    return factors
+
+
+#: at least this many MoE cases of one (framework, release row, GPU family) before a MoE-kernel factor
+#: is fitted to them (fewer would be a per-case fudge)
+MIN_CASES_PER_KERNEL_FACTOR = 3
+
+
+def moe_kernel_factors(cases: pd.DataFrame, moe_models: frozenset[str]) -> list[Factor]:
+    """One grouped-GEMM efficiency per (framework, release row of its MoE-kernel table, GPU family)
+    that enough MoE cases measured (``framework.moe_gemm_relative``, bounds 0.1-1.0)."""
+    factors: list[Factor] = []
+    for framework in sorted(cases["framework"].unique()):
+        cls = framework_class_map.get(str(framework).upper())
+        table = cls.moe_kernels if cls is not None else None
+        if table is None:
+            continue
+
+        def row_of(r: pd.Series, t=table) -> str:
+            version = r.get("framework_version")
+            return t.row(None if pd.isna(version) or not str(version).strip() else str(version)).version
+
+        mine = cases[(cases["framework"] == framework) & cases["model"].isin(moe_models)]
+        if mine.empty:
+            continue
+        keys = mine.apply(lambda r: (row_of(r), family_of(r["hardware"])), axis=1)
+        for (release, family), count in sorted(keys.value_counts().items()):
+            if count < MIN_CASES_PER_KERNEL_FACTOR:
+                continue
+            current = table.row(release).defaults.get(family)
+            factors.append(
+                Factor(
+                    "framework.moe_gemm_relative",
+                    lambda r, f=framework, rel=release, fam=family, row=row_of: (
+                        r["framework"] == f
+                        and r["model"] in moe_models
+                        and row(r) == rel
+                        and family_of(r["hardware"]) == fam
+                    ),
+                    0.1,
+                    1.0,
+                    float(current) if current is not None else 0.36,
+                    f"{framework}.moe_kernels.{release}.{family}",
+                )
+            )
     return factors
 
 
@@ -210,6 +244,8 @@ def write_overrides(out: Path, factors: list[Factor], hardware_options: list[str
     by_file: dict[tuple[str, str], dict[str, float]] = {}
     for factor in factors:
         name, _, path = factor.label.partition(".")
+        if ".moe_kernels." in factor.label:
+            continue  # one release and GPU family: it belongs in the framework's MOE_KERNELS table
         if factor.key.startswith("framework."):
             by_file.setdefault(("framework", name), {})[path] = round(factor.value, 6)
             continue
@@ -285,6 +321,12 @@ def _main(argv: list[str]) -> int:
         raise OutputError(f"--out={str(args.out)!r}: cannot write the override files: {exc}") from None
     for path in written:
         print(f"wrote {path}")
+    kernels = [f for f in factors if ".moe_kernels." in f.label]
+    if kernels:
+        print(
+            "MoE-kernel factors hold for one release range and GPU family: put them in the framework's "
+            "MOE_KERNELS table, or pass framework.moe_gemm_relative=VALUE to a run of that release and GPU"
+        )
     print(f"{objective.evaluations} case simulations; after: " + summary_line(after))
     return 0
 

@@ -534,6 +534,19 @@ class FrameworkConfig(Schema):
     per_seq_overhead_s: NonNegativeFloat | None = Field(
         default=None, description="Extra CPU time per scheduled sequence per step; null: framework default."
     )
+    moe_gemm_relative: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Grouped expert GEMMs reach this fraction of a dense GEMM's efficiency in this engine. null: "
+        "the release's value for the GPU family where the framework has one (its MoE-kernel table), else the "
+        "hardware's efficiency.moe_gemm_relative.",
+    )
+
+    def parallel_layout(self) -> tuple[int, int, int]:
+        """(GPUs of the engine, attention data-parallel ranks, expert-parallel ranks) from this
+        framework's knobs; plain tensor parallelism here, frameworks with DP attention or EP override it."""
+        return self.tensor_parallel_size, 1, 1
 
     @field_validator("version", mode="before")
     @classmethod

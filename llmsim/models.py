@@ -267,6 +267,11 @@ class ModelProfile(Schema):
         return self.num_moe_layers * experts * self.mlp_params_per_expert if self.is_moe else 0
 
     @cached_property
+    def routed_expert_params(self) -> int:
+        """Weights of the routed experts alone (what expert parallelism spreads over its ranks)."""
+        return self.num_moe_layers * self.num_local_experts * self.mlp_params_per_expert if self.is_moe else 0
+
+    @cached_property
     def total_params(self) -> int:
         """Every weight of the model."""
         moe = self.num_moe_layers * self.mlp_params_per_layer if self.is_moe else 0

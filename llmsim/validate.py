@@ -131,19 +131,39 @@ def version_override(row: pd.Series) -> list[str]:
     return [] if version is None else [f"framework.version='{version}'"]
 
 
-def approximations(row: pd.Series) -> list[str]:
-    """What the case ran that llmsim does not model yet, so its prediction is an approximation.
+def parallel_overrides(row: pd.Series) -> list[str]:
+    """The framework's own knobs for the case's attention data parallelism and expert parallelism.
 
-    Expert parallelism and attention data parallelism are not modelled: such a case runs its MoE
-    tensor-parallel over ``tp`` GPUs. The note is printed beside the case's error, never hidden.
+    ``attention_dp`` true runs attention data-parallel over all ``tp`` GPUs (SGLang
+    ``--enable-dp-attention --dp tp``, TensorRT-LLM ``enable_attention_dp``, vLLM ``-dp tp -tp 1``);
+    ``ep`` shards the experts over that many ranks (SGLang ``--ep-size``, TensorRT-LLM
+    ``moe_expert_parallel_size``, vLLM ``--enable-expert-parallel``, which uses every GPU).
     """
-    notes = []
-    if _flag(row, "attention_dp"):
-        notes.append("attention_dp not modelled (ran tensor-parallel)")
+    framework = str(row["framework"])
+    tp = _int(row, "tp") or 1
     ep = _int(row, "ep")
-    if ep is not None and ep > 1:
-        notes.append(f"ep={ep} not modelled (experts tensor-parallel)")
-    return notes
+    dp = _flag(row, "attention_dp")
+    out: list[str] = []
+    if framework == "sglang":
+        if dp and tp > 1:
+            out += ["framework.enable_dp_attention=true", f"framework.dp_size={tp}"]
+        if ep is not None and ep > 1:
+            out.append(f"framework.ep_size={ep}")
+    elif framework == "trtllm":
+        if dp and tp > 1:
+            out.append("framework.enable_attention_dp=true")
+        if ep is not None and ep > 1:
+            out.append(f"framework.moe_expert_parallel_size={ep}")
+    elif framework == "vllm":
+        if dp and tp > 1:
+            out += ["framework.tensor_parallel_size=1", f"framework.data_parallel_size={tp}"]
+        if ep is not None and ep > 1:
+            if ep != tp:
+                raise LLMSimError(f"ep={ep}: vLLM's expert parallelism spans all {tp} GPUs")
+            out.append("framework.enable_expert_parallel=true")
+    elif dp or (ep is not None and ep > 1):
+        raise LLMSimError(f"framework={framework} has no attention data parallelism or expert parallelism")
+    return out
 
 
 def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[list[str], int]:
@@ -168,6 +188,7 @@ def case_overrides(row: pd.Series, max_requests: int | None = None) -> tuple[lis
         f"framework.dtype={dtype}",
         f"framework.kv_cache_dtype={kv_dtype}",
         *version_override(row),
+        *parallel_overrides(row),
         "simulation.max_simulation_time=100000",
     ]
 
@@ -375,7 +396,6 @@ def run_cases(cases: pd.DataFrame, extra: list[str] | None = None, max_requests:
             hardware=str(row["hardware"]),
         )
         try:
-            result.note = "; ".join(approximations(row))
             if not math.isfinite(measured) or measured <= 0:
                 raise LLMSimError(f"value={row['value']!r} is not a positive number")
             result.predicted = predict(row, extra, max_requests)

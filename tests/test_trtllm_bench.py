@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import conf_file, constant_profile, make_config
+from conftest import conf_file, constant_profile, make_config, trace_workload
 from scenario import framework_for, run_quietly
 
 from llmsim.frameworks.trtllm_bench import calc_engine_setting, finetune_setting, fit_longest_prompt
@@ -86,3 +86,29 @@ def test_a_prompt_longer_than_the_llm_api_budget_runs_under_trtllm_bench_instead
     config["framework"]["settings_from"] = "llm_api"
     _, refused, _ = run_quietly(config)
     assert (refused["status"] != "completed").all()
+
+
+def two_prompts_sharing_a_system_prompt(tmp_path, **knobs):
+    """Two requests at t=0 whose 1,100-token prompts open with the same 1,024-token system prompt."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "arrival_time,input_tokens,output_tokens,prefix_group,prefix_tokens\n0,1100,4,g0,1024\n0,1100,4,g0,1024\n"
+    )
+    config = make_config(hardware="h100", workload=trace_workload(trace, client_link=False))
+    config["framework"] = {**conf_file("framework", "trtllm"), "settings_from": "llm_api", **knobs}
+    _, requests, _ = run_quietly(config)
+    return requests.sort_values("request_id").reset_index(drop=True)
+
+
+def test_with_block_reuse_a_request_waits_a_step_to_reuse_blocks_another_is_computing(tmp_path):
+    requests = two_prompts_sharing_a_system_prompt(tmp_path)
+    # the second's first block is being computed by the first: it is skipped for a step, then reuses
+    # the 32 full blocks (1,024 tokens) of the shared prompt
+    assert requests.loc[1, "first_scheduled_time_s"] > requests.loc[0, "first_scheduled_time_s"]
+    assert requests.loc[1, "cached_prompt_tokens"] == 1024
+
+
+def test_without_block_reuse_both_prompts_are_computed_in_the_same_step(tmp_path):
+    requests = two_prompts_sharing_a_system_prompt(tmp_path, enable_block_reuse=False)
+    assert requests.loc[1, "first_scheduled_time_s"] == requests.loc[0, "first_scheduled_time_s"]
+    assert requests.loc[1, "cached_prompt_tokens"] == 0

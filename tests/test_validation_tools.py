@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO
 
 from llmsim.errors import LLMSimError
-from llmsim.validate import approximations, case_overrides, case_profile, predict
+from llmsim.validate import case_overrides, case_profile, parallel_overrides, predict
 
 CASE_COLUMNS = [
     "case_id", "hardware", "num_gpus", "tp", "model", "dtype", "framework", "kind", "input_len", "output_len",
@@ -103,12 +103,17 @@ def test_total_tokens_and_per_sequence_rate_follow_their_definitions():
     assert predict(pd.Series({**single, "metric": "output_tokens_per_s_per_seq"})) == pytest.approx(1000 / tpot)
 
 
-def test_expert_and_attention_data_parallel_cases_say_they_are_approximated():
-    assert approximations(pd.Series(case("d", attention_dp=True, ep=8))) == [
-        "attention_dp not modelled (ran tensor-parallel)",
-        "ep=8 not modelled (experts tensor-parallel)",
+def test_expert_and_attention_data_parallel_cases_use_each_frameworks_own_knobs():
+    def knobs(framework, **row):
+        return parallel_overrides(pd.Series(case("d", framework=framework, tp=8, num_gpus=8, **row)))
+
+    assert knobs("trtllm", attention_dp=True, ep=8) == [
+        "framework.enable_attention_dp=true",
+        "framework.moe_expert_parallel_size=8",
     ]
-    assert approximations(pd.Series(case("plain"))) == []
+    assert knobs("sglang", attention_dp=True) == ["framework.enable_dp_attention=true", "framework.dp_size=8"]
+    assert knobs("vllm", ep=8) == ["framework.enable_expert_parallel=true"]
+    assert parallel_overrides(pd.Series(case("plain"))) == []
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from llmsim.errors import ConfigError
 from llmsim.frameworks.versions import Release, ReleaseTable
 from llmsim.hardware.perf_model import BatchShape, PerformanceModel
 from llmsim.hardware.platform import MemoryPlan, VirtualHardwarePlatform, plan_memory
+from llmsim.hardware.spec import HardwareConfig, gpu_family
 from llmsim.models import ModelProfile
 from llmsim.workload.request import Request
 
@@ -37,6 +38,9 @@ class AbstractLLMFramework(ABC):
     modelled_release: ClassVar[str] = ""
     #: the framework's release table (version-dependent defaults); None: no releases (static batching)
     releases: ClassVar[ReleaseTable | None] = None
+    #: grouped expert-GEMM efficiency (relative to a dense GEMM) by release and GPU family, where the
+    #: engine's MoE kernels changed enough between releases to measure; None: the hardware's value
+    moe_kernels: ClassVar[ReleaseTable | None] = None
     #: CPU time per step that is not hidden behind GPU work, and per scheduled sequence (seconds).
     default_step_overhead_s: ClassVar[float] = 0.0
     default_per_seq_overhead_s: ClassVar[float] = 0.0
@@ -79,8 +83,11 @@ class AbstractLLMFramework(ABC):
         self.dtype = self.config.dtype or model_profile.dtype
         self.kv_dtype = self._kv_dtype()
         self.max_model_len = self.config.max_model_len or model_profile.max_position_embeddings
-        tp = self.config.tensor_parallel_size
-        self._check_tensor_parallel(tp)
+        #: GPUs of the engine, attention data-parallel ranks and expert-parallel ranks among them
+        #: (each framework's own knobs: :meth:`FrameworkConfig.parallel_layout`)
+        tp, self.attention_dp, self.expert_parallel = self.config.parallel_layout()
+        self.num_gpus = tp
+        self._check_tensor_parallel(tp // self.attention_dp)
         gpu_ids = self.config.gpu_ids or ((self.config.gpu_id,) if self.config.gpu_id else None)
         self.gpu_ids = virtual_hardware.claim_devices(framework_id, tp, gpu_ids, f"{config_key}.tensor_parallel_size")
         self.device = virtual_hardware.devices[self.gpu_ids[0]]
@@ -93,7 +100,10 @@ class AbstractLLMFramework(ABC):
             tensor_parallel_size=tp,
             dtype=self.dtype,
             kv_dtype=self.kv_dtype,
+            attention_dp=self.attention_dp,
+            expert_parallel=self.expert_parallel,
         )
+        self.perf_model.moe_gemm_scale = self._moe_gemm_relative(virtual_hardware.config)
         self.step_overhead_s = (
             self.config.step_overhead_s if self.config.step_overhead_s is not None else self.default_step_overhead_s
         )
@@ -135,6 +145,17 @@ class AbstractLLMFramework(ABC):
         # "auto" follows the activation dtype, 16-bit even for FP8 or integer weights (vLLM's meaning)
         return self.dtype if self.dtype in ("fp16", "bf16") else "bf16"
 
+    def _moe_gemm_relative(self, hardware: HardwareConfig) -> float:
+        """``moe_gemm_relative`` as set, else the release's for this GPU family, else the hardware's."""
+        if self.config.moe_gemm_relative is not None:
+            return self.config.moe_gemm_relative
+        family = gpu_family(hardware.name)
+        if self.moe_kernels is not None and family is not None:
+            fitted = self.moe_kernels.row(self.config.version).defaults.get(family)
+            if fitted is not None:
+                return float(fitted)
+        return hardware.efficiency.moe_gemm_relative
+
     def _check_tensor_parallel(self, tp: int) -> None:
         heads = self.model.num_attention_heads
         if heads % tp:
@@ -164,7 +185,8 @@ class AbstractLLMFramework(ABC):
             self.device,
             dtype=self.dtype,
             kv_dtype=self.kv_dtype,
-            tp=self.config.tensor_parallel_size,
+            tp=self.num_gpus,
+            attention_dp=self.attention_dp,
             utilisation=utilisation,
             block_size=block_size,
             max_batched_tokens=max_batched_tokens,
@@ -357,6 +379,9 @@ class AbstractLLMFramework(ABC):
             "model": self.model.name,
             "gpus": list(self.gpu_ids),
             "tensor_parallel_size": self.config.tensor_parallel_size,
+            "num_gpus": self.num_gpus,
+            "attention_dp": self.attention_dp,
+            "expert_parallel": self.expert_parallel,
             "dtype": self.dtype,
             "kv_cache_dtype": self.kv_dtype,
             "max_model_len": self.max_model_len,

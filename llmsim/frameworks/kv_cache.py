@@ -419,6 +419,18 @@ class KVCacheManager:
             return []
         return self.pool.longest_cached_prefix(self._hashes(request, max_blocks), max_blocks)
 
+    def content_hashes(self, request: Request, start_block: int, end_block: int) -> list[int]:
+        """Content hashes of the request's full blocks ``start_block..end_block-1`` (fewer past its last
+        full block; none for a prompt nobody else can share, or without caching)."""
+        if not self.enable_caching:
+            return []
+        if request.preemptions == 0 and request.spec.private_prompt and self.private_shortcuts:
+            return []
+        end = min(end_block, request.num_tokens // self.block_size)
+        if end <= start_block:
+            return []
+        return self._hashes(request, end)[start_block:end]
+
     def allocate_slots(self, request: Request, num_new_tokens: int, computed_blocks: Sequence[int] = ()) -> bool:
         """Give the request room for ``num_new_tokens`` more tokens (after ``computed_blocks``), or refuse."""
         if self.groups is not None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from llmsim.config import FrameworkConfig
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
@@ -109,7 +109,30 @@ class SGLangConfig(FrameworkConfig):
 
     release_table: ClassVar[ReleaseTable] = RELEASES
 
+    def parallel_layout(self) -> tuple[int, int, int]:
+        """``--tp`` GPUs; ``--dp`` attention ranks with ``--enable-dp-attention``; ``--ep-size`` expert ranks."""
+        return self.tensor_parallel_size, self.dp_size if self.enable_dp_attention else 1, self.ep_size
+
+    @model_validator(mode="after")
+    def _parallel_sizes(self) -> SGLangConfig:
+        tp = self.tensor_parallel_size
+        if self.dp_size > 1 and not self.enable_dp_attention:
+            raise ValueError("dp_size > 1 without enable_dp_attention runs independent replicas (not modelled yet)")
+        for name, size in (("dp_size", self.dp_size), ("ep_size", self.ep_size)):
+            if tp % size:
+                raise ValueError(f"{name} ({size}) must divide tensor_parallel_size ({tp})")
+        return self
+
     schedule_policy: Literal["fcfs", "lpm", "dfs-weight", "lof", "random"] = "fcfs"
+    dp_size: PositiveInt = Field(
+        default=1, description="Data-parallel ranks; with enable_dp_attention they share one MoE over the tp GPUs."
+    )
+    enable_dp_attention: bool = Field(
+        default=False,
+        description="Attention data-parallel over dp_size ranks of tp / dp_size GPUs (each rank its own requests "
+        "and KV); the MoE stays tensor- or expert-parallel over all tp GPUs.",
+    )
+    ep_size: PositiveInt = Field(default=1, description="Expert-parallel ranks of the MoE (a divisor of tp).")
     chunked_prefill_size: int | None = Field(
         default=None,
         description="null: by GPU memory (server_args.py): 2048 below 35 GiB, 4096 below 60, 8192 below 160, "

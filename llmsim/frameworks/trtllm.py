@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
@@ -59,6 +59,23 @@ RELEASES = ReleaseTable(
     ),
     newest="1.2.0",
 )
+#: Grouped expert-GEMM efficiency relative to a dense GEMM, by release and GPU family (None: the
+#: hardware file's ``moe_gemm_relative``, itself fitted on TensorRT-LLM 0.9 Mixtral FP8). TensorRT-LLM's
+#: MoE kernels changed a lot between 0.9 and 0.17 (the 0.15 release notes' fused MoE / CUTLASS grouped
+#: GEMM work; the issue's "Mixtral throughput more than doubled at the same batch"), and the PyTorch
+#: backend of 1.x brought its own (CUTLASS / TRT-LLM-Gen fused MoE). Values fitted with
+#: ``python -m llmsim.calibrate --factors moe_kernels`` on the shipped cases, bounds 0.1-1.0.
+MOE_KERNELS = ReleaseTable(
+    "TensorRT-LLM MoE kernels",
+    (
+        Release("0.9.0", {"hopper": None, "ampere": None, "ada": None, "blackwell": None}),
+        Release("0.15.0", {"hopper": 0.814, "ampere": None, "ada": None, "blackwell": None}),  # 4 Mixtral cases
+        Release(
+            "1.0.0", {"hopper": 0.425, "ampere": None, "ada": None, "blackwell": None}
+        ),  # 8 Qwen3/Llama-4/DSR1/gpt-oss
+    ),
+    newest="1.2.0",
+)
 #: the PyTorch backend's default CUDA-graph maximum (CudaGraphConfig: max_batch_size 0 -> 128)
 CUDA_GRAPH_DEFAULT_MAX_BATCH_SIZE = 128
 
@@ -67,6 +84,28 @@ class TRTLLMConfig(FrameworkConfig):
     """TensorRT-LLM LLM-API / trtllm-bench knobs (real names and defaults; conventions.md)."""
 
     release_table: ClassVar[ReleaseTable] = RELEASES
+
+    enable_attention_dp: bool = Field(
+        default=False,
+        description="Attention data-parallel: every one of the tp GPUs runs attention for its own requests and KV "
+        "(the MoE stays shared).",
+    )
+    moe_expert_parallel_size: PositiveInt | None = Field(
+        default=None,
+        description="Expert-parallel ranks of the MoE (a divisor of tp); null: 1 (experts tensor-parallel).",
+    )
+
+    def parallel_layout(self) -> tuple[int, int, int]:
+        """``tp_size`` GPUs; attention DP over all of them with ``enable_attention_dp``; ``moe_expert_parallel_size``."""
+        tp = self.tensor_parallel_size
+        return tp, tp if self.enable_attention_dp else 1, self.moe_expert_parallel_size or 1
+
+    @model_validator(mode="after")
+    def _expert_ranks_divide_the_gpus(self) -> TRTLLMConfig:
+        ep, tp = self.moe_expert_parallel_size, self.tensor_parallel_size
+        if ep is not None and tp % ep:
+            raise ValueError(f"moe_expert_parallel_size ({ep}) must divide tensor_parallel_size ({tp})")
+        return self
 
     settings_from: Literal["llm_api", "trtllm-bench"] | None = Field(
         default=None,
@@ -105,6 +144,7 @@ class TRTLLMFramework(ContinuousBatchingFramework):
     type_name: ClassVar[str] = "TRTLLM"
     modelled_release: ClassVar[str] = "TensorRT-LLM"
     releases: ClassVar[ReleaseTable | None] = RELEASES
+    moe_kernels: ClassVar[ReleaseTable | None] = MOE_KERNELS
     # Serial CPU time per iteration (keyed by disable_overlap_scheduler): 1.1 ms calibrated on the
     # TensorRT-LLM cases of calibration_cases.csv (python -m llmsim.calibrate); without the overlap
     # scheduler (docs/source/features/overlap-scheduler.md: CPU work of step n hides behind step n+1)
@@ -156,8 +196,10 @@ class TRTLLMFramework(ContinuousBatchingFramework):
                 tokens = settings.max_num_tokens
                 if not cfg.enable_chunked_prefill:  # get_settings: the longest prompt must fit one iteration
                     tokens = fit_longest_prompt(tokens, batch, lengths.max_isl)
-        # the LLM API's BuildConfig defaults (tensorrt_llm/builder.py): max_batch_size 2048, max_num_tokens 8192
-        self._resolved_limits = (batch or LLM_API_MAX_BATCH_SIZE, tokens or LLM_API_MAX_NUM_TOKENS)
+        # the LLM API's BuildConfig defaults (tensorrt_llm/builder.py): max_batch_size 2048, max_num_tokens 8192;
+        # with attention DP they bound each rank, which schedules its own requests
+        dp = self.attention_dp
+        self._resolved_limits = ((batch or LLM_API_MAX_BATCH_SIZE) * dp, (tokens or LLM_API_MAX_NUM_TOKENS) * dp)
         return self._resolved_limits
 
     def cuda_graph_capture(self) -> CudaGraphs:
@@ -259,13 +301,36 @@ class TRTLLMFramework(ContinuousBatchingFramework):
         """Blocks running requests may still need to reach their full length (every block holder runs)."""
         return self._max_blocks_running - self.kv.held
 
+    def _contributed_blocks(self, plan: StepPlan) -> set[int]:
+        """Content of the full blocks this step's prefill chunks compute (with block reuse)."""
+        size = self.kv.block_size
+        contributed: set[int] = set()
+        for request, num_new in plan.scheduled:
+            if num_new > 1 or request.num_output_tokens == 0:
+                computed = request.num_computed_tokens
+                contributed.update(self.kv.content_hashes(request, computed // size, (computed + num_new) // size))
+        return contributed
+
     def _admit(self, plan: StepPlan, budget: int) -> None:
+        """Admit waiting requests in order while the policy, the budget and the cache allow.
+
+        With block reuse, a request whose first block to compute is being computed by another request
+        of this step waits a step to reuse it instead (the capacity scheduler's ``beneficialToSkip``
+        in ``batch_manager/capacityScheduler.cpp``); requests behind it may go first.
+        """
         guaranteed = self.policy == "GUARANTEED_NO_EVICT"
         chunked = self.config.enable_chunked_prefill
         reserved = self._reserved_blocks() if guaranteed else 0
+        reuse = self.config.enable_block_reuse
+        contributed = self._contributed_blocks(plan) if reuse else set()
+        skipped: list[Request] = []
+        size = self.kv.block_size
         while self.waiting and budget > 0 and self.num_running < self.max_batch_size:
             request = self.waiting[0]
             computed = self.kv.get_computed_blocks(request)
+            if contributed and set(self.kv.content_hashes(request, len(computed), len(computed) + 1)) & contributed:
+                skipped.append(self.waiting.popleft())
+                continue
             cached_tokens = len(computed) * self.kv.block_size
             remaining = request.num_tokens - cached_tokens
             if not chunked and remaining > budget:
@@ -283,6 +348,9 @@ class TRTLLMFramework(ContinuousBatchingFramework):
             self.start_running(request, cached_tokens)
             plan.scheduled.append((request, num_new))
             budget -= num_new
+            if reuse:
+                contributed.update(self.kv.content_hashes(request, len(computed), (cached_tokens + num_new) // size))
+        self.waiting.extendleft(reversed(skipped))
 
     def _schedule_static(self) -> StepPlan:
         """Lockstep: decode the current batch; form a new one (whole prompts) only when it is empty."""

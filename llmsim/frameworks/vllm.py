@@ -145,6 +145,14 @@ class VLLMConfig(FrameworkConfig):
     enforce_eager: bool = Field(
         default=False, description="Capture no CUDA graphs: every step launches its kernels one by one."
     )
+    data_parallel_size: PositiveInt = Field(
+        default=1,
+        description="Data-parallel engine ranks of tensor_parallel_size GPUs each, every rank its own requests, "
+        "KV and scheduler limits; an MoE model's experts are shared by all of them.",
+    )
+    enable_expert_parallel: bool = Field(
+        default=False, description="Shard the experts over all tp x dp GPUs (expert parallel) instead of by TP."
+    )
     async_scheduling: bool | None = Field(
         default=None,
         description="v1: schedule step n+1 on the CPU while the GPU runs step n (AsyncScheduler), so a step "
@@ -156,6 +164,11 @@ class VLLMConfig(FrameworkConfig):
         description="v1: admit a waiting request only if its whole sequence (not just its first chunk) fits "
         "in the free KV blocks. null: the release's default (True from 0.33.0, False before).",
     )
+
+    def parallel_layout(self) -> tuple[int, int, int]:
+        """``tp x dp`` GPUs, ``dp`` attention ranks, and every GPU an expert rank with ``--enable-expert-parallel``."""
+        gpus = self.tensor_parallel_size * self.data_parallel_size
+        return gpus, self.data_parallel_size, gpus if self.enable_expert_parallel else 1
 
     @model_validator(mode="after")
     def _consistent(self) -> VLLMConfig:
@@ -264,7 +277,8 @@ class VLLMFramework(ContinuousBatchingFramework):
                 seqs = cfg.max_num_seqs or 256
                 default_tokens = 2048 if cfg.chunked_prefill else max(max_model_len, 2048)
                 tokens = cfg.max_num_batched_tokens or default_tokens
-            self._resolved_limits = (seqs, max(tokens, seqs))
+            dp = self.config.data_parallel_size  # every DP rank schedules under its own limits
+            self._resolved_limits = (seqs * dp, max(tokens, seqs) * dp)
         return self._resolved_limits
 
     @property

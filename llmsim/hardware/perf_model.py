@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -232,6 +233,21 @@ def _attention_work(batch: BatchShape, kind: LayerKind) -> tuple[float, int, int
     return batch.prefill_attn_pairs, batch.prefill_kv_tokens, batch.decode_kv_tokens
 
 
+def expert_rank_rows(assignments: float, ep: int) -> float:
+    """Token-expert pairs the busiest of ``ep`` expert-parallel ranks computes, of ``assignments``.
+
+    Each pair lands on a rank with probability 1/ep (experts evenly placed, tokens routed
+    independently): a rank's load is binomial, and the busiest of ``ep`` such ranks carries about
+    ``mean + sqrt(2 ln(ep) var)`` (the expected maximum of ``ep`` near-normal loads). Routers that
+    balance better (auxiliary losses, redundant experts) do no worse than this; skewed ones do.
+    """
+    if ep <= 1:
+        return assignments
+    mean = assignments / ep
+    spread = math.sqrt(2.0 * math.log(ep) * mean * (1.0 - 1.0 / ep))
+    return min(assignments, mean + spread)
+
+
 class PerformanceModel:
     """Turns a :class:`BatchShape` into GPU time for one model on one tensor-parallel group."""
 
@@ -245,35 +261,51 @@ class PerformanceModel:
         dtype: str = "bf16",
         kv_dtype: str = "bf16",
         cuda_graphs: CudaGraphs = DEFAULT_CUDA_GRAPHS,
+        attention_dp: int = 1,
+        expert_parallel: int = 1,
     ) -> None:
         self.model = model
         #: the engine's CUDA-graph capture (padding and launches); frameworks set it from their knobs
         self.cuda_graphs = cuda_graphs
+        #: GPUs of the engine; attention runs on ``attention_dp`` data-parallel ranks of ``attn_tp`` GPUs
+        #: each (every rank its own requests and KV), the experts on ``expert_parallel`` ranks of
+        #: ``moe_tp`` GPUs each (dispatch and combine all-to-all between them)
         self.tp = tensor_parallel_size
+        self.attention_dp = attention_dp
+        self.expert_parallel = expert_parallel
+        self.attn_tp = tensor_parallel_size // attention_dp
+        self.moe_tp = tensor_parallel_size // expert_parallel
+        #: the share of the batch's attention work (query-key pairs, KV reads) one GPU does
+        self.kv_share = 1.0 / attention_dp
         self.eff = efficiency
         self.interconnect = interconnect
         self.weight_bytes = DTYPE_BYTES[dtype]
         self.expert_weight_bytes = DTYPE_BYTES[model.expert_dtype or dtype]
-        compute_dtype = "fp8" if dtype == "fp8" else ("bf16" if dtype in ("int8", "int4", "fp4", "fp32") else dtype)
+        compute_dtype = dtype if dtype in ("fp8", "fp4") else ("bf16" if dtype in ("int8", "int4", "fp32") else dtype)
+        if compute_dtype == "fp4" and not _has_peak(device, "fp4"):
+            compute_dtype = "bf16"  # no FP4 tensor cores (before Blackwell): 4-bit weights run weight-only (W4A16)
         if compute_dtype == "fp8" and not _has_peak(device, "fp8"):
             compute_dtype = "bf16"  # no FP8 tensor cores (Ampere): FP8 weights run weight-only, as vLLM does
         self.peak_flops = device.peak_flops(compute_dtype)
         # attention runs in FP8 only with an FP8 KV cache on GPUs that have FP8 (FP8 FMHA); else 16-bit
         attention_dtype = "fp8" if kv_dtype == "fp8" and _has_peak(device, "fp8") else "bf16"
         self.attention_peak_flops = device.peak_flops(attention_dtype)
+        # FP4 (NVFP4) GEMMs: no measured fraction of their peak here, so the FP8 one (block-scaled low precision)
         self.gemm_eff = (
-            efficiency.gemm_flops_fp8 if compute_dtype == "fp8" and efficiency.gemm_flops_fp8 else efficiency.gemm_flops
+            efficiency.gemm_flops_fp8
+            if compute_dtype in ("fp8", "fp4") and efficiency.gemm_flops_fp8
+            else efficiency.gemm_flops
         )
         self.moe_gemm_scale = efficiency.moe_gemm_relative
         self.peak_bw = device.memory_gbps * 1e9
         self.kv_bytes_per_token_layer = model.kv_bytes_per_token_layer(kv_dtype)
-        self.kv_bytes_per_token_layer_gpu = self.kv_bytes_per_token_layer / model.kv_shards(self.tp)
+        self.kv_bytes_per_token_layer_gpu = self.kv_bytes_per_token_layer / model.kv_shards(self.attn_tp)
         if model.is_mla:
             # absorbed MLA: scores against the latent + rope key, values from the latent, per head
             per_pair = 2.0 * (model.kv_lora_rank + model.qk_rope_head_dim) + 2.0 * model.kv_lora_rank  # type: ignore[operator]
         else:
             per_pair = 4.0 * model.head_size  # QK^T and PV
-        self.attn_flops_per_pair = per_pair * model.num_attention_heads / self.tp
+        self.attn_flops_per_pair = per_pair * model.num_attention_heads / self.attn_tp
         self.layer_groups = self._layer_groups()
         self._cache: dict[tuple, float] = {}
         self._decode_cache: dict[int, tuple[float, float]] = {}
@@ -319,6 +351,9 @@ class PerformanceModel:
         return max(compute, memory, KERNEL_FLOOR_S), flops, nbytes, compute >= memory
 
     def _attention(self, flops: float, kv_tokens: float) -> tuple[float, float, float, bool]:
+        """One attention kernel over the batch's work; each attention-DP rank does its share."""
+        share = self.kv_share
+        flops, kv_tokens = flops * share, kv_tokens * share
         nbytes = kv_tokens * self.kv_bytes_per_token_layer_gpu
         compute = flops / (self.attention_peak_flops * self.eff.attention_flops)
         memory = nbytes / (self.peak_bw * self.eff.hbm_bandwidth)
@@ -357,22 +392,26 @@ class PerformanceModel:
         terms = self._token_cache.get(key)
         if terms is not None:
             return terms
-        m, tp = self.model, self.tp
+        m, tp = self.model, self.attn_tp
         h = m.hidden_size
+        aggregate, tokens = tokens, self.rank_tokens(tokens)
         linear = [self._gemm(tokens, params / tp) for _, params in m.attention_projections]
         if kind.moe:
             e, k = m.num_local_experts, m.num_experts_per_tok
-            expert = m.mlp_params_per_expert / tp
-            touched = e * (1.0 - (1.0 - k / e) ** tokens)
+            # every rank's tokens meet at the experts: an EP rank holds e / ep of them, sliced moe_tp ways
+            ep = self.expert_parallel
+            expert = m.mlp_params_per_expert / self.moe_tp
+            touched = e * (1.0 - (1.0 - k / e) ** aggregate)
             linear.append(self._gemm(tokens, m.router_params, m.router_params))
-            per_expert = tokens * k / touched
+            per_expert = aggregate * k / touched
+            rows = expert_rank_rows(aggregate * k, ep)
             linear.append(
                 self._gemm(
-                    tokens * k, expert, touched * expert, self.expert_weight_bytes, per_expert, self.moe_gemm_scale
+                    rows, expert, touched / ep * expert, self.expert_weight_bytes, per_expert, self.moe_gemm_scale
                 )
             )
             if m.num_shared_experts:
-                shared = m.num_shared_experts * expert
+                shared = m.num_shared_experts * (m.mlp_params_per_expert / tp)
                 linear.append(self._gemm(tokens, shared, shared, self.expert_weight_bytes, None, self.moe_gemm_scale))
             active_width = m.expert_intermediate_size * (k + m.num_shared_experts)
         else:
@@ -401,12 +440,52 @@ class PerformanceModel:
         )
         return terms
 
-    def allreduce_time(self, nbytes: float) -> float:
-        """One ring all-reduce of ``nbytes`` over the tensor-parallel group."""
-        if self.tp <= 1 or nbytes <= 0:
+    def rank_tokens(self, tokens: int) -> int:
+        """Tokens of the busiest attention-DP rank when ``tokens`` are spread over the ranks (all of them
+        without attention DP): the scheduler balances requests, so a rank has at most one more share."""
+        dp = self.attention_dp
+        return tokens if dp == 1 else -(-tokens // dp)
+
+    def allreduce_time(self, nbytes: float, group: int | None = None) -> float:
+        """One ring all-reduce of ``nbytes`` over ``group`` GPUs (default: all the engine's)."""
+        size = self.tp if group is None else group
+        if size <= 1 or nbytes <= 0:
             return 0.0
         bus_bw = self.interconnect.bandwidth_gbps * 1e9 * self.interconnect.allreduce_efficiency
-        return self.interconnect.latency_s + nbytes * 2.0 * (self.tp - 1) / self.tp / bus_bw
+        return self.interconnect.latency_s + nbytes * 2.0 * (size - 1) / size / bus_bw
+
+    def all_to_all_time(self, nbytes: float) -> float:
+        """One all-to-all in which each GPU sends ``nbytes`` (and receives as much) over the scale-up
+        links, at the same bus efficiency as an all-reduce."""
+        if nbytes <= 0:
+            return 0.0
+        bus_bw = self.interconnect.bandwidth_gbps * 1e9 * self.interconnect.allreduce_efficiency
+        return self.interconnect.latency_s + nbytes / bus_bw
+
+    def communication_time(self, tokens: int) -> float:
+        """All the step's collectives for ``tokens`` tokens, every layer.
+
+        Plain tensor parallelism: two all-reduces of the hidden states per layer. With attention DP
+        each rank all-reduces only its own tokens within its ``attn_tp`` GPUs after attention; an MoE
+        layer then sends every token to its ``k`` experts and back: all-to-all dispatch and combine
+        between EP ranks (the share of a GPU's tokens whose expert lives elsewhere), or, without EP,
+        the gathered batch all-reduced over every GPU (all-gather + reduce-scatter). Dense MLPs of
+        attention-DP ranks all-reduce within the rank.
+        """
+        m = self.model
+        hidden = m.hidden_size * ACTIVATION_BYTES
+        if self.attention_dp == 1 and self.expert_parallel == 1:
+            return 2 * m.num_hidden_layers * self.allreduce_time(tokens * hidden)
+        rank = self.rank_tokens(tokens)
+        attention = self.allreduce_time(rank * hidden, self.attn_tp)
+        if self.expert_parallel > 1:
+            ep = self.expert_parallel
+            sent = rank / self.attn_tp * m.num_experts_per_tok * (ep - 1) / ep * hidden
+            moe = 2 * self.all_to_all_time(sent)
+        else:
+            moe = self.allreduce_time(tokens * hidden)
+        dense = self.allreduce_time(rank * hidden, self.attn_tp)
+        return m.num_hidden_layers * attention + m.num_moe_layers * moe + m.num_dense_layers * dense
 
     def graph_batch(self, batch: BatchShape) -> tuple[BatchShape, float]:
         """The batch as the engine runs it (padded to a captured CUDA graph) and the launch seconds it exposes.
@@ -445,8 +524,10 @@ class PerformanceModel:
             total.add(layer.time_s * count, layer.flops * count, layer.bytes * count, False)
             compute += layer.compute_s * count
             memory += layer.memory_s * count
-        comm = 2 * m.num_hidden_layers * self.allreduce_time(batch.num_tokens * m.hidden_size * ACTIVATION_BYTES)
-        head_t, head_f, head_b, head_compute = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)
+        comm = self.communication_time(batch.num_tokens)
+        head_t, head_f, head_b, head_compute = self._gemm(
+            self.rank_tokens(batch.logits_rows), m.vocab_size * m.hidden_size / self.attn_tp
+        )
         return StepCost(
             time_s=total.time + comm + head_t + launch_s,
             compute_s=compute + (head_t if head_compute else 0.0),
@@ -493,8 +574,8 @@ class PerformanceModel:
             for seconds in terms.elementwise_s:
                 time += seconds
             total += time * count
-        comm = 2 * m.num_hidden_layers * self.allreduce_time(tokens * m.hidden_size * ACTIVATION_BYTES)
-        head_t = self._gemm(batch.logits_rows, m.vocab_size * m.hidden_size / self.tp)[0]
+        comm = self.communication_time(tokens)
+        head_t = self._gemm(self.rank_tokens(batch.logits_rows), m.vocab_size * m.hidden_size / self.attn_tp)[0]
         return total + comm + head_t + launch_s
 
     def _decode_terms(self, num_seqs: int) -> tuple[float, float]:
@@ -505,7 +586,7 @@ class PerformanceModel:
             base_batch.decode_seqs = base_batch.logits_rows = num_seqs
             # the cost at zero context charges one kernel floor per layer for attention: take it out
             base = self._cost(base_batch, 0.0).time_s - KERNEL_FLOOR_S * self.model.num_hidden_layers
-            per_token = max(
+            per_token = self.kv_share * max(
                 self.attn_flops_per_pair / (self.attention_peak_flops * self.eff.attention_flops),
                 self.kv_bytes_per_token_layer_gpu / (self.peak_bw * self.eff.hbm_bandwidth),
             )

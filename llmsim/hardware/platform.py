@@ -8,7 +8,7 @@ from typing import Any
 
 from llmsim.errors import CapacityError, ConfigError
 from llmsim.hardware.spec import GIB, ComputeDevice, HardwareConfig, NetworkLink
-from llmsim.models import ModelProfile
+from llmsim.models import DTYPE_BYTES, ModelProfile
 
 # Memory outside PyTorch's caching allocator and activations: CUDA context, NCCL buffers, CUDA
 # graphs. A modelling assumption (vLLM's start-up log reports "non-torch memory" and "CUDA graph"
@@ -48,9 +48,17 @@ class MemoryPlan:
         )
 
 
-def weights_per_gpu(model: ModelProfile, dtype: str, tp: int) -> float:
-    """Bytes of weights on each GPU: every matrix (embeddings included) is sharded ``tp`` ways."""
-    return model.weight_bytes(dtype) / tp
+def weights_per_gpu(model: ModelProfile, dtype: str, tp: int, attention_dp: int = 1) -> float:
+    """Bytes of weights on each GPU: every matrix (embeddings included) is sharded ``tp`` ways.
+
+    With attention data parallelism each of the ``attention_dp`` ranks holds its own copy of
+    everything but the routed experts, sharded over its ``tp / attention_dp`` GPUs; the routed
+    experts are spread over all ``tp`` GPUs (expert- or tensor-parallel alike).
+    """
+    if attention_dp == 1:
+        return model.weight_bytes(dtype) / tp
+    routed = model.routed_expert_params * DTYPE_BYTES[model.expert_dtype or dtype]
+    return (model.weight_bytes(dtype) - routed) / (tp // attention_dp) + routed / tp
 
 
 def activation_workspace(model: ModelProfile, tp: int, max_batched_tokens: int, max_seqs: int) -> float:
@@ -81,6 +89,7 @@ def plan_memory(
     key: str = "framework.tensor_parallel_size",
     fraction_of_free: bool = False,
     kv_layers_per_block: int | None = None,
+    attention_dp: int = 1,
 ) -> MemoryPlan:
     """Split a GPU's memory into weights, workspace and KV blocks; a model that does not fit is an error.
 
@@ -90,22 +99,26 @@ def plan_memory(
     ``kv_layers_per_block``: layers one block spans (default all; vLLM's hybrid allocator makes a
     block one KV-cache group's layers, ``llmsim.frameworks.kv_groups``), so ``kv_bytes_per_token``
     is the bytes of one token in one block.
+    ``attention_dp`` ranks (each of ``tp / attention_dp`` GPUs) hold their own requests' KV: the
+    blocks of all ranks together are the plan's ``num_blocks``.
     """
 
     def plan_at(size: int) -> MemoryPlan:
-        weights = weights_per_gpu(model, dtype, size)
-        workspace = activation_workspace(model, size, max_batched_tokens, max_seqs)
+        dp = attention_dp if size == tp else 1
+        weights = weights_per_gpu(model, dtype, size, dp)
+        attn_tp = size // dp
+        workspace = activation_workspace(model, attn_tp, -(-max_batched_tokens // dp), -(-max_seqs // dp))
         if kv_layers_per_block is None:
-            kv_bytes = model.kv_bytes_per_token(kv_dtype) / model.kv_shards(size)
+            kv_bytes = model.kv_bytes_per_token(kv_dtype) / model.kv_shards(attn_tp)
         else:
-            kv_bytes = kv_layers_per_block * model.kv_bytes_per_token_layer(kv_dtype) / model.kv_shards(size)
+            kv_bytes = kv_layers_per_block * model.kv_bytes_per_token_layer(kv_dtype) / model.kv_shards(attn_tp)
         if fraction_of_free:
             usable = device.memory_capacity_bytes
             kv_cache = (usable - weights - workspace) * utilisation
         else:
             usable = device.memory_capacity_bytes * utilisation
             kv_cache = usable - weights - workspace
-        num_blocks = int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
+        num_blocks = dp * int(kv_cache // (kv_bytes * block_size)) if kv_cache > 0 else 0
         return MemoryPlan(
             device.memory_capacity_bytes, usable, weights, workspace, kv_cache, kv_bytes, block_size, num_blocks
         )

@@ -135,3 +135,25 @@ class HardwareConfig(Schema):
     def client_link(self) -> NetworkLink:
         """The link requests and responses travel over."""
         return self.network_links[0]
+
+
+#: GPUs that share a die (and so their achieved efficiencies): calibration factors are fitted per family.
+FAMILIES = {
+    "a100": "ampere",
+    "a100_40gb": "ampere",
+    "a100_pcie": "ampere",
+    "a10g": "ampere",
+    "h100": "hopper",
+    "h100_pcie": "hopper",
+    "h200": "hopper",
+    "l40s": "ada",
+    "l4": "ada",
+    "b200": "blackwell",
+    "mi300x": "cdna3",
+}
+
+
+def gpu_family(hardware: str) -> str | None:
+    """The family (``hopper``, ``ampere``...) of a hardware option name (``h100``, or a calibrated copy
+    ``h100_calibrated``); None when unknown."""
+    return FAMILIES.get(hardware.removesuffix("_calibrated"))
