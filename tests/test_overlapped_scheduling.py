@@ -4,7 +4,7 @@ GPU runs step n, so a step takes the longer of its GPU and CPU work plus the tok
 from __future__ import annotations
 
 import pytest
-from conftest import make_config
+from conftest import conf_file, make_config
 from scenario import framework_for
 
 from llmsim.frameworks.vllm import VLLMFramework
@@ -46,3 +46,17 @@ def test_overlap_applies_to_fast_forwarded_decode_stretches_alike():
 def test_the_v0_engine_has_no_async_scheduler():
     assert not vllm(engine_version="v0").overlaps_cpu
     assert not vllm(engine_version="v0", async_scheduling=True).overlaps_cpu
+
+
+def trtllm(**knobs):
+    config = make_config()
+    config["framework"] = {**conf_file("framework", "trtllm"), **knobs}
+    return framework_for(config)
+
+
+def test_tensorrt_llm_overlaps_cpu_work_on_its_pytorch_backend_unless_disabled():
+    assert trtllm(backend="pytorch").overlaps_cpu
+    assert not trtllm(backend="pytorch", disable_overlap_scheduler=True).overlaps_cpu
+    assert not trtllm(backend="tensorrt").overlaps_cpu  # TensorRT engines keep the fitted serial remainder
+    overlapped = trtllm(backend="pytorch", step_overhead_s=2.0e-3, per_seq_overhead_s=0.0)
+    assert overlapped.with_overheads(10.0e-3, 8) == pytest.approx(10.0e-3 + overlapped.sync_gap_s)
