@@ -60,3 +60,16 @@ def test_tensorrt_llm_overlaps_cpu_work_on_its_pytorch_backend_unless_disabled()
     assert not trtllm(backend="tensorrt").overlaps_cpu  # TensorRT engines keep the fitted serial remainder
     overlapped = trtllm(backend="pytorch", step_overhead_s=2.0e-3, per_seq_overhead_s=0.0)
     assert overlapped.with_overheads(10.0e-3, 8) == pytest.approx(10.0e-3 + overlapped.sync_gap_s)
+
+
+def test_sglang_overlap_scheduler_hides_the_cpu_work_unless_disabled():
+    def sglang(**knobs):
+        config = make_config()
+        config["framework"] = {**conf_file("framework", "sglang"), **knobs}
+        return framework_for(config)
+
+    overlapped, serial = sglang(), sglang(disable_overlap_schedule=True)
+    assert overlapped.overlaps_cpu and not serial.overlaps_cpu
+    # a 10 ms GPU step of 8 sequences: 2.58 ms of CPU work hidden, or paid after it
+    assert overlapped.with_overheads(10.0e-3, 8) == pytest.approx(10.0e-3 + overlapped.sync_gap_s)
+    assert serial.with_overheads(10.0e-3, 8) == pytest.approx(12.58e-3)

@@ -176,16 +176,20 @@ class SGLangFramework(ContinuousBatchingFramework):
     modelled_release: ClassVar[str] = "SGLang"
     releases: ClassVar[ReleaseTable | None] = RELEASES
     steady_while_waiting: ClassVar[bool] = False  # the decaying new_token_ratio can admit mid-decode
-    # Serial CPU time per step: the overlap scheduler (SGLang v0.4 blog: no GPU idle between batches)
-    # leaves little; without it SGLang's Python scheduler costs about as much as vLLM's (efficiency.md s.4).
-    # No SGLang case to calibrate on: with overlap, as TensorRT-LLM's calibrated 1.1 ms; without, as vLLM v1's.
-    OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (2.5e-3, 1.0e-5), False: (1.1e-3, 2.0e-6)}
+    # CPU time per step (keyed by disable_overlap_schedule): SGLang's Python scheduler costs about as much
+    # as vLLM v1's (efficiency.md s.4), 2.5 ms + 10 us per sequence. The overlap scheduler (on by default
+    # from 0.4: SGLang v0.4 blog, "zero-overhead batch scheduler", no GPU idle between batches) runs it
+    # beside the GPU's work on the previous batch, so an overlapped step takes the longer of the two plus
+    # the hand-over of the sampled tokens (vLLM's measured 0.16 ms reused: no SGLang figure).
+    OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (2.5e-3, 1.0e-5), False: (2.5e-3, 1.0e-5)}
+    sync_gap_s: ClassVar[float] = 1.6e-4
     config: SGLangConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
         self.perf_model.cuda_graphs = self.cuda_graph_capture()
+        self.overlaps_cpu = not cfg.disable_overlap_schedule
         step, per_seq = self.OVERHEADS[cfg.disable_overlap_schedule]
         if cfg.step_overhead_s is None:
             self.step_overhead_s = step
