@@ -548,6 +548,9 @@ class FrameworkConfig(Schema):
         framework's knobs; plain tensor parallelism here, frameworks with DP attention or EP override it."""
         return self.tensor_parallel_size, 1, 1
 
+    def check_parallel_sizes(self, key: str) -> None:
+        """Raise a ConfigError naming ``key.<knob>`` when the parallel sizes do not fit together."""
+
     @field_validator("version", mode="before")
     @classmethod
     def _modelled_release(cls, value: Any) -> Any:

@@ -85,6 +85,7 @@ class AbstractLLMFramework(ABC):
         self.max_model_len = self.config.max_model_len or model_profile.max_position_embeddings
         #: GPUs of the engine, attention data-parallel ranks and expert-parallel ranks among them
         #: (each framework's own knobs: :meth:`FrameworkConfig.parallel_layout`)
+        self.config.check_parallel_sizes(config_key)
         tp, self.attention_dp, self.expert_parallel = self.config.parallel_layout()
         self.num_gpus = tp
         self._check_tensor_parallel(tp // self.attention_dp)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt
 
 from llmsim.config import FrameworkConfig
+from llmsim.errors import ConfigError
 from llmsim.frameworks.continuous import ContinuousBatchingFramework, StepPlan
 from llmsim.frameworks.kv_groups import sglang_swa_pool_tokens, sglang_uses_swa_pool
 from llmsim.frameworks.radix_cache import RadixKVManager
@@ -113,15 +114,18 @@ class SGLangConfig(FrameworkConfig):
         """``--tp`` GPUs; ``--dp`` attention ranks with ``--enable-dp-attention``; ``--ep-size`` expert ranks."""
         return self.tensor_parallel_size, self.dp_size if self.enable_dp_attention else 1, self.ep_size
 
-    @model_validator(mode="after")
-    def _parallel_sizes(self) -> SGLangConfig:
+    def check_parallel_sizes(self, key: str) -> None:
+        """``dp_size`` (only with ``enable_dp_attention``) and ``ep_size`` must divide the TP GPUs."""
         tp = self.tensor_parallel_size
         if self.dp_size > 1 and not self.enable_dp_attention:
-            raise ValueError("dp_size > 1 without enable_dp_attention runs independent replicas (not modelled yet)")
+            raise ConfigError(
+                f"{key}.dp_size",
+                self.dp_size,
+                "1 unless enable_dp_attention (independent replicas are not modelled yet)",
+            )
         for name, size in (("dp_size", self.dp_size), ("ep_size", self.ep_size)):
             if tp % size:
-                raise ValueError(f"{name} ({size}) must divide tensor_parallel_size ({tp})")
-        return self
+                raise ConfigError(f"{key}.{name}", size, f"a divisor of tensor_parallel_size ({tp})")
 
     schedule_policy: Literal["fcfs", "lpm", "dfs-weight", "lof", "random"] = "fcfs"
     dp_size: PositiveInt = Field(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt
 
 from llmsim.config import FrameworkConfig
 from llmsim.errors import ConfigError
@@ -101,12 +101,11 @@ class TRTLLMConfig(FrameworkConfig):
         tp = self.tensor_parallel_size
         return tp, tp if self.enable_attention_dp else 1, self.moe_expert_parallel_size or 1
 
-    @model_validator(mode="after")
-    def _expert_ranks_divide_the_gpus(self) -> TRTLLMConfig:
+    def check_parallel_sizes(self, key: str) -> None:
+        """``moe_expert_parallel_size`` must divide the TP GPUs."""
         ep, tp = self.moe_expert_parallel_size, self.tensor_parallel_size
         if ep is not None and tp % ep:
-            raise ValueError(f"moe_expert_parallel_size ({ep}) must divide tensor_parallel_size ({tp})")
-        return self
+            raise ConfigError(f"{key}.moe_expert_parallel_size", ep, f"a divisor of tensor_parallel_size ({tp})")
 
     settings_from: Literal["llm_api", "trtllm-bench"] | None = Field(
         default=None,
