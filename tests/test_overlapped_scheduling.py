@@ -68,7 +68,8 @@ def test_sglang_overlap_scheduler_hides_the_cpu_work_unless_disabled():
         config["framework"] = {**conf_file("framework", "sglang"), **knobs}
         return framework_for(config)
 
-    overlapped, serial = sglang(), sglang(disable_overlap_schedule=True)
+    cpu = {"step_overhead_s": 2.5e-3, "per_seq_overhead_s": 1.0e-5}
+    overlapped, serial = sglang(**cpu), sglang(disable_overlap_schedule=True, **cpu)
     assert overlapped.overlaps_cpu and not serial.overlaps_cpu
     # a 10 ms GPU step of 8 sequences: 2.58 ms of CPU work hidden, or paid after it
     assert overlapped.with_overheads(10.0e-3, 8) == pytest.approx(10.0e-3 + overlapped.sync_gap_s)

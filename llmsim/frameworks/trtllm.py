@@ -145,11 +145,12 @@ class TRTLLMFramework(ContinuousBatchingFramework):
     modelled_release: ClassVar[str] = "TensorRT-LLM"
     releases: ClassVar[ReleaseTable | None] = RELEASES
     moe_kernels: ClassVar[ReleaseTable | None] = MOE_KERNELS
-    # Serial CPU time per iteration (keyed by disable_overlap_scheduler): 1.1 ms calibrated on the
-    # TensorRT-LLM cases of calibration_cases.csv (python -m llmsim.calibrate); without the overlap
+    # Serial CPU time per iteration (keyed by disable_overlap_scheduler): 1.38 ms calibrated on the
+    # TensorRT-LLM cases of calibration_cases.csv (python -m llmsim.calibrate --factors trtllm.step, refitted
+    # with the PyTorch backend's overlap modelled; 1.1 ms before); without the overlap
     # scheduler (docs/source/features/overlap-scheduler.md: CPU work of step n hides behind step n+1)
     # the CPU work is serial, about 1 ms more (efficiency.md section 4 gives no TensorRT-LLM figure).
-    OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (2.0e-3, 5.0e-6), False: (1.1e-3, 1.0e-6)}
+    OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (2.0e-3, 5.0e-6), False: (1.38e-3, 1.0e-6)}
     # between overlapped steps the GPU waits for the sampled tokens' hand-over; no TensorRT-LLM figure is
     # published, so vLLM's (vllm-project/vllm#11133: 150-170 us) is used
     sync_gap_s: ClassVar[float] = 1.6e-4
