@@ -33,7 +33,7 @@ from llmsim.frameworks.registry import framework_class_map
 from llmsim.hardware.spec import gpu_family
 from llmsim.models import CONF_DIR, builtin_model_profiles
 from llmsim.outputs import write_text
-from llmsim.validate import load_cases, results_frame, run_cases, summary_line
+from llmsim.validate import case_version, load_cases, results_frame, run_cases, summary_line
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -142,8 +142,7 @@ def moe_kernel_factors(cases: pd.DataFrame, moe_models: frozenset[str]) -> list[
             continue
 
         def row_of(r: pd.Series, t=table) -> str:
-            version = r.get("framework_version")
-            return t.row(None if pd.isna(version) or not str(version).strip() else str(version)).version
+            return t.row(case_version(r)).version
 
         mine = cases[(cases["framework"] == framework) & cases["model"].isin(moe_models)]
         if mine.empty:

@@ -551,6 +551,12 @@ class FrameworkConfig(Schema):
     def check_parallel_sizes(self, key: str) -> None:
         """Raise a ConfigError naming ``key.<knob>`` when the parallel sizes do not fit together."""
 
+    def check_divides_gpus(self, key: str, knob: str, size: int | None) -> None:
+        """``key.knob`` (a rank count) must divide ``tensor_parallel_size``; None passes."""
+        tp = self.tensor_parallel_size
+        if size is not None and tp % size:
+            raise ConfigError(f"{key}.{knob}", size, f"a divisor of tensor_parallel_size ({tp})")
+
     @field_validator("version", mode="before")
     @classmethod
     def _modelled_release(cls, value: Any) -> Any:

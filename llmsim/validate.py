@@ -124,9 +124,14 @@ def _flag(row: pd.Series, column: str) -> bool:
     raise LLMSimError(f"{column}={value!r} is not true, false or blank")
 
 
+def case_version(row: pd.Series) -> str | None:
+    """The release the case measured (None when the source does not say: the newest modelled)."""
+    return _text(row, "framework_version")
+
+
 def version_override(row: pd.Series) -> list[str]:
     """``framework.version=...`` for the release the case measured (none when the source does not say)."""
-    version = _text(row, "framework_version")
+    version = case_version(row)
     # quoted: Hydra reads a bare 0.17 as a number
     return [] if version is None else [f"framework.version='{version}'"]
 

@@ -293,12 +293,12 @@ class ContinuousBatchingFramework(FastForward, AbstractLLMFramework):
             computed = request.num_computed_tokens
             remaining = request.spec.prompt_tokens + request.num_output_tokens - computed
             # a decode step with room left in its last block needs no allocation, unless it fills a block
-            # that a request admitted in this very step could hit (a trace's next turn, see allocate_slots)
+            # that a request admitted in this very step could hit (a trace's next turn)
             if (
                 remaining == 1
                 and computed < len(request.blocks) * block_size
                 and not slides
-                and not ((computed + 1) % block_size == 0 and request.spec.output_reuse == "any_time")
+                and not self.kv.decode_fills_a_findable_block(request)
             ):
                 plan.scheduled.append((request, 1))
                 budget -= 1

@@ -412,19 +412,31 @@ class KVCacheManager:
         """Cached blocks that hold a prefix of the request (at most ``num_tokens - 1`` tokens)."""
         if not self.enable_caching or request.num_computed_tokens:
             return []
-        if request.preemptions == 0 and request.spec.private_prompt and self.private_shortcuts:
+        if self._unshared(request):
             return []  # no other request holds its content, and it never ran before
         max_blocks = (request.num_tokens - 1) // self.block_size
         if max_blocks <= 0:
             return []
         return self.pool.longest_cached_prefix(self._hashes(request, max_blocks), max_blocks)
 
+    def _unshared(self, request: Request) -> bool:
+        """A private prompt that never ran: no other request holds its content (lookups and hashes skipped)."""
+        return request.preemptions == 0 and request.spec.private_prompt and self.private_shortcuts
+
+    def decode_fills_a_findable_block(self, request: Request) -> bool:
+        """Whether the request's next decode token fills a block that must be registered when allocated
+        (:meth:`_registers_at_allocation`): the scheduler then allocates even with room left."""
+        return (
+            self.enable_caching
+            and self.cache_at_allocation
+            and request.spec.output_reuse == "any_time"
+            and (request.num_computed_tokens + 1) % self.block_size == 0
+        )
+
     def content_hashes(self, request: Request, start_block: int, end_block: int) -> list[int]:
         """Content hashes of the request's full blocks ``start_block..end_block-1`` (fewer past its last
         full block; none for a prompt nobody else can share, or without caching)."""
-        if not self.enable_caching:
-            return []
-        if request.preemptions == 0 and request.spec.private_prompt and self.private_shortcuts:
+        if not self.enable_caching or self._unshared(request):
             return []
         end = min(end_block, request.num_tokens // self.block_size)
         if end <= start_block:

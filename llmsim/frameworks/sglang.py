@@ -116,16 +116,14 @@ class SGLangConfig(FrameworkConfig):
 
     def check_parallel_sizes(self, key: str) -> None:
         """``dp_size`` (only with ``enable_dp_attention``) and ``ep_size`` must divide the TP GPUs."""
-        tp = self.tensor_parallel_size
         if self.dp_size > 1 and not self.enable_dp_attention:
             raise ConfigError(
                 f"{key}.dp_size",
                 self.dp_size,
                 "1 unless enable_dp_attention (independent replicas are not modelled yet)",
             )
-        for name, size in (("dp_size", self.dp_size), ("ep_size", self.ep_size)):
-            if tp % size:
-                raise ConfigError(f"{key}.{name}", size, f"a divisor of tensor_parallel_size ({tp})")
+        self.check_divides_gpus(key, "dp_size", self.dp_size)
+        self.check_divides_gpus(key, "ep_size", self.ep_size)
 
     schedule_policy: Literal["fcfs", "lpm", "dfs-weight", "lof", "random"] = "fcfs"
     dp_size: PositiveInt = Field(
@@ -180,13 +178,13 @@ class SGLangFramework(ContinuousBatchingFramework):
     modelled_release: ClassVar[str] = "SGLang"
     releases: ClassVar[ReleaseTable | None] = RELEASES
     steady_while_waiting: ClassVar[bool] = False  # the decaying new_token_ratio can admit mid-decode
-    # CPU time per step (keyed by disable_overlap_schedule): SGLang's Python scheduler, 3.24 ms + 10 us per
+    # CPU time per step and per sequence: SGLang's Python scheduler, 3.24 ms + 10 us per
     # sequence (the step part refitted with `python -m llmsim.calibrate --factors sglang.step` on the shipped
     # cases, bounds 0-20 ms, after modelling the overlap; vLLM v1's is 2.5 ms, efficiency.md s.4). The overlap scheduler (on by default
     # from 0.4: SGLang v0.4 blog, "zero-overhead batch scheduler", no GPU idle between batches) runs it
     # beside the GPU's work on the previous batch, so an overlapped step takes the longer of the two plus
     # the hand-over of the sampled tokens (vLLM's measured 0.16 ms reused: no SGLang figure).
-    OVERHEADS: ClassVar[dict[bool, tuple[float, float]]] = {True: (3.24e-3, 1.0e-5), False: (3.24e-3, 1.0e-5)}
+    CPU_OVERHEAD: ClassVar[tuple[float, float]] = (3.24e-3, 1.0e-5)
     sync_gap_s: ClassVar[float] = 1.6e-4
     config: SGLangConfig
 
@@ -195,7 +193,7 @@ class SGLangFramework(ContinuousBatchingFramework):
         cfg = self.config
         self.perf_model.cuda_graphs = self.cuda_graph_capture()
         self.overlaps_cpu = not cfg.disable_overlap_schedule
-        step, per_seq = self.OVERHEADS[cfg.disable_overlap_schedule]
+        step, per_seq = self.CPU_OVERHEAD
         if cfg.step_overhead_s is None:
             self.step_overhead_s = step
         if cfg.per_seq_overhead_s is None:

@@ -103,9 +103,7 @@ class TRTLLMConfig(FrameworkConfig):
 
     def check_parallel_sizes(self, key: str) -> None:
         """``moe_expert_parallel_size`` must divide the TP GPUs."""
-        ep, tp = self.moe_expert_parallel_size, self.tensor_parallel_size
-        if ep is not None and tp % ep:
-            raise ConfigError(f"{key}.moe_expert_parallel_size", ep, f"a divisor of tensor_parallel_size ({tp})")
+        self.check_divides_gpus(key, "moe_expert_parallel_size", self.moe_expert_parallel_size)
 
     settings_from: Literal["llm_api", "trtllm-bench"] | None = Field(
         default=None,

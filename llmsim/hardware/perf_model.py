@@ -451,16 +451,18 @@ class PerformanceModel:
         size = self.tp if group is None else group
         if size <= 1 or nbytes <= 0:
             return 0.0
-        bus_bw = self.interconnect.bandwidth_gbps * 1e9 * self.interconnect.allreduce_efficiency
-        return self.interconnect.latency_s + nbytes * 2.0 * (size - 1) / size / bus_bw
+        return self.interconnect.latency_s + nbytes * 2.0 * (size - 1) / size / self._bus_bandwidth()
+
+    def _bus_bandwidth(self) -> float:
+        """Bytes per second a GPU moves through a collective over the scale-up links."""
+        return self.interconnect.bandwidth_gbps * 1e9 * self.interconnect.allreduce_efficiency
 
     def all_to_all_time(self, nbytes: float) -> float:
         """One all-to-all in which each GPU sends ``nbytes`` (and receives as much) over the scale-up
         links, at the same bus efficiency as an all-reduce."""
         if nbytes <= 0:
             return 0.0
-        bus_bw = self.interconnect.bandwidth_gbps * 1e9 * self.interconnect.allreduce_efficiency
-        return self.interconnect.latency_s + nbytes / bus_bw
+        return self.interconnect.latency_s + nbytes / self._bus_bandwidth()
 
     def communication_time(self, tokens: int) -> float:
         """All the step's collectives for ``tokens`` tokens, every layer.
@@ -477,15 +479,14 @@ class PerformanceModel:
         if self.attention_dp == 1 and self.expert_parallel == 1:
             return 2 * m.num_hidden_layers * self.allreduce_time(tokens * hidden)
         rank = self.rank_tokens(tokens)
-        attention = self.allreduce_time(rank * hidden, self.attn_tp)
+        within_rank = self.allreduce_time(rank * hidden, self.attn_tp)  # after attention, and after a dense MLP
         if self.expert_parallel > 1:
             ep = self.expert_parallel
             sent = rank / self.attn_tp * m.num_experts_per_tok * (ep - 1) / ep * hidden
             moe = 2 * self.all_to_all_time(sent)
         else:
             moe = self.allreduce_time(tokens * hidden)
-        dense = self.allreduce_time(rank * hidden, self.attn_tp)
-        return m.num_hidden_layers * attention + m.num_moe_layers * moe + m.num_dense_layers * dense
+        return m.num_hidden_layers * within_rank + m.num_moe_layers * moe + m.num_dense_layers * within_rank
 
     def graph_batch(self, batch: BatchShape) -> tuple[BatchShape, float]:
         """The batch as the engine runs it (padded to a captured CUDA graph) and the launch seconds it exposes.
